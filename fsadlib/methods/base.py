@@ -1,0 +1,118 @@
+"""Base class of every method, and checkpoint save/load.
+
+Life cycle of a method during evaluation (``fsadlib.evaluate`` drives it)::
+
+    method = fsadlib.methods.create("inctrl", **params)          # or load_checkpoint(path)
+    method.setup_category("hazelnut", supports)                  # text + support caches
+    out = method(images)                                         # AnomalyOutput
+
+``supports`` is ``None`` for zero-shot methods, else a ``[k, 3, S, S]`` tensor of normal images
+read from a k-shot file. Per-category caches (text embeddings, support features) are plain
+attributes, never registered buffers, so they stay out of checkpoints.
+
+A checkpoint holds only what is not the frozen backbone (trainable parameters and the method's own
+buffers) plus the full method config (which includes the backbone config: arch, pretrained tag or
+file, image size, QuickGELU flag), so it reloads with no other input.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from fsadlib.config import from_dict, to_dict
+from fsadlib.io import save_torch
+from fsadlib.methods.output import AnomalyOutput
+
+CHECKPOINT_FORMAT = 1
+
+
+class AnomalyMethod(nn.Module, ABC):
+    """Common interface. Subclasses set ``name``, ``Config`` and implement the two hooks."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: needs k normal support images per category at test time
+    few_shot: ClassVar[bool] = False
+    #: has parameters to train (a ``train_<name>`` stage exists)
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, config: Any, backbone_model: Any = None) -> None:
+        super().__init__()
+        from fsadlib.clip import ClipBackbone
+
+        self.config = config
+        if backbone_model is None:
+            backbone_model = ClipBackbone(config.backbone)
+        elif to_dict(backbone_model.config) != to_dict(config.backbone):
+            raise ValueError(f"shared backbone {to_dict(backbone_model.config)} does not match "
+                             f"the method's backbone config {to_dict(config.backbone)}")
+        self.backbone = backbone_model
+        self.backbone.requires_grad_(False)
+        self.category: str | None = None
+
+    # -- hooks ------------------------------------------------------------------------------
+    @abstractmethod
+    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+        """Prepare per-category caches (text embeddings for ``class_name``, support features).
+
+        Few-shot methods raise ``ValueError`` when ``supports`` is ``None``.
+        """
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+        """``images`` [B, 3, S, S] (CLIP-normalised) -> :class:`AnomalyOutput`."""
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything in ``state_dict`` outside the frozen backbone."""
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def checkpoint(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "method": self.name,
+            "config": to_dict(self.config),
+            "state_dict": self.trainable_state_dict(),
+            "extra": extra or {},
+        }
+
+    def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Atomically write trainable state + configs to ``path``."""
+        return save_torch(path, self.checkpoint(extra))
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a :meth:`trainable_state_dict`; missing or unexpected keys raise ``KeyError``."""
+        own = set(self.trainable_state_dict())
+        missing, unexpected = sorted(own - set(state)), sorted(set(state) - own)
+        if missing or unexpected:
+            raise KeyError(f"{self.name} checkpoint mismatch: missing {missing}, unexpected {unexpected}")
+        self.load_state_dict(state, strict=False)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    backbone_model: Any = None) -> AnomalyMethod:
+    """Rebuild a method from a checkpoint written by :meth:`AnomalyMethod.save_checkpoint`."""
+    from fsadlib.methods.registry import method_class
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an fsadlib checkpoint (format {CHECKPOINT_FORMAT})")
+    cls = method_class(ckpt["method"])
+    method = cls(from_dict(cls.Config, ckpt["config"], ckpt["method"]), backbone_model=backbone_model)
+    method.load_trainable_state(ckpt["state_dict"])
+    return method.to(map_location)

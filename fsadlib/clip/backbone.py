@@ -5,7 +5,7 @@ Configuration (``BackboneConfig``, the ``backbone`` section of a method's params
 - ``arch``: an open_clip model name (``ViT-B-16-plus-240``, ``ViT-L-14-336``, ``ViT-H-14`` ...),
   ``tiny`` (the test model, see :mod:`fsadlib.clip.tiny`), or ``local-dir:/path`` (a folder with
   ``open_clip_config.json`` and weights).
-- ``pretrained``: ``None`` (random init), an open_clip tag (``laion400m_e32``, ``openai`` ...; needs the
+- ``pretrained``: ``None`` (random init, seeded with 0 so it is reproducible), an open_clip tag (``laion400m_e32``, ``openai`` ...; needs the
   file in the Hugging Face cache when offline), or a local ``.pt`` / ``.bin`` / ``.safetensors`` file.
 - ``image_size``: input size; ``None`` keeps the architecture's native size. Pretrained positional
   embeddings are resized (bicubic, antialiased) to the new grid, e.g. 336 -> 518 px (24 -> 37 grid).
@@ -284,6 +284,12 @@ def _build_model(cfg: BackboneConfig) -> nn.Module:
         _check_hub_tag(arch, pretrained)
     elif pretrained is not None:
         pretrained = str(Path(pretrained).expanduser())
+    if pretrained is None:
+        # random init is a fixed function of the config (seed 0), so a checkpoint of a method on a
+        # random backbone (tests, the embedded default) reloads exactly; the global RNG is untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return open_clip.create_model(arch, pretrained=None, **kwargs)
     return open_clip.create_model(arch, pretrained=pretrained, **kwargs)
 
 

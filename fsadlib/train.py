@@ -1,0 +1,248 @@
+"""Plain torch training loop shared by every trainable method.
+
+``fit(method, batches, loss_fn, config, out_dir, validate=...)`` runs ``config.epochs`` epochs of
+``steps_per_epoch`` optimizer steps. Per step: batch -> device, ``loss_fn(method, batch)`` under bf16
+autocast on CUDA (``amp``), backward, gradient clipping (``grad_clip``), optimizer and schedule step.
+Only ``method.trainable_parameters()`` (or the given ``param_groups``) are optimised; the backbone is
+frozen.
+
+Learning-rate schedule, for step s of S total and warmup W steps (``warmup`` is a step count, or a
+fraction of S when < 1):
+
+    lr(s) = lr * s / W                                      s < W  (linear warmup)
+    constant: lr                 cosine: min_lr + (lr - min_lr) * (1 + cos(pi * t)) / 2
+    linear:   lr + (min_lr - lr) * t                         with t = (s - W) / (S - W)
+
+Validation (``validate(method) -> {name: value}``) runs after every ``val_every`` epochs. It must
+use held-out *auxiliary* data, never the target test set; the engine keeps ``best.pt`` by
+``select_metric`` (higher is better) and stops after ``patience`` validations without improvement.
+
+Checkpoints are atomic (``fsadlib.io``): ``last.pt`` after every epoch holds the method checkpoint
+plus optimizer, scheduler, epoch, RNG states and the history, so an interrupted run resumes where the
+last completed epoch ended (``resume=True``, the default); ``best.pt`` (or ``last.pt`` when there is
+no validation) is the model the evaluation uses, and ``final.pt`` is written when training finishes.
+Metrics go to DVCLive (``fsadlib.tracking``) and a tqdm bar shows the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fsadlib.config import seed_everything, to_dict
+from fsadlib.io import save_torch, write_json
+from fsadlib.methods.base import AnomalyMethod
+from fsadlib.tracking import open_live
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("constant", "cosine", "linear")
+
+LossFn = Callable[[AnomalyMethod, dict[str, Any]], dict[str, torch.Tensor]]
+ValidateFn = Callable[[AnomalyMethod], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup: float = 0
+    min_lr: float = 0.0
+    grad_clip: float = 0.0
+    amp: int = 1
+    seed: int = 0
+    val_every: int = 1
+    select_metric: str = ""
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.epochs < 1 or self.steps_per_epoch < 1:
+            raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
+
+
+@dataclass
+class TrainResult:
+    best_path: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    stopped_early: bool
+
+
+def lr_factor(step: int, total: int, config: TrainConfig) -> float:
+    """Multiplier of ``config.lr`` at optimizer step ``step`` (0-based) of ``total``."""
+    warm = int(config.warmup * total) if 0 < config.warmup < 1 else int(config.warmup)
+    if step < warm:
+        return (step + 1) / warm
+    if config.schedule == "constant":
+        return 1.0
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    floor = config.min_lr / config.lr if config.lr else 0.0
+    if config.schedule == "cosine":
+        return floor + (1 - floor) * (1 + math.cos(math.pi * t)) / 2
+    return 1 + (floor - 1) * t
+
+
+def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD over ``params`` (a list of tensors or of param-group dicts)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) dict / list batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossFn, config: TrainConfig,
+        out_dir: str | Path, validate: ValidateFn | None = None, param_groups: list[dict] | None = None,
+        resume: bool = True, live_dir: str | Path | None = None, desc: str = "train") -> TrainResult:
+    """Train ``method`` (see the module docstring). ``batches`` is re-iterated as needed.
+
+    ``param_groups``: optional ``[{"params": [...], "lr": ...}, ...]``; a group's ``lr`` is its peak
+    learning rate (the schedule multiplies every group). Returns the path of the model to evaluate.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    groups = param_groups if param_groups is not None else [{"params": method.trainable_parameters()}]
+    if not any(len(list(g["params"])) for g in groups):
+        raise ValueError(f"{method.name}: nothing to train (no trainable parameters)")
+    opt = make_optimizer(groups, config)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    total = config.epochs * config.steps_per_epoch
+    state = {"epoch": 0, "step": 0, "history": [], "best": -math.inf, "best_epoch": 0, "bad": 0}
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last_path.is_file():
+        state = _resume(method, opt, last_path, config)
+    write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config)})
+    stream = _cycle(batches)
+    stopped = state["epoch"] >= config.epochs or (config.patience and state["bad"] >= config.patience)
+    with open_live(live_dir, resume=state["epoch"] > 0) as live:
+        while not stopped and state["epoch"] < config.epochs:
+            epoch = state["epoch"] + 1
+            method.train()
+            sums: dict[str, float] = {}
+            bar = tqdm(range(config.steps_per_epoch), desc=f"{desc} {epoch}/{config.epochs}", leave=False)
+            for _ in bar:
+                for g, base in zip(opt.param_groups, base_lrs):
+                    g["lr"] = base * lr_factor(state["step"], total, config)
+                batch = to_device(next(stream), method.device)
+                with _autocast(method.device, config.amp):
+                    losses = loss_fn(method, batch)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {state['step']}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                                   config.grad_clip)
+                opt.step()
+                state["step"] += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
+            record.update({f"train_{k}": v / config.steps_per_epoch for k, v in sums.items()})
+            method.eval()
+            if validate is not None and epoch % config.val_every == 0:
+                with torch.no_grad():
+                    record.update({f"val_{k}": float(v) for k, v in validate(method).items()})
+                key = f"val_{config.select_metric}" if config.select_metric else None
+                if key is not None and key not in record:
+                    raise KeyError(f"train.select_metric {config.select_metric!r} not among validation "
+                                   f"metrics {sorted(record)}")
+                if key is not None and record[key] > state["best"]:
+                    state.update(best=record[key], best_epoch=epoch, bad=0)
+                    method.save_checkpoint(best_path, extra={"epoch": epoch, "selected_by": key})
+                elif key is not None:
+                    state["bad"] += 1
+            state["history"].append(record)
+            state["epoch"] = epoch
+            for k, v in record.items():
+                if k != "epoch":
+                    live.log_metric(k, v)
+            live.next_step()
+            _save_last(method, opt, state, last_path)
+            if config.patience and state["bad"] >= config.patience:
+                stopped = True
+    final = out_dir / "final.pt"
+    chosen = best_path if best_path.is_file() and config.select_metric else last_path
+    extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],
+             "selected_from": chosen.name, "history": state["history"]}
+    if chosen == best_path:
+        ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
+        ckpt["extra"].update(extra)
+        save_torch(final, ckpt)
+    else:
+        method.save_checkpoint(final, extra=extra)
+    write_json(out_dir / "history.json", state["history"])
+    return TrainResult(final, state["history"], extra["best_epoch"], bool(stopped and state["epoch"] < config.epochs))
+
+
+def _autocast(device: torch.device, amp: int):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _cycle(batches: Iterable) -> Iterator:
+    while True:
+        empty = True
+        for b in batches:
+            empty = False
+            yield b
+        if empty:
+            raise ValueError("training data yielded no batch")
+
+
+def _save_last(method: AnomalyMethod, opt: torch.optim.Optimizer, state: dict, path: Path) -> None:
+    ckpt = method.checkpoint()
+    ckpt["train_state"] = {
+        **state,
+        "optimizer": opt.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+    }
+    save_torch(path, ckpt)
+
+
+def _resume(method: AnomalyMethod, opt: torch.optim.Optimizer, path: Path, config: TrainConfig) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if ckpt.get("config") != to_dict(method.config):
+        raise ValueError(f"{path} was written for another method config; delete it or the folder "
+                         "to start over")
+    method.load_trainable_state(ckpt["state_dict"])
+    ts = ckpt["train_state"]
+    opt.load_state_dict(ts["optimizer"])
+    torch.set_rng_state(ts["rng"]["torch"])
+    np.random.set_state(ts["rng"]["numpy"])
+    random.setstate(ts["rng"]["python"])
+    if ts["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(ts["rng"]["cuda"])
+    return {k: ts[k] for k in ("epoch", "step", "history", "best", "best_epoch", "bad")}

@@ -1,0 +1,140 @@
+"""Training engine: loss goes down, schedules, resume equals an uninterrupted run, selection, atomic files."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsadlib.clip import BackboneConfig
+from fsadlib.methods import AnomalyOutput
+from fsadlib.methods.base import AnomalyMethod, load_checkpoint
+from fsadlib.train import TrainConfig, fit, lr_factor
+
+
+@dataclass(frozen=True)
+class DummyConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+
+
+class Dummy(AnomalyMethod):
+    """Linear head on the normalised CLIP embedding: score = sigmoid(w . e + b)."""
+
+    name = "dummy"
+    Config = DummyConfig
+    trainable = True
+
+    def __init__(self, config, backbone_model=None):
+        super().__init__(config, backbone_model)
+        self.head = torch.nn.Linear(self.backbone.embed_dim, 1)
+
+    def setup_category(self, class_name, supports=None):
+        self.category = class_name
+
+    def logits(self, images):
+        with torch.no_grad():
+            e = F.normalize(self.backbone.encode_image(images).embedding, dim=-1)
+        return self.head(e).squeeze(-1)
+
+    def forward(self, images):
+        s = torch.sigmoid(self.logits(images))
+        return AnomalyOutput(s, s[:, None, None].expand(-1, *images.shape[-2:]))
+
+
+def loss_fn(method, batch):
+    loss = F.binary_cross_entropy_with_logits(method.logits(batch["image"]), batch["label"].float())
+    return {"loss": loss}
+
+
+def make_batches(n=3):
+    g = torch.Generator().manual_seed(0)
+    return [{"image": torch.randn(4, 3, 64, 64, generator=g), "label": torch.tensor([0, 1, 0, 1])}
+            for _ in range(n)]
+
+
+def new_method(seed=0):
+    torch.manual_seed(seed)
+    return Dummy(DummyConfig())
+
+
+def test_loss_decreases(tmp_path):
+    m = new_method()
+    res = fit(m, make_batches(), loss_fn, TrainConfig(epochs=4, steps_per_epoch=3, lr=0.05), tmp_path)
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < losses[0]
+    assert {"last.pt", "final.pt", "history.json", "train_config.json"} <= {p.name for p in tmp_path.iterdir()}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=3, steps_per_epoch=3, lr=0.05, optimizer="adamw", schedule="linear")
+    full = new_method()
+    fit(full, make_batches(), loss_fn, cfg, tmp_path / "full")
+
+    calls = {"n": 0}
+
+    def failing_loss(method, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # first step of epoch 3
+            raise KeyboardInterrupt
+        return loss_fn(method, batch)
+
+    crashed = new_method()
+    with pytest.raises(KeyboardInterrupt):
+        fit(crashed, make_batches(), failing_loss, cfg, tmp_path / "run")
+    resumed = new_method()  # a fresh process; the head is scrambled so its state must come from last.pt
+    with torch.no_grad():
+        resumed.head.weight.normal_()
+    res = fit(resumed, make_batches(), loss_fn, cfg, tmp_path / "run")
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    for a, b in zip(full.trainable_parameters(), resumed.trainable_parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_selection_on_validation_and_early_stop(tmp_path):
+    values = iter([0.5, 0.9, 0.7, 0.6, 0.95])
+    res = fit(new_method(), make_batches(), loss_fn,
+              TrainConfig(epochs=5, steps_per_epoch=1, lr=0.01, select_metric="auroc", patience=2),
+              tmp_path, validate=lambda m: {"auroc": next(values)})
+    assert res.best_epoch == 2 and res.stopped_early and len(res.history) == 4
+    ckpt = torch.load(res.best_path, weights_only=False)
+    assert ckpt["extra"]["epoch"] == 2 and ckpt["extra"]["selected_from"] == "best.pt"
+    with pytest.raises(KeyError, match="select_metric"):
+        fit(new_method(), make_batches(), loss_fn,
+            TrainConfig(epochs=1, steps_per_epoch=1, select_metric="nope"), tmp_path / "x",
+            validate=lambda m: {"auroc": 0.5})
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
+    import fsadlib.methods.registry as registry
+
+    monkeypatch.setattr(registry, "method_class", lambda name: Dummy)
+    m = new_method()
+    with torch.no_grad():
+        m.head.weight.normal_()
+    path = m.save_checkpoint(tmp_path / "ckpt.pt")
+    ckpt = torch.load(path, weights_only=False)
+    assert all(not k.startswith("backbone.") for k in ckpt["state_dict"])
+    assert ckpt["config"]["backbone"] == {"arch": "tiny", "pretrained": None, "image_size": None,
+                                          "quick_gelu": None, "precision": "auto"}
+    again = load_checkpoint(path)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(m(x).pred_score, again(x).pred_score)
+    bad = dict(ckpt["state_dict"], extra=torch.zeros(1))
+    with pytest.raises(KeyError, match="unexpected"):
+        again.load_trainable_state(bad)
+
+
+def test_lr_schedules_by_hand():
+    cfg = TrainConfig(lr=1.0, schedule="cosine", warmup=2, min_lr=0.0)
+    assert lr_factor(0, 10, cfg) == 0.5 and lr_factor(1, 10, cfg) == 1.0
+    assert lr_factor(2, 10, cfg) == 1.0
+    assert math.isclose(lr_factor(6, 10, cfg), 0.5)
+    lin = TrainConfig(lr=1.0, schedule="linear", min_lr=0.2)
+    assert math.isclose(lr_factor(5, 10, lin), 0.6)
+    assert lr_factor(3, 10, TrainConfig(warmup=0.5)) == 0.8
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lion")

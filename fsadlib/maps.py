@@ -1,0 +1,85 @@
+"""Patch-level scoring pieces shared by the methods: memory banks, patch-text maps, post-processing.
+
+Shapes: B images, N = h * w patch tokens, C channels, M bank entries, S output size.
+
+- ``nearest_distance(query [B,N,C], bank [M,C])`` = min_j (1 - cos(q_i, b_j)) / 2 in [0, 1]: the few-
+  shot memory-bank residual of InCTRL, WinCLIP+, KAG-prompt (as 1 - max cos) and FineGrainedAD. One
+  normalised matmul and a min-reduce, chunked over queries so memory stays O(chunk * M).
+- ``patch_text_probs(tokens [B,N,D], text [2,D], scale)`` = softmax(scale * <norm t_i, norm T>)[:, 1]:
+  the anomalous-state probability of each patch (WinCLIP, APRIL-GAN, KAG-prompt, Bayes-PFL, PromptAD).
+- ``to_map(scores [B,N], grid, size)``: reshape to the patch grid and upsample bilinearly to S x S.
+- ``gaussian_blur(maps [B,S,S], sigma)``: separable Gaussian on the device (truncate 4 sigma, reflect).
+- ``harmonic_mean``, ``topk_mean``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def nearest_distance(query: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """min over bank of (1 - cosine) / 2 for every query token: [B, N, C] x [M, C] -> [B, N]."""
+    q = F.normalize(query.float(), dim=-1)
+    b = F.normalize(bank.float(), dim=-1)
+    flat = q.reshape(-1, q.shape[-1])
+    best = torch.cat([(flat[i:i + chunk] @ b.T).amax(dim=1) for i in range(0, flat.shape[0], chunk)])
+    return ((1 - best) / 2).reshape(q.shape[:-1])
+
+
+def patch_text_probs(tokens: torch.Tensor, text: torch.Tensor, scale: float | torch.Tensor = 100.0
+                     ) -> torch.Tensor:
+    """P(anomalous) per token: softmax over the 2 states of ``scale * cos``; [B,N,D] x [2,D] -> [B,N]."""
+    logits = scale * F.normalize(tokens.float(), dim=-1) @ F.normalize(text.float(), dim=-1).T
+    return logits.softmax(dim=-1)[..., 1]
+
+
+def to_map(scores: torch.Tensor, grid: tuple[int, int], size: int, align_corners: bool = False
+           ) -> torch.Tensor:
+    """[B, h*w] patch scores -> [B, S, S] bilinear upsampled map."""
+    b = scores.shape[0]
+    m = scores.reshape(b, 1, *grid).float()
+    return F.interpolate(m, size=(size, size), mode="bilinear", align_corners=align_corners)[:, 0]
+
+
+def gaussian_kernel(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B, S, S] maps (scipy.ndimage.gaussian_filter semantics:
+    truncate 4 sigma, 'reflect' borders). ``sigma <= 0`` returns the maps unchanged."""
+    if sigma <= 0:
+        return maps
+    k = gaussian_kernel(sigma).to(maps.device, torch.float32)
+    r = k.numel() // 2
+    x = maps.float().unsqueeze(1)
+    x = F.pad(x, (r, r, 0, 0), mode="reflect" if r < x.shape[-1] else "replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    x = F.pad(x, (0, 0, r, r), mode="reflect" if r < x.shape[-2] else "replicate")
+    x = F.conv2d(x, k.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def harmonic_mean(*values: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """n / sum_i 1 / v_i, element-wise (WinCLIP / PromptAD fusion)."""
+    return len(values) / sum(1.0 / (v + eps) for v in values)
+
+
+def topk_mean(maps: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean of the k largest values of each map: [B, ...] -> [B]."""
+    flat = maps.flatten(1)
+    return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(1)
+
+
+def grid_side(n_tokens: int) -> int:
+    """Side of a square patch grid holding ``n_tokens`` tokens (``ValueError`` if not square)."""
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens:
+        raise ValueError(f"{n_tokens} tokens do not form a square grid")
+    return side

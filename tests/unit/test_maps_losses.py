@@ -1,0 +1,59 @@
+"""Shared map pieces and losses against slow references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from fsadlib.losses import dice_loss, focal_loss, focal_loss_with_logits
+from fsadlib.maps import gaussian_blur, harmonic_mean, nearest_distance, patch_text_probs, to_map, topk_mean
+
+
+def test_nearest_distance_against_loops_and_zero_for_identical_patch():
+    g = torch.Generator().manual_seed(0)
+    q, bank = torch.randn(2, 5, 8, generator=g), torch.randn(7, 8, generator=g)
+    bank[3] = q[1, 2] * 3.0  # same direction -> distance 0
+    got = nearest_distance(q, bank, chunk=3)
+    for b in range(2):
+        for i in range(5):
+            want = min((1 - F.cosine_similarity(q[b, i], bank[j], dim=0)) / 2 for j in range(7))
+            assert abs(float(got[b, i]) - float(want)) < 1e-6
+    assert float(got[1, 2]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_patch_text_probs_and_map():
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = patch_text_probs(tokens, text, scale=1.0)
+    want = torch.softmax(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7071068, 0.7071068], [-1.0, 0.0]]), -1)[:, 1]
+    assert torch.allclose(p[0], want, atol=1e-6)
+    m = to_map(p, (2, 2), 4)
+    assert m.shape == (1, 4, 4) and torch.isclose(m[0, 0, 0], p[0, 0])
+
+
+def test_gaussian_blur_matches_scipy():
+    x = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
+    got = gaussian_blur(torch.from_numpy(x), 2.0).numpy()
+    want = np.stack([gaussian_filter(m, 2.0, mode="reflect", truncate=4.0) for m in x])
+    # scipy 'reflect' = half-sample symmetric; torch 'reflect' mirrors about the edge pixel
+    assert np.abs(got - want)[:, 8:-8, 8:-8].max() < 1e-5
+    t = torch.from_numpy(x)
+    assert gaussian_blur(t, 0) is t
+
+
+def test_harmonic_and_topk():
+    assert torch.isclose(harmonic_mean(torch.tensor(1.0), torch.tensor(3.0)), torch.tensor(1.5), atol=1e-6)
+    assert torch.equal(topk_mean(torch.tensor([[[1.0, 5.0], [3.0, 2.0]]]), 2), torch.tensor([4.0]))
+
+
+def test_losses_by_hand():
+    p, y = torch.tensor([0.8, 0.3]), torch.tensor([1.0, 0.0])
+    want = -((0.2 ** 2) * np.log(0.8) + (0.3 ** 2) * np.log(0.7)) / 2
+    assert float(focal_loss(p, y)) == pytest.approx(want, rel=1e-5)
+    assert float(focal_loss(p, y, gamma=0)) == pytest.approx(float(F.binary_cross_entropy(p, y)), rel=1e-5)
+    logits = torch.logit(p)
+    assert float(focal_loss_with_logits(logits, y)) == pytest.approx(want, rel=1e-4)
+    assert float(dice_loss(torch.ones(1, 4), torch.tensor([[1.0, 1.0, 0.0, 0.0]]), smooth=0)) == pytest.approx(1 / 3)

@@ -1,0 +1,160 @@
+"""Training FineGrainedAD: one model per (category, k, shot seed) on that category's k shots only.
+
+Schedule of the public segmentation script (spec B2): all k shots in one batch, one step per epoch,
+no augmentation, SGD lr 0.002, momentum 0.9, weight decay 5e-4, cosine to 1e-5, 100 epochs, seed 111.
+The k shots never change and the backbone is frozen, so their features (patch tokens and MLSA's
+region weights, computed once from the initial prompts as the public code does on its first batch)
+are computed once; a step re-encodes only the prompts.
+
+Model selection: none. The model after the fixed epoch count is the model (the public code picks
+the epoch with the best TEST pixel-AUROC; that is not done here and no test data is read).
+
+Files: ``models/finegrained/<dataset>/k<k>/seed<s>/<category>.pt`` (the model, see
+:func:`fsadlib.methods.finegrained.model.category_model`) and, beside it, ``<category>/`` with the
+resumable ``last.pt``, ``history.json`` and ``train_config.json`` of :func:`fsadlib.train.fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from fsadlib.config import seed_everything, to_dict
+from fsadlib.data.shots import ShotsConfig
+from fsadlib.io import save_torch
+from fsadlib.methods.finegrained.losses import mlsa_loss
+from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
+from fsadlib.methods.finegrained.regions import Regions, region_weights
+from fsadlib.protocol import Protocol
+from fsadlib.tracking import open_live
+from fsadlib.train import TrainConfig, fit
+
+
+def _paper_schedule() -> TrainConfig:
+    return TrainConfig(epochs=100, steps_per_epoch=1, lr=0.002, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                       schedule="cosine", min_lr=1e-5, seed=111)
+
+
+@dataclass(frozen=True)
+class FineGrainedSection:
+    """The ``finegrained`` section of params.yaml (defaults: the paper). List every ``train`` key in
+    params.yaml: a nested section is built from ``TrainConfig``'s own defaults, not the paper's."""
+
+    model: FineGrainedConfig = field(default_factory=FineGrainedConfig)
+    train: TrainConfig = field(default_factory=_paper_schedule)
+
+
+def training_batch(method: FineGrainedAD, supports: torch.Tensor, seed: int) -> tuple[dict[str, torch.Tensor],
+                                                                                        Regions]:
+    """The constant batch: unit patch tokens [k, N, D] and region weights [k, E + 1, N]."""
+    cfg = method.config
+    with torch.no_grad():
+        tokens = method.encode(supports).patch
+        levels = method.level_features()
+        regions = region_weights(method.fine_tokens(supports), torch.stack([f.pair()[0] for f in levels[2:]]),
+                                 levels[1].pair()[0], cfg.region_upscale, cfg.region_boost, cfg.dpc_k_background,
+                                 cfg.dpc_k_entity, generator=torch.Generator().manual_seed(seed))
+    return {"tokens": tokens, "weights": regions.weights.to(tokens.device)}, regions
+
+
+def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """:func:`fsadlib.methods.finegrained.losses.mlsa_loss` of the current prompts on ``batch``."""
+    cfg = method.config
+    return mlsa_loss(method.level_features(), batch["tokens"], batch["weights"], cfg.n_pro * cfg.n_pro_ab,
+                     cfg.logit_scale, cfg.triplet_margin, cfg.match_weight, cfg.reg_weight)
+
+
+def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,
+                 final_path: str | Path, desc: str = "finegrained") -> list[dict[str, float]]:
+    """Set up ``category``, train, write the model to ``final_path``; returns the history."""
+    final_path = Path(final_path)
+    method.setup_category(category, supports)
+    batch, _ = training_batch(method, supports.to(method.device), train.seed)
+    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc)
+    save_torch(final_path, torch.load(result.best_path, map_location="cpu", weights_only=False))
+    return result.history
+
+
+def train_category(dataset: str, category: str, k: int, shot_seed: int, section: FineGrainedSection,
+                   root: str | Path | None = None, backbone_model: Any = None) -> list[dict[str, float]]:
+    """Train the model of (dataset, category, k, shot seed) from its k-shot file."""
+    from fsadlib.data import load_images
+    from fsadlib.data.shots import load_shots
+
+    seed_everything(section.train.seed)  # the prompt initialisation draws from the global RNG
+    method = FineGrainedAD(section.model, backbone_model=backbone_model)
+    bb = method.backbone
+    supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std)
+    return fit_category(method, category, supports.to(method.device), section.train,
+                        model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}")
+
+
+def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig, smoke: bool = False,
+                      root: str | Path | None = None, live_dir: str | Path | None = None) -> pd.DataFrame:
+    """Train one model per (target category of ``protocol``, k, seed of ``shots``).
+
+    ``smoke``: the first two categories, the first k and seed, at most 2 epochs. A model file with the
+    same method config and epoch count is kept (resume; an interrupted model resumes from its
+    ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
+    call. Returns one row per model: category, k, seed, epochs, first/last loss, seconds, status, path.
+    """
+    from fsadlib.clip import ClipBackbone
+
+    protocol.check()
+    categories = protocol.target_categories[:2] if smoke else protocol.target_categories
+    ks, seeds = (shots.ks[:1], shots.seeds[:1]) if smoke else (shots.ks, shots.seeds)
+    if smoke:
+        section = dataclasses.replace(section, train=dataclasses.replace(section.train,
+                                                                         epochs=min(2, section.train.epochs)))
+    dataset = protocol.target_dataset
+    backbone = ClipBackbone(section.model.backbone)
+    rows, trained = [], []
+    for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
+        path = model_path(dataset, category, k, seed, root)
+        start = time.perf_counter()
+        history = _kept_history(path, section)
+        status = "kept"
+        if history is None:
+            history, status = train_category(dataset, category, k, seed, section, root, backbone), "trained"
+            trained.append(history)
+        rows.append({"category": category, "k": k, "seed": seed, "epochs": len(history),
+                     "loss_first": history[0]["train_loss"], "loss_last": history[-1]["train_loss"],
+                     "seconds": time.perf_counter() - start, "status": status, "path": str(path)})
+    with open_live(live_dir) as live:
+        live.log_param("models", len(rows))
+        for epoch in range(max((len(h) for h in trained), default=0)):
+            values = [h[epoch]["train_loss"] for h in trained if len(h) > epoch]
+            live.log_metric("train_loss", sum(values) / len(values))
+            live.next_step()
+    return pd.DataFrame(rows)
+
+
+def _kept_history(path: Path, section: FineGrainedSection) -> list[dict[str, float]] | None:
+    """The history of an existing model file trained with this config and epoch count, else None."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    history = ckpt["extra"].get("history", [])
+    if ckpt["config"] != to_dict(section.model) or len(history) != section.train.epochs:
+        return None
+    return history
+
+
+def history_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Long table (category, k, seed, epoch, part, value) of the loss parts, read from the models
+    listed in ``rows`` (the table :func:`train_finegrained` returns)."""
+    out = []
+    for row in rows.itertuples():
+        ckpt = torch.load(row.path, map_location="cpu", weights_only=False)
+        for rec in ckpt["extra"]["history"]:
+            out += [{"category": row.category, "k": row.k, "seed": row.seed, "epoch": rec["epoch"],
+                     "part": key[len("train_"):], "value": value}
+                    for key, value in rec.items() if key.startswith("train_")]
+    return pd.DataFrame(out)

@@ -1,0 +1,216 @@
+"""WinCLIP (zero-shot) and WinCLIP+ (few-shot), Jeong et al., CVPR 2023. Training-free.
+
+Per image x (B images, h x w patch grid, N = h*w, S = input size, T = [t_n; t_a] [2, D] the unit-norm
+compositional prompt ensemble of the category (7 normal x 4 anomalous states x 22 templates),
+tau = ``temperature``, scales s in ``window_sizes`` with coverage matrices C_s [W_s, N]):
+
+1. Image score from the CLS embedding e [B, D]:  p(x) = softmax(<e/|e|, T> / tau)[anomalous].
+2. Window embeddings w_s [B, W_s, D] by masked attention (:mod:`fsadlib.methods.winclip.windows`),
+   window probabilities q_s = softmax(<w_s/|w_s|, T> / tau)[anomalous], aggregated to patches by a
+   harmonic mean over the covering windows: Z_s = HA(q_s, C_s) [B, N].
+3. Zero-shot map (harmonic mean over the window scales and the image scale):
+       M0 = (|scales| + 1) / (sum_s 1/Z_s + 1/p(x))                                     [B, N]
+4. WinCLIP+ only: with the support banks R_s (window embeddings of the k normal supports, [k*W_s, D])
+   and R_p (their raw patch tokens of block ``patch_layer``, [k*N, Cv]) and
+   d(u, R) = min_r (1 - cos(u, r)) / 2 (:func:`fsadlib.maps.nearest_distance`):
+       Mf = mean( d(patch tokens, R_p), HA(d(w_s, R_s), C_s) for every s )              [B, N]
+       M  = M0 + Mf,   score = (p(x) + max_p Mf) / 2
+   Zero-shot: M = M0, score = p(x).
+5. anomaly_map = bilinear upsampling of M from h x w to S x S (align_corners=False).
+
+``WinClip`` (registry name ``winclip``) and ``WinClipPlus`` (``winclip_plus``) are one implementation;
+the subclass only sets ``few_shot = True``. Nothing is trained: the per-category state (text features,
+support banks) is a :class:`WinClipBank`, built by :meth:`WinClip.setup_category` (cached on the
+content of the supports) or loaded from a file written by :meth:`WinClip.save_bank`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fsadlib.clip import BackboneConfig
+from fsadlib.clip.cache import FeatureCache, tensor_key
+from fsadlib.config import to_dict
+from fsadlib.io import save_torch
+from fsadlib.maps import harmonic_mean, nearest_distance, patch_text_probs, to_map
+from fsadlib.methods.base import AnomalyMethod
+from fsadlib.methods.output import AnomalyOutput
+from fsadlib.methods.winclip.windows import (
+    coverage_matrix,
+    encode_windows,
+    harmonic_aggregation,
+    window_indices,
+)
+from fsadlib.prompts import class_name as prompt_class_name
+from fsadlib.prompts import ensemble_text_features
+from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
+
+BANK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class WinClipConfig:
+    """Paper configuration: ViT-B-16-plus-240 (LAION-400M) at 240 px, 15 x 15 grid."""
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(
+        arch="ViT-B-16-plus-240", pretrained="laion400m_e31", image_size=240))
+    window_sizes: tuple[int, ...] = (2, 3)   # window sides in patches (32 / 48 px at patch 16)
+    temperature: float = 0.07                # tau of softmax(cos / tau)
+    patch_layer: int = 12                    # 1-based block whose raw tokens form WinCLIP+'s patch bank
+
+    def __post_init__(self) -> None:
+        if not self.window_sizes or any(int(s) < 1 for s in self.window_sizes):
+            raise ValueError(f"winclip.window_sizes must be a non-empty list of sides >= 1, got {self.window_sizes}")
+        if len(set(self.window_sizes)) != len(self.window_sizes):
+            raise ValueError(f"winclip.window_sizes has duplicates: {self.window_sizes}")
+        if self.temperature <= 0:
+            raise ValueError(f"winclip.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class WinClipBank:
+    """Per-category state. text [2, D] unit-norm (normal, anomalous); few-shot only: windows, one
+    [k*W_s, D] bank per window size, and patches [k*N, Cv]; ``supports_key`` = content hash of the
+    support tensor they were built from."""
+
+    category: str
+    text: torch.Tensor
+    windows: list[torch.Tensor] | None = None
+    patches: torch.Tensor | None = None
+    supports_key: str = ""
+    k: int = 0
+
+    def to(self, device: torch.device) -> WinClipBank:
+        return WinClipBank(self.category, self.text.to(device),
+                           None if self.windows is None else [w.to(device) for w in self.windows],
+                           None if self.patches is None else self.patches.to(device), self.supports_key, self.k)
+
+
+class WinClip(AnomalyMethod):
+    name = "winclip"
+    Config = WinClipConfig
+    few_shot = False
+    trainable = False
+
+    def __init__(self, config: WinClipConfig, backbone_model=None) -> None:
+        super().__init__(config, backbone_model)
+        bb = self.backbone
+        bb._check_layers([config.patch_layer], "winclip.patch_layer")
+        for s in config.window_sizes:  # constants of the config: non-persistent buffers follow .to(device)
+            if s > min(bb.grid):
+                raise ValueError(f"winclip.window_sizes: {s} exceeds the {bb.grid[0]}x{bb.grid[1]} patch grid "
+                                 f"of {bb.config.arch} at {bb.image_size} px")
+            windows = window_indices(bb.grid, int(s))
+            self.register_buffer(f"windows_{s}", windows, persistent=False)
+            self.register_buffer(f"coverage_{s}", coverage_matrix(windows, bb.grid[0] * bb.grid[1]), persistent=False)
+        self.bank: WinClipBank | None = None
+        self._banks = FeatureCache(max_items=64)
+
+    @property
+    def windows(self) -> list[torch.Tensor]:
+        """Per window size, the patch indices of every window [W_s, s*s]."""
+        return [getattr(self, f"windows_{s}") for s in self.config.window_sizes]
+
+    @property
+    def coverage(self) -> list[torch.Tensor]:
+        """Per window size, the coverage matrix C_s [W_s, N]."""
+        return [getattr(self, f"coverage_{s}") for s in self.config.window_sizes]
+
+    # -- per-category state ------------------------------------------------------------------------
+    def text_for(self, category: str) -> torch.Tensor:
+        """[2, D] unit-norm (normal, anomalous) CPE text features of a category folder name (cached)."""
+        return ensemble_text_features(self.backbone, prompt_class_name(category), NORMAL_STATES,
+                                      ABNORMAL_STATES_WINCLIP, TEMPLATES_WINCLIP)
+
+    def build_bank(self, category: str, supports: torch.Tensor | None = None) -> WinClipBank:
+        """Text features, plus for WinCLIP+ the window and patch banks of ``supports`` [k, 3, S, S]."""
+        if not self.few_shot:
+            return WinClipBank(category, self.text_for(category))
+        if supports is None or supports.ndim != 4 or supports.shape[0] < 1:
+            raise ValueError(f"{self.name} is few-shot: setup_category('{category}') needs supports "
+                             f"[k, 3, S, S], got {None if supports is None else tuple(supports.shape)}")
+        windows, patches = self.support_banks(supports)
+        return WinClipBank(category, self.text_for(category), windows, patches, tensor_key(supports),
+                           int(supports.shape[0]))
+
+    def support_banks(self, supports: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """WinCLIP+ memory of ``supports`` [k, 3, S, S]: window embeddings [k*W_s, D] per window size,
+        raw patch tokens of block ``patch_layer`` [k*N, Cv]."""
+        with torch.no_grad():
+            feats = self.backbone.encode_image(supports, layers=[self.config.patch_layer])
+        windows = encode_windows(self.backbone, supports, self.windows)
+        return [w.flatten(0, 1) for w in windows], feats.tokens[0].flatten(0, 1)
+
+    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+        """Select (build once, then reuse) the bank of a category. A zero-shot WinCLIP ignores
+        ``supports``; WinCLIP+ raises ``ValueError`` without them."""
+        key = (class_name, tensor_key(supports) if self.few_shot and supports is not None else "")
+        with torch.no_grad():
+            self.bank = self._banks.get_or_compute(key, lambda: self.build_bank(class_name, supports))
+        self.category = class_name
+
+    def save_bank(self, path: str | Path) -> Path:
+        """Atomically write the current bank with the method config (so a load can check it)."""
+        bank = self._require_bank()
+        return save_torch(path, {"format": BANK_FORMAT, "method": self.name, "config": to_dict(self.config),
+                                 "bank": bank.to(torch.device("cpu")).__dict__})
+
+    def load_bank(self, path: str | Path) -> None:
+        """Make the bank saved at ``path`` current; it must come from the same method and config."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.name} bank not found: {path}")
+        data = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
+            raise ValueError(f"{path}: not a WinCLIP bank file (format {BANK_FORMAT})")
+        if data["method"] != self.name or data["config"] != to_dict(self.config):
+            raise ValueError(f"{path}: bank of {data['method']} with config {data['config']} does not match "
+                             f"{self.name} with config {to_dict(self.config)}")
+        self.bank = WinClipBank(**data["bank"]).to(self.device)
+        self.category = self.bank.category
+
+    def _require_bank(self) -> WinClipBank:
+        if self.bank is None:
+            raise RuntimeError(f"{self.name}: call setup_category(class_name{', supports' if self.few_shot else ''}) "
+                               "or load_bank(path) before forward")
+        return self.bank
+
+    # -- scoring ---------------------------------------------------------------------------------------
+    def zero_shot(self, embedding: torch.Tensor, windows: list[torch.Tensor], text: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image score p(x) [B], zero-shot patch map M0 [B, N]) from the CLS embedding [B, D] and
+        the window embeddings per scale [B, W_s, D]."""
+        scale = 1.0 / self.config.temperature
+        image = patch_text_probs(embedding, text, scale)
+        maps = [harmonic_aggregation(patch_text_probs(w, text, scale), c) for w, c in zip(windows, self.coverage)]
+        return image, harmonic_mean(*maps, image[:, None].expand_as(maps[0]))
+
+    def few_shot_map(self, patches: torch.Tensor, windows: list[torch.Tensor], bank: WinClipBank) -> torch.Tensor:
+        """Mf [B, N]: mean over the patch scale and the window scales of the support-bank distances."""
+        maps = [nearest_distance(patches, bank.patches)]
+        maps += [harmonic_aggregation(nearest_distance(w, b), c)
+                 for w, b, c in zip(windows, bank.windows, self.coverage)]
+        return torch.stack(maps).mean(0)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+        bank = self._require_bank()
+        bb = self.backbone
+        feats = bb.encode_image(images, layers=[self.config.patch_layer] if self.few_shot else [])
+        windows = encode_windows(bb, images, self.windows)
+        score, patch_map = self.zero_shot(feats.embedding, windows, bank.text)
+        if self.few_shot:
+            fs = self.few_shot_map(feats.tokens[0], windows, bank)
+            patch_map = patch_map + fs
+            score = (score + fs.amax(dim=1)) / 2
+        return AnomalyOutput(score, to_map(patch_map, bb.grid, bb.image_size))
+
+
+class WinClipPlus(WinClip):
+    """WinCLIP+ : the zero-shot maps plus the k-shot window/patch memory (``few_shot = True``)."""
+
+    name = "winclip_plus"
+    few_shot = True

@@ -1,0 +1,232 @@
+"""FineGrainedAD on the tiny backbone: MLLP texts and superposition, DPC-KNN and region weights,
+losses and routing against hand-computed values, shapes, a short training run, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from fsadlib.captions import Captions, OfflineCaptioner, save_captions
+from fsadlib.captions.vocab import LOCATIONS
+from fsadlib.clip import BackboneConfig, ClipBackbone
+from fsadlib.methods import create, list_methods
+from fsadlib.methods.base import load_checkpoint
+from fsadlib.methods.finegrained import FineGrainedAD, FineGrainedConfig, category_model, model_path
+from fsadlib.methods.finegrained.losses import level_losses
+from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts
+from fsadlib.methods.finegrained.regions import dpc_knn, effective_k, region_weights
+from fsadlib.methods.finegrained.train import fit_category
+from fsadlib.train import TrainConfig
+
+CONFIG = FineGrainedConfig(backbone=BackboneConfig(arch="tiny"), captions_dataset="toy", region_upscale=2, sigma=1.0)
+
+
+def widget() -> Captions:
+    return Captions(dataset="toy", category="widget", class_name="widget", foreground="widget", background="black",
+                    entity=("cap", "body"), number=("one", "one"), location=("top", "center"),
+                    relation="the cap is above the body", color=("red", "blue"), texture=("smooth", "smooth"),
+                    shape=("round", "square"), entity_caption=("a red cap at the top", "a blue body at the center"),
+                    caption="a photo of a widget on a black background.",
+                    anomaly_phrases=("{} with hole", "broken {}", "{} with scratch"))
+
+
+@pytest.fixture(scope="module")
+def backbone() -> ClipBackbone:
+    return ClipBackbone(CONFIG.backbone)
+
+
+@pytest.fixture()
+def model(backbone) -> FineGrainedAD:
+    torch.manual_seed(0)
+    m = FineGrainedAD(CONFIG, backbone_model=backbone)
+    m.set_captions(widget())
+    return m
+
+
+@pytest.fixture(scope="module")
+def supports() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+def test_registered():
+    assert "finegrained" in list_methods()
+    m = create("finegrained", backbone={"arch": "tiny"}, captions_dataset="toy")
+    assert isinstance(m, FineGrainedAD) and m.few_shot and m.trainable
+    assert FineGrainedConfig().backbone.arch == "ViT-B-16-plus-240" and FineGrainedConfig().logit_scale == 4.6052
+
+
+def test_replacement_mechanism_texts():
+    t = build_texts(widget(), seed=111)
+    image, background, cap, _body = t.levels
+    assert image.normal == ("a photo of a widget on a black background.",)
+    assert image.abnormal[1] == "a photo of a broken widget on a black background."
+    assert background.abnormal == ("black background with hole", "broken black background",
+                                   "black background with scratch")
+    assert cap.name == "entity:cap" and len(cap.abnormal) == 3
+    for text, phrase in zip(cap.abnormal, widget().anomaly_phrases):
+        assert text.startswith(f"a red {phrase.format('cap')} at the ")
+        moved = text.split(" at the ")[-1]
+        assert moved in LOCATIONS and moved != "top"
+    relation = {a.name: a for a in t.attributes}["relation"]
+    assert "cap" in relation.abnormal[0] and relation.abnormal[0] != relation.normal[0]
+    colors = {a.name: a for a in t.attributes}["color"]
+    assert colors.normal == ("red. blue",) and "red" not in colors.abnormal and "green" in colors.abnormal
+    assert build_texts(widget(), seed=111) == t  # seeded, reproducible
+
+
+def test_superposition_equals_manual_sum(model):
+    bb, p, table = model.backbone, model.prompts, model.table
+    with torch.no_grad():
+        p.attribute_logits.copy_(torch.tensor([[0.5, -1.0, 2.0, 0.0], [1.0, 1.0, -2.0, 0.3]]))
+        levels = model.level_features()
+        ctx = p.normal_ctx.tokens[0]
+        emb, eot = bb.inject(table.level_normal[0], ctx[None])
+        for a in range(len(ATTRIBUTES)):
+            attr, _ = bb.inject(table.attr_normal[a], ctx[None].expand(len(table.attr_normal[a]), -1, -1))
+            emb = emb + torch.sigmoid(p.attribute_logits[0, a]) * attr.mean(0, keepdim=True)
+        expected = F.normalize(bb.encode_text_embeddings(emb, eot), dim=-1)
+        background, _ = bb.inject(table.level_normal[1], ctx[None])
+        expected_bg = F.normalize(bb.encode_text_embeddings(background, table.level_normal[1].argmax(-1) + 4), dim=-1)
+    assert torch.allclose(levels[0].normal, expected, atol=1e-5)
+    assert torch.allclose(levels[1].normal, expected_bg, atol=1e-5)  # no superposition off the image level
+    n_sets = CONFIG.n_pro * CONFIG.n_pro_ab
+    assert [f.learned.shape[0] for f in levels] == [n_sets] * 4 and levels[0].handcrafted.shape[0] == 3
+
+
+def test_long_caption_is_split_not_cut(backbone):
+    long = widget().caption + " " + " ".join(f"it has a detail number {i}." for i in range(20))
+    c = Captions(**{**widget().__dict__, "caption": long})
+    m = FineGrainedAD(CONFIG, backbone_model=backbone)
+    with pytest.warns(UserWarning, match="split into"):
+        m.set_captions(c)
+    ids = m.table.level_normal[0]
+    assert ids.shape[0] >= 2 and bool((ids.argmax(-1) + 5 <= 76).all())  # EOT fits after 5 injected tokens
+    assert m.level_features()[0].normal.shape[0] == ids.shape[0]
+
+
+def test_effective_k_cap():
+    assert effective_k(8, 2) == 1 and effective_k(5, 2) == 1 and effective_k(5, 4) == 2
+    assert effective_k(5, 6) == 5 and effective_k(5, 5) == 5
+
+
+def test_dpc_knn_separates_two_blobs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(20, 3, generator=g) * 0.05, torch.randn(30, 3, generator=g) * 0.05 + 3])[None]
+    labels = dpc_knn(x, 2, 5, generator=g)[0]
+    assert labels[:20].unique().numel() == 1 and labels[20:].unique().numel() == 1 and labels[0] != labels[20]
+    mask = torch.ones(1, 50, dtype=torch.bool)
+    mask[0, :20] = False  # only the second blob: its centres are never masked tokens
+    centres = dpc_knn(x, 2, 5, mask=mask, generator=g)[0][20:]
+    assert centres.unique().numel() == 2
+
+
+def test_region_weights_on_known_layout():
+    """Fine grid 8x8 (upscale 2 -> 4x4): left half = background text, top right = entity 1, bottom
+    right = entity 2 (a mix mostly like entity 1, so the two-way split is foreground/background)."""
+    e1, e2, bg = torch.eye(3)
+    tok = torch.empty(8, 8, 3)
+    tok[:, :4] = bg
+    tok[:4, 4:] = e1
+    tok[4:, 4:] = F.normalize(0.8 * e1 + 0.6 * e2, dim=0)
+    r = region_weights(tok.reshape(1, 64, 3), torch.stack([e1, e2]), bg, upscale=2,
+                       generator=torch.Generator().manual_seed(0))
+    w = r.weights.view(3, 4, 4)
+    left, top_right, bottom_right = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool), None
+    left[:, :2] = True
+    top_right[:2, 2:] = True
+    bottom_right = ~left & ~top_right
+    assert torch.equal(w[2], torch.where(left, 2.5, 1.0))
+    assert torch.equal(w[0], torch.where(top_right, 2.5, 1.0))
+    assert torch.equal(w[1], torch.where(bottom_right, 2.5, 1.0))
+
+
+def test_fine_tokens_reassemble_the_crops(model, supports):
+    with torch.no_grad():
+        fine = model.fine_tokens(supports[:1]).view(1, 16, 16, -1)  # upscale 2 x grid 8
+        big = F.interpolate(supports[:1], size=(128, 128), mode="bicubic", align_corners=False)
+        crop = model.encode(big[:, :, :64, 64:].contiguous()).patch.view(1, 8, 8, -1)  # top-right crop
+    assert torch.allclose(fine[:, :8, 8:], crop, atol=1e-5)
+
+
+def test_level_losses_hand_computed():
+    v = torch.tensor([[[1.0, 0.0]]])
+    f = LevelFeatures(normal=torch.tensor([[1.0, 0.0]]), handcrafted=torch.tensor([[0.0, 1.0]]),
+                      learned=torch.tensor([[0.0, 1.0], [0.6, 0.8]]))
+    s = 4.6052
+    out = level_losses(v, f, s, margin=1.0)
+    assert math.isclose(out["v2t"].item(), -math.log(math.exp(s) / (math.exp(s) + 2 + math.exp(0.6 * s))), rel_tol=1e-5)
+    t_a = F.normalize(torch.tensor([0.6, 2.8]) / 3, dim=0)
+    expected_tri = max(0.0, 0 - float((v[0, 0] - t_a).pow(2).sum()) + 1.0)
+    assert math.isclose(out["tri"].item(), expected_tri, abs_tol=1e-6)
+    assert math.isclose(out["match"].item(), 0.3 ** 2 + 0.1 ** 2, rel_tol=1e-5)
+
+
+def test_routing_and_text_score_hand_computed(model):
+    pairs = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]], [[0, 0, 1.0], [0, 1.0, 0]]])
+    x = torch.tensor([[0.6, 0.0, 0.8], [0.8, 0.0, 0.6], [0.0, 0.6, 0.8]])
+    s = CONFIG.logit_scale
+    expected = torch.tensor([1 / (1 + math.exp(0.8 * s)), 1 / (1 + math.exp(0.8 * s)),
+                             1 / (1 + math.exp((0.8 - 0.6) * s))])
+    assert torch.allclose(model.text_scores(x, pairs), expected, atol=1e-6)
+
+
+def test_forward_shapes_and_requirements(model, supports):
+    with pytest.raises(ValueError, match="support"):
+        model.setup_category("widget", None)
+    model.setup_category("widget", supports)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 64, 64))
+    assert out.pred_score.shape == (3,) and out.anomaly_map.shape == (3, 64, 64)
+    assert torch.isfinite(out.anomaly_map).all() and (out.pred_score > 0).all()
+    assert sum(p.numel() for p in model.trainable_parameters()) == 4 * 32 + 4 * 32 + 8
+    with torch.no_grad():
+        normal = model(supports)  # the supports themselves are in the memory bank
+    assert normal.pred_score.max() < out.pred_score.min()
+
+
+def test_training_loss_decreases_and_checkpoint_round_trip(tmp_path, backbone, supports, monkeypatch):
+    drawing = Image.new("RGB", (64, 64), (128, 128, 128))
+    ImageDraw.Draw(drawing).ellipse((8, 8, 30, 30), fill=(220, 30, 30))
+    drawing.save(tmp_path / "ref.png")
+    captions = OfflineCaptioner()([str(tmp_path / "ref.png")], "toy", "disc", "disc", ("{} with hole", "broken {}"))
+    torch.manual_seed(0)
+    m = FineGrainedAD(CONFIG, backbone_model=backbone)
+    m.set_captions(captions)
+    train = TrainConfig(epochs=3, steps_per_epoch=1, lr=0.01, optimizer="sgd", momentum=0.9, seed=111)
+    path = model_path("toy", "disc", 2, 0, root=tmp_path / "models")
+    history = fit_category(m, "disc", supports, train, path)
+    losses = [h["train_loss"] for h in history]
+    assert losses[2] < losses[1] < losses[0]
+    assert path.is_file() and (path.with_suffix("") / "last.pt").is_file()
+
+    loaded = category_model("toy", "disc", 2, 0, backbone_model=backbone, root=tmp_path / "models")
+    for key, value in m.trainable_state_dict().items():
+        assert torch.equal(loaded.trainable_state_dict()[key], value)
+    assert loaded.captions == captions
+    loaded.setup_category("disc", supports)
+    m.eval()
+    loaded.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = m(images), loaded(images)
+    assert torch.equal(a.pred_score, b.pred_score) and torch.equal(a.anomaly_map, b.anomaly_map)
+    with pytest.raises(ValueError, match="trained for category 'disc'"):
+        loaded.setup_category("widget", supports)
+
+    # the generic loader works too, with the caption file of the category
+    save_captions(tmp_path / "captions" / "toy" / "disc.json", captions)
+    monkeypatch.setattr("fsadlib.methods.finegrained.model.load_captions",
+                        lambda ds, cat: __import__("fsadlib.captions", fromlist=["x"]).load_captions(
+                            ds, cat, root=tmp_path / "captions"))
+    generic = load_checkpoint(path, backbone_model=backbone)
+    generic.setup_category("disc", supports)
+    generic.eval()
+    with torch.no_grad():
+        assert torch.equal(generic(images).pred_score, a.pred_score)
+    with pytest.raises(FileNotFoundError, match="k4"):
+        category_model("toy", "disc", 4, 0, root=tmp_path / "models")

@@ -1,0 +1,246 @@
+"""Evaluation runner: any method over a data set's test split -> scores, float16 maps, exact metrics.
+
+    result = evaluate(method, "synthetic", k=4, seed=0)        # one (k, seed) run, resumable
+    summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
+
+Per category: seed everything with ``seed``, ``method.setup_category(class_name, supports)``
+(supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
+zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``.
+Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
+model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
+:mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
+
+Layout (all writes atomic, rewritten after every category so an interrupted run resumes):
+
+    results/<method>/<dataset>/k<k>/seed<s>/
+        metrics.json           {"run": settings, E, mask rule, metric definitions;
+                                "categories": {category: flat metrics}, "mean": category mean}
+        scores.csv             image_path, category, defect, label, score
+        maps_<category>.npz    maps float16 [N, E, E] and image_path [N], in scores.csv order
+    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds (aggregate_seeds)
+
+Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
+config, trainable weights, data set, k, seed, evaluation settings, test images, supports) and its
+maps file exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fsadlib import data
+from fsadlib.config import as_flag, seed_everything, to_dict
+from fsadlib.io import atomic_path, read_json, write_json
+from fsadlib.methods.base import AnomalyMethod
+from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
+from fsadlib.paths import results_dir
+from fsadlib.prompts import class_name
+
+SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
+#: metrics that are not averaged over categories or seeds
+_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``params.yaml: evaluate``."""
+
+    eval_size: int = 0            # evaluation resolution E in pixels; 0 = the model input size
+    batch_size: int = 16
+    num_workers: int = 0          # DataLoader workers (image decoding)
+    fpr_limit: float = 0.3        # AUPRO integration limit
+    save_maps: int = 1            # write maps_<category>.npz (float16) for the explorer
+    legacy_aupro: int = 0         # also report the cflow-style 200-threshold AUPRO (comparison only)
+
+
+def run_dir(method: str, dataset: str, k: int, seed: int) -> Path:
+    return results_dir() / method / dataset / f"k{k}" / f"seed{seed}"
+
+
+def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
+             config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
+             samples: pd.DataFrame | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate ``method`` on the test split of ``dataset`` (``samples`` overrides
+    ``fsadlib.data.load_samples(dataset)``, ``categories`` selects); write and return the
+    metrics.json content (see the module docstring)."""
+    if method.few_shot != (k > 0):
+        raise ValueError(f"method '{method.name}' is {'few' if method.few_shot else 'zero'}-shot: "
+                         f"{'k >= 1' if method.few_shot else 'k = 0'} expected, got k={k}")
+    table = data.load_samples(dataset) if samples is None else samples
+    test = table[table["split"] == "test"]
+    if categories is not None:
+        test = data.select_categories(test, categories)
+    if test.empty:
+        raise ValueError(f"dataset '{dataset}' has no test images")
+    image_size = int(method.backbone.image_size)
+    eval_size = config.eval_size or image_size
+    out = Path(out_dir) if out_dir is not None else run_dir(method.name, dataset, k, seed)
+    run = {
+        "method": method.name, "dataset": dataset, "k": k, "seed": seed, "image_size": image_size,
+        "eval_size": eval_size, "mask_rule": f"{data.MASK_RULE} (M = {eval_size})",
+        "map_resize": f"bilinear, align_corners=False, to {eval_size} x {eval_size}",
+        "image_transform": data.IMAGE_TRANSFORM, "fpr_limit": config.fpr_limit,
+        "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
+        "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
+    }
+    previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
+    done = previous.get("categories", {}) if previous.get("run") == run else {}
+    has_scores = bool(done) and (out / "scores.csv").is_file()
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False) if has_scores \
+        else pd.DataFrame(columns=SCORE_COLUMNS)
+    weights = _weights_hash(method)
+    result: dict[str, Any] = {"run": run, "categories": {}}
+    cats = list(dict.fromkeys(test["category"]))
+    todo = {}
+    for cat in cats:
+        rows = test[test["category"] == cat].reset_index(drop=True)
+        shots = data.load_shots(dataset, cat, k, seed) if k > 0 else []
+        inputs = _hash([run, weights, rows["image_path"].tolist(), shots])
+        finished = (done.get(cat, {}).get("inputs") == inputs
+                    and (scores["category"] == cat).sum() == len(rows)
+                    and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file()))
+        if finished:
+            result["categories"][cat] = done[cat]
+        else:
+            todo[cat] = (rows, shots, inputs)
+    scores = scores[scores["category"].isin(list(result["categories"]))]
+
+    method.eval()
+    bar = tqdm(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
+               desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
+    for cat, (rows, shots, inputs) in todo.items():
+        seed_everything(seed)
+        supports = data.load_images(shots, image_size).to(method.device) if shots else None
+        with torch.inference_mode():
+            method.setup_category(class_name(cat), supports)
+            loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size),
+                                batch_size=config.batch_size, num_workers=config.num_workers)
+            pred, maps, masks = predict(method, loader, eval_size, bar)
+        metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, _has_masks(rows, cat), config)
+        result["categories"][cat] = metrics | {"inputs": inputs}
+        if as_flag(config.save_maps):
+            with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
+                np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
+        cat_scores = rows[SCORE_COLUMNS[:-1]].assign(score=pred.numpy())
+        scores = pd.concat([scores, cat_scores], ignore_index=True) if len(scores) else cat_scores
+        _write(out, result, scores, cats)
+    bar.close()
+    return _write(out, result, scores, cats)
+
+
+def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``method`` over ``loader`` (items of ``fsadlib.data.AnomalyDataset``): scores [N] float32
+    (CPU), maps [N, E, E] float32 resized bilinearly to E and masks [N, E, E] bool, both on the
+    method's device (so the metrics run there)."""
+    scores, maps, masks = [], [], []
+    for batch in loader:
+        out = method(batch["image"].to(method.device))
+        amap = out.anomaly_map.float()
+        if amap.shape[-2:] != (eval_size, eval_size):
+            amap = F.interpolate(amap[:, None], size=(eval_size, eval_size), mode="bilinear",
+                                 align_corners=False)[:, 0]
+        scores.append(out.pred_score.float().cpu())
+        maps.append(amap)
+        masks.append(batch["mask"].to(amap.device) > 0.5)
+        if bar is not None:
+            bar.update(len(amap))
+    return torch.cat(scores), torch.cat(maps), torch.cat(masks)
+
+
+def category_metrics(scores: torch.Tensor, labels: np.ndarray, maps: torch.Tensor, masks: torch.Tensor,
+                     has_masks: bool, config: EvalConfig = EvalConfig()) -> dict[str, float]:
+    """Flat metrics of one category: ``image_*`` always, ``pixel_*`` when the category has masks."""
+    metrics: dict[str, float] = {"n_images": len(labels), "n_anomalous": int(labels.sum())}
+    metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
+    if has_masks:
+        metrics.update({f"pixel_{k}": v for k, v in pixel_metrics(maps, masks, config.fpr_limit).items()})
+        if as_flag(config.legacy_aupro):
+            metrics["pixel_aupro_cflow200_legacy"] = legacy_cflow_aupro(maps, masks,
+                                                                        expect_fpr=config.fpr_limit)
+    return metrics
+
+
+def category_mean(categories: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Mean over categories of every averaged metric (NaN propagates: no category is dropped)."""
+    keys = [k for k in dict.fromkeys(k for c in categories.values() for k in c) if k not in _NOT_AVERAGED]
+    return {k: float(np.mean([c.get(k, np.nan) for c in categories.values()])) for k in keys}
+
+
+def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[int, ...],
+                    out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Mean and sample std (ddof = 1; 0 for one seed) over seeds of every per-category metric and of
+    the category mean; writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
+    overrides that folder, which holds the ``seed<s>/`` runs) and returns it.
+
+    The seed runs must share everything but the seed (same categories, resolution, mask rule ...);
+    otherwise ``ValueError`` names the first difference."""
+    root = Path(out_dir) if out_dir is not None else run_dir(method, dataset, k, 0).parent
+    runs = {s: read_json(root / f"seed{s}" / "metrics.json") for s in seeds}
+    first = runs[seeds[0]]
+    for s, r in runs.items():
+        differ = sorted(key for key in r["run"].keys() | first["run"].keys()
+                        if key != "seed" and r["run"].get(key) != first["run"].get(key))
+        if set(r["categories"]) != set(first["categories"]):
+            differ.append("categories")
+        if differ:
+            raise ValueError(f"seed {s} of {root} differs from seed {seeds[0]} in {differ}")
+
+    def stats(values: list[float]) -> dict[str, float]:
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return {"mean": float(np.mean(values)), "std": std}
+
+    cats = {c: {m: stats([runs[s]["categories"][c].get(m, np.nan) for s in seeds]) for m in first["mean"]}
+            for c in first["categories"]}
+    run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": 1}
+    result = {"run": run, "categories": cats,
+              "mean": {m: stats([runs[s]["mean"][m] for s in seeds]) for m in first["mean"]}}
+    write_json(root / "metrics.json", result)
+    return result
+
+
+def _write(out: Path, result: dict[str, Any], scores: pd.DataFrame, order: list[str]) -> dict[str, Any]:
+    result["categories"] = {c: result["categories"][c] for c in order if c in result["categories"]}
+    result["mean"] = category_mean(result["categories"])
+    rank = {c: i for i, c in enumerate(order)}
+    scores = scores.sort_values("category", key=lambda s: s.map(rank), kind="stable")
+    with atomic_path(out / "scores.csv", suffix=".csv") as tmp:
+        scores[SCORE_COLUMNS].to_csv(tmp, index=False)
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def _has_masks(rows: pd.DataFrame, category: str) -> bool:
+    """Whether the anomalous images of a category have masks (all: pixel metrics; none: image only)."""
+    anomalous = rows[rows["label"] == 1]
+    with_mask = (anomalous["mask_path"].astype(str) != "").sum()
+    if 0 < with_mask < len(anomalous):
+        raise ValueError(f"category '{category}': {len(anomalous) - with_mask} of {len(anomalous)} anomalous "
+                         "test images have no mask; pixel metrics would count their defects as normal")
+    return with_mask > 0
+
+
+def _weights_hash(method: AnomalyMethod) -> str:
+    """sha1 of the method's trainable state (names, shapes, values); '' when it has none."""
+    state = method.trainable_state_dict()
+    digest = hashlib.sha1()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest() if state else ""
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,151 @@
+"""The one-sort core: (score, group) keys, one sort, a sweep over the positive steps -> AUROC, AP,
+F1-max, AUPRO.
+
+Keys. A float32 score s with bit pattern b (read as int32) maps to o(s) = b for s >= 0 and
+b ^ 0x7fffffff for s < 0, an int32 whose signed order is the order of s (-0.0 is folded into +0.0,
+NaN is rejected, +-inf are ordinary). Each sample (pixel or image) becomes one int64 key
+
+    key = (~o(s)) << 32 | g,   g = 0 for a negative, g = r >= 1 for a positive of region r
+
+so an ascending sort lists scores in descending order with equal scores adjacent, and the samples
+scoring >= t are the keys up to ``(~o(t)) << 32 | 0xffffffff``, found by binary search. One 8-byte key
+per sample is all that is sorted (in place with numpy on CPU, ``torch.sort`` on CUDA); NaN scores
+sort beyond +-inf, so one look at both ends of the sorted keys rejects them.
+
+Sweep. P / Nn are the numbers of positives / negatives, R the number of regions. A *positive step*
+is a distinct score t_j holding at least one positive (t_1 > t_2 > ... > t_G). At step j: N_j samples
+score >= t_j, TP_j of them positive, FP_j = N_j - TP_j; dTP_j / dFP_j positives / negatives score
+exactly t_j; W_j is the sum of 1 / area(region) over positives scoring >= t_j. Then, exactly:
+
+    AUROC = sum_j dTP_j (Nn - FP_j + dFP_j / 2) / (P Nn)    each positive beats the negatives below it,
+                                                            ties count half (= scikit-learn's trapezoid)
+    AP    = sum_j dTP_j / P * TP_j / N_j                    step-wise (= scikit-learn); steps without
+                                                            positives add no recall
+    F1max = max_j 2 TP_j / (N_j + P)                        F1 only grows at a positive step;
+                                                            threshold t_j of the first maximum (s >= t)
+    AUPRO = (1 / L) int_0^L PRO dFPR                        PRO_j = W_j / R, FPR_j = FP_j / Nn
+
+PRO is constant between positive steps, so the MVTec AD polyline through every distinct score, from
+(0, 0) to (1, 1), is the polyline (0, 0), (FPR before step j, PRO_{j-1}), (FPR_j, PRO_j) ... (1, 1);
+its trapezoid area up to FPR = L, the crossing segment linearly interpolated (MVTec
+``trapezoid(x_max=L)``), divided by L, is the AUPRO. All work after the sort is one pass over the keys
+to find the positives, then O(P log n) on the positives. Undefined values are NaN: AUROC without both
+classes, AP / F1-max without positives, AUPRO without regions or without negatives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+_LOW31 = 0x7FFFFFFF
+_LOW32 = 0xFFFFFFFF
+_HIGH_POS_INF, _HIGH_NEG_INF = ~0x7F800000, 0x7F800000  # ~o(+inf), ~o(-inf): key highs of the extremes
+
+
+def score_bits(scores: torch.Tensor) -> torch.Tensor:
+    """Order-preserving int32 image o(s) of scores (compared as float32): s < s' <=> o(s) < o(s')."""
+    b = (scores.to(torch.float32) + 0.0).view(torch.int32)  # a fresh copy; folds -0.0 into +0.0
+    return b ^ ((b >> 31) & _LOW31)
+
+
+def bits_to_score(o: int) -> float:
+    """Inverse of :func:`score_bits` for one value."""
+    b = o ^ ((o >> 31) & _LOW31)
+    return float(np.array([b], dtype=np.int32).view(np.float32)[0])
+
+
+def score_keys(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Keys with group 0, ``(~o(s)) << 32`` (written into ``out`` when given); OR the groups of the
+    positives in afterwards."""
+    return torch.bitwise_left_shift((~score_bits(scores)).to(torch.int64), 32, out=out)
+
+
+def sort_keys_(keys: torch.Tensor) -> torch.Tensor:
+    """Sort int64 keys ascending (= scores descending). In place on CPU (numpy's SIMD sort, no
+    extra memory); ``torch.sort`` elsewhere (8 B/key more for the indices it also returns).
+
+    NaN scores sort beyond +-inf, to the ends: ``ValueError`` when a key there is one."""
+    if keys.device.type == "cpu":
+        keys.numpy().sort()
+    else:
+        keys = torch.sort(keys).values
+    if keys.numel() and (int(keys[0] >> 32) < _HIGH_POS_INF or int(keys[-1] >> 32) > _HIGH_NEG_INF):
+        raise ValueError("scores contain NaN")
+    return keys
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    auroc: float
+    ap: float
+    f1_max: float
+    f1_threshold: float
+    aupro: float
+
+
+def sweep(keys: torch.Tensor, region_weight: torch.Tensor | None = None, fpr_limit: float = 0.3,
+          chunk: int = 1 << 22) -> SweepResult:
+    """All metrics from sorted ``keys`` (formulas in the module docstring).
+
+    keys:          [n] int64 sorted by :func:`sort_keys_`
+    region_weight: [R + 1] float64 on the keys' device, 0 at index 0 and 1 / area(r) at r; ``None``
+                   skips AUPRO (the groups then only mark positives)
+    chunk:         keys scanned at once for positives (bounds the scan's temporaries)
+    Memory: O(chunk) for the scan, at most about 128 B per positive for the rest.
+    """
+    n = keys.numel()
+    pos = torch.cat([((keys[lo:lo + chunk] & _LOW32) != 0).nonzero().squeeze(1) + lo
+                     for lo in range(0, n, chunk)])
+    n_pos, n_neg = pos.numel(), n - pos.numel()
+    nan = float("nan")
+    if n_pos == 0:
+        return SweepResult(nan, nan, nan, nan, nan)
+    pos_keys = keys[pos]
+    high = pos_keys >> 32
+    first = torch.ones(n_pos, dtype=torch.bool, device=keys.device)
+    torch.ne(high[1:], high[:-1], out=first[1:])
+    step_first = first.nonzero().squeeze(1)            # index among positives of each step's first one
+    step_high = high[step_first]
+    before = torch.searchsorted(keys, step_high << 32)                        # scoring > t_j
+    n_ge = torch.searchsorted(keys, (step_high << 32) | _LOW32, right=True)   # N_j: scoring >= t_j
+    tp = torch.cat([step_first[1:], step_first.new_tensor([n_pos])])           # TP_j
+    d_tp = tp.diff(prepend=tp.new_zeros(1))
+    fp = n_ge - tp
+    d_fp = (n_ge - before) - d_tp
+    auroc = (d_tp * (2 * (n_neg - fp) + d_fp)).sum().item() / (2 * n_pos * n_neg) if n_neg else nan
+    ap = (d_tp.double() * tp / n_ge).sum().item() / n_pos
+    f1 = 2 * tp.double() / (n_ge + n_pos)
+    best = int(f1.argmax())
+    aupro = nan
+    if region_weight is not None and region_weight.numel() > 1 and n_neg:
+        w = region_weight.index_select(0, pos_keys & _LOW32).cumsum(0)[tp - 1]  # W_j
+        fp_before = before - (tp - d_tp)
+        x = torch.stack([fp_before, fp], 1).reshape(-1).double() / n_neg
+        y = torch.stack([torch.cat([w.new_zeros(1), w[:-1]]), w], 1).reshape(-1) / (region_weight.numel() - 1)
+        one = x.new_ones(1)
+        x, y = torch.cat([x.new_zeros(1), x, one]), torch.cat([y.new_zeros(1), y, one])
+        aupro = trapezoid_to(x, y, fpr_limit).item() / fpr_limit
+    return SweepResult(auroc=auroc, ap=ap, f1_max=f1[best].item(),
+                       f1_threshold=bits_to_score(~int(step_high[best])), aupro=aupro)
+
+
+def trapezoid_to(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:
+    """Area under the polyline (x_0, y_0) ... (x_m, y_m) (x non-decreasing) over x in [x_0, limit]:
+    full segments with x_j <= limit, plus the segment crossing ``limit`` cut at a linearly
+    interpolated end point (MVTec AD ``generic_util.trapezoid`` with ``x_max``)."""
+    x0, x1, y0, y1 = x[:-1], x[1:], y[:-1], y[1:]
+    full = torch.where(x1 <= limit, 0.5 * (y0 + y1) * (x1 - x0), 0.0)
+    cross = (x0 <= limit) & (x1 > limit)
+    y_lim = y0 + (y1 - y0) * (limit - x0) / torch.where(cross, x1 - x0, 1.0)
+    part = torch.where(cross, 0.5 * (y0 + y_lim) * (limit - x0), 0.0)
+    return full.sum() + part.sum()
+
+
+def check_fpr_limit(fpr_limit: float) -> float:
+    if not (isinstance(fpr_limit, (int, float)) and 0 < fpr_limit <= 1 and math.isfinite(fpr_limit)):
+        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit!r}")
+    return float(fpr_limit)

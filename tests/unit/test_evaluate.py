@@ -1,0 +1,213 @@
+"""Evaluation runner: outputs, known answers, resume, few-shot supports, seed aggregation, errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from fsadlib.data import load_images
+from fsadlib.data.shots import shot_file
+from fsadlib.evaluate import EvalConfig, aggregate_seeds, evaluate
+from fsadlib.io import read_json, write_json
+from fsadlib.methods.base import AnomalyMethod
+from fsadlib.methods.output import AnomalyOutput
+from fsadlib.metrics import image_metrics
+
+SIZE = 16
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    noise: float = 0.0
+
+
+class FakeBackbone(nn.Module):
+    image_size = SIZE
+    device = torch.device("cpu")
+
+
+class Brightness(AnomalyMethod):
+    """score = mean intensity (+ seeded noise), map = channel-mean intensity."""
+
+    name = "brightness"
+    few_shot = False
+
+    def __init__(self, config: FakeConfig = FakeConfig()) -> None:
+        nn.Module.__init__(self)
+        self.config, self.backbone = config, FakeBackbone()
+        self.calls: list[tuple[str, tuple | None]] = []
+        self.images_seen = 0
+
+    def setup_category(self, class_name, supports=None):
+        if self.few_shot and supports is None:
+            raise ValueError("supports needed")
+        self.calls.append((class_name, None if supports is None else tuple(supports.shape)))
+        self.supports = supports
+
+    def forward(self, images):
+        self.images_seen += len(images)
+        gray = images.mean(1)
+        score = gray.mean((1, 2)) + self.config.noise * torch.rand(len(images))
+        return AnomalyOutput(score, gray)
+
+
+class FewShotBrightness(Brightness):
+    name = "brightness_fs"
+    few_shot = True
+
+
+def write_dataset(root, categories=("disc", "metal_nut"), n_good=3, n_bad=3, masks=True) -> pd.DataFrame:
+    """Grey images (value ~60); anomalous ones hold a 5 x 5 square of 200, their mask marks it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for cat in categories:
+        for split, label, n in [("train", 0, 4), ("test", 0, n_good), ("test", 1, n_bad)]:
+            for i in range(n):
+                img = np.full((SIZE, SIZE), 60, np.uint8) + rng.integers(0, 5, (SIZE, SIZE), dtype=np.uint8)
+                mask = np.zeros((SIZE, SIZE), np.uint8)
+                if label:
+                    y, x = rng.integers(0, SIZE - 5, 2)
+                    img[y:y + 5, x:x + 5], mask[y:y + 5, x:x + 5] = 200, 255
+                defect = "bad" if label else "good"
+                path = root / cat / split / defect / f"{i:03d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.stack([img] * 3, -1)).save(path)
+                mask_path = ""
+                if label and masks:
+                    mask_path = str(root / cat / "ground_truth" / defect / f"{i:03d}_mask.png")
+                    (root / cat / "ground_truth" / defect).mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(mask).save(mask_path)
+                rows.append({"dataset": "toy", "category": cat, "split": split, "label": label,
+                             "defect": defect, "image_path": str(path), "mask_path": mask_path})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def toy(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSAD_ROOT", str(tmp_path))
+    return write_dataset(tmp_path / "data")
+
+
+def test_outputs_and_known_answers(toy, tmp_path):
+    out = tmp_path / "run"
+    method = Brightness()
+    result = evaluate(method, "toy", samples=toy, config=EvalConfig(batch_size=4), out_dir=out)
+
+    assert [c for c, _ in method.calls] == ["disc", "metal nut"]  # prompt class names, zero-shot: no supports
+    assert all(s is None for _, s in method.calls)
+    run = read_json(out / "metrics.json")["run"]
+    assert run["eval_size"] == SIZE == run["image_size"] and f"M = {SIZE}" in run["mask_rule"]  # default
+    assert run["fpr_limit"] == 0.3 and "mvtec_ad_exact" in run["metric_definitions"]["aupro"]
+    # anomalous images hold a bright square exactly where the mask is: everything separates perfectly
+    for cat in ("disc", "metal_nut"):
+        m = result["categories"][cat]
+        assert (m["n_images"], m["n_anomalous"]) == (6, 3)
+        for key in ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max",
+                    "pixel_aupro"):
+            assert m[key] == pytest.approx(1.0, abs=1e-12), key
+    assert result["mean"]["image_auroc"] == 1.0 and "image_f1_threshold" not in result["mean"]
+
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    test = toy[toy.split == "test"]
+    assert list(scores.columns) == ["image_path", "category", "defect", "label", "score"]
+    assert scores.image_path.tolist() == test.image_path.tolist()
+    expected = load_images(test.image_path.tolist(), SIZE).mean((1, 2, 3)).numpy()
+    np.testing.assert_allclose(scores.score, expected, rtol=1e-6)
+    disc = scores[scores.category == "disc"]
+    assert image_metrics(disc.score.to_numpy(np.float32), disc.label.to_numpy())["ap"] == \
+        result["categories"]["disc"]["image_ap"]
+
+    maps = np.load(out / "maps_disc.npz")
+    assert maps["maps"].dtype == np.float16 and maps["maps"].shape == (6, SIZE, SIZE)
+    assert maps["image_path"].tolist() == disc.image_path.tolist()
+    np.testing.assert_allclose(maps["maps"].astype(np.float32).mean((1, 2)), disc.score, rtol=1e-3)
+
+
+def test_maps_and_masks_at_another_evaluation_resolution(toy, tmp_path):
+    out = tmp_path / "run"
+    result = evaluate(Brightness(), "toy", samples=toy, config=EvalConfig(eval_size=24), out_dir=out)
+    assert result["run"]["eval_size"] == 24 and "M = 24" in result["run"]["mask_rule"]
+    assert np.load(out / "maps_disc.npz")["maps"].shape == (6, 24, 24)
+    # bilinear upsampling blurs the square's border: no longer perfect, still nearly
+    m = result["categories"]["disc"]
+    assert 0.9 < m["pixel_aupro"] < 1.0 and 0.99 < m["pixel_auroc"] < 1.0
+
+
+def test_resume_skips_finished_categories(toy, tmp_path):
+    out, cfg = tmp_path / "run", EvalConfig(batch_size=4)
+    first = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out)
+    again = Brightness()
+    assert evaluate(again, "toy", samples=toy, config=cfg, out_dir=out) == first
+    assert again.images_seen == 0
+    (out / "maps_metal_nut.npz").unlink()
+    partial = Brightness()
+    assert evaluate(partial, "toy", samples=toy, config=cfg, out_dir=out) == first
+    assert partial.images_seen == 6 and [c for c, _ in partial.calls] == ["metal nut"]
+    changed = Brightness()
+    evaluate(changed, "toy", samples=toy, config=EvalConfig(batch_size=4, eval_size=8), out_dir=out)
+    assert changed.images_seen == 12  # other settings: everything is redone
+
+
+def test_few_shot_reads_the_shot_file(toy, tmp_path):
+    for cat in ("disc", "metal_nut"):
+        paths = toy[(toy.split == "train") & (toy.category == cat)].image_path.tolist()[:2]
+        write_json(shot_file("toy", cat, 2, 1),
+                   {"dataset": "toy", "category": cat, "k": 2, "seed": 1, "images": paths})
+    method = FewShotBrightness()
+    evaluate(method, "toy", k=2, seed=1, samples=toy, out_dir=tmp_path / "fs")
+    assert method.calls == [("disc", (2, 3, SIZE, SIZE)), ("metal nut", (2, 3, SIZE, SIZE))]
+    assert torch.equal(method.supports, load_images(paths, SIZE))  # the last category's shots
+    with pytest.raises(FileNotFoundError, match="k4_seed1"):
+        evaluate(FewShotBrightness(), "toy", k=4, seed=1, samples=toy, out_dir=tmp_path / "fs4")
+    with pytest.raises(ValueError, match="few-shot"):
+        evaluate(FewShotBrightness(), "toy", k=0, samples=toy, out_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="zero-shot"):
+        evaluate(Brightness(), "toy", k=2, samples=toy, out_dir=tmp_path / "x")
+
+
+def test_aggregate_over_seeds(toy, tmp_path):
+    root = tmp_path / "brightness" / "toy" / "k0"
+    runs = [evaluate(Brightness(FakeConfig(noise=2.0)), "toy", seed=s, samples=toy, out_dir=root / f"seed{s}")
+            for s in (0, 1, 2)]
+    agg = aggregate_seeds("brightness", "toy", 0, (0, 1, 2), out_dir=root)
+    values = [r["categories"]["disc"]["image_auroc"] for r in runs]
+    assert len(set(values)) > 1  # the seed changes the noisy scores
+    assert agg["categories"]["disc"]["image_auroc"] == pytest.approx(
+        {"mean": np.mean(values), "std": np.std(values, ddof=1)})
+    means = [r["mean"]["pixel_aupro"] for r in runs]
+    assert agg["mean"]["pixel_aupro"] == pytest.approx({"mean": np.mean(means), "std": np.std(means, ddof=1)})
+    assert agg["run"]["seeds"] == [0, 1, 2] and read_json(root / "metrics.json") == agg
+    rerun = evaluate(Brightness(FakeConfig(noise=2.0)), "toy", seed=1, samples=toy, out_dir=root / "seed1")
+    assert rerun == runs[1]
+    evaluate(Brightness(FakeConfig(noise=2.0)), "toy", seed=2, samples=toy, config=EvalConfig(eval_size=8),
+             out_dir=root / "seed2")
+    with pytest.raises(ValueError, match=r"seed 2 .* in \['eval_size', 'map_resize', 'mask_rule'\]"):
+        aggregate_seeds("brightness", "toy", 0, (0, 1, 2), out_dir=root)
+
+
+def test_image_level_only_and_partial_masks(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSAD_ROOT", str(tmp_path))
+    no_masks = write_dataset(tmp_path / "d1", categories=("disc",), masks=False)
+    result = evaluate(Brightness(), "toy", samples=no_masks, out_dir=tmp_path / "r1")
+    assert not any(k.startswith("pixel_") for k in result["categories"]["disc"])
+    partial = write_dataset(tmp_path / "d2", categories=("disc",))
+    partial.loc[partial.index[-1], "mask_path"] = ""
+    with pytest.raises(ValueError, match="'disc': 1 of 3 anomalous"):
+        evaluate(Brightness(), "toy", samples=partial, out_dir=tmp_path / "r2")
+    with pytest.raises(KeyError, match="nope"):
+        evaluate(Brightness(), "toy", samples=partial, categories=["nope"], out_dir=tmp_path / "r3")
+
+
+def test_legacy_aupro_is_labelled(toy, tmp_path):
+    result = evaluate(Brightness(), "toy", samples=toy, config=EvalConfig(legacy_aupro=1),
+                      out_dir=tmp_path / "l")
+    m = result["categories"]["disc"]
+    assert not math.isnan(m["pixel_aupro_cflow200_legacy"])
+    assert "pixel_aupro_cflow200_legacy" in result["mean"]

@@ -1,0 +1,265 @@
+"""Bayes-PFL training (spec A2): two stages with early stopping on held-out auxiliary categories.
+
+Zero-shot protocol (field convention, labelled as such): the training data is the TEST split (with
+masks) of the auxiliary categories ``protocol.aux_categories``; model selection uses the test split of
+``protocol.val_categories`` (never the target categories; ``Protocol.check`` enforces it).
+
+Stage 1 (per step, batch of N images with masks y and labels c; one random bank entry b per step):
+
+    loss = CE(logit_{.,b}, c) + sum_l [ BalancedFocal(p_{l,b}, y) + Dice(p_{l,b}, y) ]
+           + kl_weight * (KL_ctx + KL_normal + KL_abnormal) + orth_weight * L_orth
+
+with one flow sample per image (shared by the B entries) and one per state; p_{l,b} the abnormal
+probability of layer l at S x S; focal gamma 2, class-balanced (foreground mean + background mean);
+Dice on the abnormal channel over the whole batch (smooth 1e-5); L_orth = sum over the two states of
+the mean over (N, B, B) of squared off-diagonal cosines between the B bank embeddings (diagonal
+counted as 0, as in the public code). Optimiser Adam(betas 0.5, 0.999) with LR groups prompt 1e-3,
+temperature 1e-2, flow 1e-3, other 1e-4; cosine schedule with 10 % warmup. Selection metric:
+mean pixel AP over the validation categories (R = ``val_samples``); stop after ``patience``
+validations without improvement, restore the best stage-1 weights.
+
+Stage 2: CE on the image logits of the stage-2 image branch (M_i(g + Fuse)) only; trains the class
+mapping, image mapping and fuse (Adam, constant lr 1e-4); selection by mean image AP, same patience.
+
+Checkpoints: ``<out>/stage1/`` and ``<out>/stage2/`` (fit's last/best/final.pt, resumable), and
+``<out>/final.pt`` = the selected stage-2 model with both histories in ``extra``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from fsadlib.clip import ImageFeatures
+from fsadlib.config import to_dict
+from fsadlib.io import save_torch
+from fsadlib.losses import balanced_focal_loss, dice_loss
+from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
+from fsadlib.protocol import Protocol
+from fsadlib.train import TrainConfig, TrainResult, fit
+
+
+@dataclass(frozen=True)
+class BayesPFLTrainConfig:
+    epochs: int = 30                 # stage-1 maximum (public: 30 epochs shared by both stages)
+    stage2_epochs: int = 30          # stage-2 maximum
+    patience: int = 3                # validations without improvement before switching / stopping
+    batch_size: int = 32
+    max_steps_per_epoch: int = 0     # 0 = one pass over the training set
+    lr_prompt: float = 1e-3
+    lr_temperature: float = 1e-2
+    lr_flow: float = 1e-3
+    lr_other: float = 1e-4
+    lr_stage2: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    warmup: float = 0.1
+    kl_weight: float = 0.01
+    orth_weight: float = 1.0
+    mosaic_prob: float = 0.0         # public: 0.4 when training on MVTec AD, 0 on VisA
+    val_samples: int = 5             # R during validation
+    val_max_images: int = 0          # 0 = every test image of a validation category
+    seed: int = 333
+    amp: int = 0                     # 0: heads in fp32 (the CLIP towers follow backbone.precision)
+
+
+@dataclass(frozen=True)
+class BayesPFLSection:
+    """The ``bayes_pfl`` section of params.yaml."""
+
+    model: BayesPFLConfig = field(default_factory=BayesPFLConfig)
+    train: BayesPFLTrainConfig = field(default_factory=BayesPFLTrainConfig)
+
+
+SMOKE = {"epochs": 1, "stage2_epochs": 1, "max_steps_per_epoch": 2, "val_max_images": 4, "val_samples": 1}
+
+
+# -- losses ---------------------------------------------------------------------------------------
+def orthogonality_loss(text: torch.Tensor) -> torch.Tensor:
+    """text [N, 2, B, D] (normalised) -> sum_s mean_{n,b,c} (1 - [b = c]) cos(T_nsb, T_nsc)^2."""
+    cos = torch.einsum("nsbd,nscd->nsbc", text, text)
+    off = 1 - torch.eye(text.shape[2], device=text.device)
+    return (cos ** 2 * off).mean(dim=(0, 2, 3)).sum()
+
+
+def _training_prompts(method: BayesPFL, images: torch.Tensor, categories: list[str]
+                      ) -> tuple[ImageFeatures, torch.Tensor, torch.Tensor]:
+    """Features, text [N, 2, B, D] with one training sample (global RNG), and the KL sum."""
+    with torch.no_grad():
+        feats = method.backbone.encode_image(images, layers=method.config.layers)
+    n, width = images.shape[0], method.backbone.text_width
+    noise = torch.randn(n + 2, 1, width, device=method.device)
+    text, kl = method.text_embeddings(feats.embedding, categories, noise[:n], noise[n], noise[n + 1])
+    return feats, text[:, 0], kl
+
+
+def stage1_loss(method: BayesPFL, batch: dict[str, Any], cfg: BayesPFLTrainConfig) -> dict[str, torch.Tensor]:
+    """batch: image [N, 3, S, S], mask [N, S, S], label [N], category (N names)."""
+    feats, text, kl = _training_prompts(method, batch["image"], list(batch["category"]))
+    b = int(torch.randint(method.config.bank_size, ()))
+    ce = F.cross_entropy(method.image_logits(feats, text[:, :, b]), batch["label"].long())
+    probs = method.upsample(method.pixel_logit_gaps(feats.tokens, text[:, None, :, b])[:, :, 0])  # [N, L, S, S]
+    gt = (batch["mask"] > 0.5).float()
+    focal = sum(balanced_focal_loss(probs[:, l], gt) for l in range(probs.shape[1]))
+    dice = sum(dice_loss(probs[:, l].reshape(1, -1), gt.reshape(1, -1), smooth=1e-5) for l in range(probs.shape[1]))
+    orth = orthogonality_loss(text)
+    loss = ce + focal + dice + cfg.kl_weight * kl + cfg.orth_weight * orth
+    return {"loss": loss, "ce": ce.detach(), "focal": focal.detach(), "dice": dice.detach(),
+            "kl": kl.detach(), "orth": orth.detach()}
+
+
+def stage2_loss(method: BayesPFL, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """CE of the stage-2 image branch on one random bank pair (the prompts are fixed here)."""
+    with torch.no_grad():
+        feats, text, _ = _training_prompts(method, batch["image"], list(batch["category"]))
+    b = int(torch.randint(method.config.bank_size, ()))
+    ce = F.cross_entropy(method.image_logits(feats, text[:, :, b]), batch["label"].long())
+    return {"loss": ce, "ce": ce.detach()}
+
+
+# -- data -----------------------------------------------------------------------------------------
+def tile_2x2(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four images [4, 3, S, S] and masks [4, S, S] -> one 2 x 2 mosaic at S (image i at row i // 2,
+    column i % 2; images bilinear, masks nearest, each halved)."""
+    s = images.shape[-1]
+    small = F.interpolate(images, size=(s // 2, s // 2), mode="bilinear", align_corners=False)
+    small_m = F.interpolate(masks[:, None].float(), size=(s // 2, s // 2), mode="nearest")[:, 0]
+    image = torch.cat([torch.cat([small[0], small[1]], -1), torch.cat([small[2], small[3]], -1)], -2)
+    mask = torch.cat([torch.cat([small_m[0], small_m[1]], -1), torch.cat([small_m[2], small_m[3]], -1)], -2)
+    return F.interpolate(image[None], size=(s, s), mode="bilinear", align_corners=False)[0], \
+        F.interpolate(mask[None, None], size=(s, s), mode="nearest")[0, 0]
+
+
+class MosaicDataset(Dataset):
+    """With probability ``prob`` an item becomes a 2 x 2 mosaic of four random anomalous images of
+    its category (APRIL-GAN / Bayes-PFL), labelled anomalous; draws from a seeded numpy Generator."""
+
+    def __init__(self, base: Dataset, categories: list[str], labels: list[int], prob: float, seed: int) -> None:
+        self.base, self.prob = base, prob
+        self.categories = list(categories)
+        self.pools = {c: [i for i, (cc, y) in enumerate(zip(categories, labels)) if cc == c and y]
+                      for c in set(categories)}
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.base[index]
+        pool = self.pools[self.categories[index]]
+        if not pool or self.rng.random() >= self.prob:
+            return item
+        parts = [self.base[int(j)] for j in self.rng.choice(pool, size=4)]
+        image, mask = tile_2x2(torch.stack([p["image"] for p in parts]), torch.stack([p["mask"] for p in parts]))
+        return {**item, "image": image, "mask": mask.to(item["mask"].dtype), "label": 1, "defect": "mosaic"}
+
+
+def category_samples(protocol: Protocol, categories: tuple[str, ...]):
+    """Test-split rows of ``categories`` of the auxiliary data set (``KeyError`` naming unknown ones)."""
+    from fsadlib import data
+
+    rows = data.load_samples(protocol.aux_dataset, categories=categories)
+    return rows[rows["split"] == "test"].reset_index(drop=True)
+
+
+def make_dataset(method: BayesPFL, rows) -> Dataset:
+    """Images at the backbone's size and normalisation, masks at the same size."""
+    from fsadlib.data import AnomalyDataset
+
+    bb = method.backbone
+    return AnomalyDataset(rows, bb.image_size, mask_size=bb.image_size, mean=bb.mean, std=bb.std)
+
+
+def train_loader(method: BayesPFL, protocol: Protocol, cfg: BayesPFLTrainConfig) -> DataLoader:
+    """Shuffled (seeded) loader over the auxiliary categories' test split, optional mosaic."""
+    rows = category_samples(protocol, protocol.aux_categories)
+    data = make_dataset(method, rows)
+    if cfg.mosaic_prob > 0:
+        data = MosaicDataset(data, list(rows["category"]), list(rows["label"]), cfg.mosaic_prob, cfg.seed)
+    return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(rows) > cfg.batch_size,
+                      generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def validation_fn(protocol: Protocol, cfg: BayesPFLTrainConfig):
+    """``validate(method) -> {pixel_ap, image_ap, pixel_ap_<cat>, image_ap_<cat>}``: means over the
+    validation categories (test split, at most ``val_max_images`` each), R = ``val_samples``."""
+    from fsadlib.metrics import image_metrics, pixel_metrics
+
+    rows = category_samples(protocol, protocol.val_categories)
+
+    def validate(method: BayesPFL) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for cat in protocol.val_categories:
+            cat_rows = rows[rows["category"] == cat]
+            if cfg.val_max_images:  # evenly spaced over the label-sorted rows: both classes stay
+                cat_rows = cat_rows.sort_values(["label", "image_path"]).iloc[
+                    np.linspace(0, len(cat_rows) - 1, min(cfg.val_max_images, len(cat_rows))).round().astype(int)]
+            method.setup_category(cat)
+            scores, maps, masks, labels = [], [], [], []
+            for batch in DataLoader(make_dataset(method, cat_rows), batch_size=cfg.batch_size):
+                pred = method.predict(batch["image"].to(method.device), cfg.val_samples).detach_cpu()
+                scores.append(pred.pred_score)
+                maps.append(pred.anomaly_map)
+                masks.append(batch["mask"])
+                labels.append(torch.as_tensor(batch["label"]))
+            out[f"pixel_ap_{cat}"] = float(pixel_metrics(torch.cat(maps), torch.cat(masks))["ap"])
+            out[f"image_ap_{cat}"] = float(image_metrics(torch.cat(scores), torch.cat(labels))["ap"])
+        for key in ("pixel_ap", "image_ap"):
+            out[key] = float(np.mean([out[f"{key}_{c}"] for c in protocol.val_categories]))
+        return out
+
+    return validate
+
+
+# -- two-stage training ---------------------------------------------------------------------------
+def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str | Path, smoke: bool = False,
+                    seed: int | None = None, live_dir: str | Path | None = None, batches=None, validate=None
+                    ) -> TrainResult:
+    """Train Bayes-PFL in two stages; returns ``best_path = <out>/final.pt`` and the history of both
+    stages (each record has ``stage``). ``seed`` overrides ``section.train.seed``; ``smoke`` shrinks
+    the schedule (``SMOKE``). ``batches`` / ``validate`` default to the auxiliary loader and the
+    validation-category metrics of ``protocol`` (tests pass small in-memory ones).
+    """
+    protocol.check()
+    cfg = dataclasses.replace(section.train, **(SMOKE if smoke else {}), **({} if seed is None else {"seed": seed}))
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    method = BayesPFL(section.model)
+    batches = train_loader(method, protocol, cfg) if batches is None else batches
+    validate = validation_fn(protocol, cfg) if validate is None else validate
+    steps = len(batches) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
+    steps = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+    common = {"steps_per_epoch": steps, "optimizer": "adam", "betas": cfg.betas, "seed": cfg.seed, "amp": cfg.amp,
+              "patience": cfg.patience}
+    lrs = {"prompt": cfg.lr_prompt, "temperature": cfg.lr_temperature, "flow": cfg.lr_flow, "other": cfg.lr_other,
+           "image": cfg.lr_stage2}
+
+    def groups(stage: int) -> list[dict]:
+        return [{"params": p, "lr": lrs[name]} for name, p in method.parameter_sets(stage).items()]
+
+    live = Path(live_dir) if live_dir is not None else None
+    first = fit(method, batches, lambda m, b: stage1_loss(m, b, cfg),
+                TrainConfig(epochs=cfg.epochs, lr=cfg.lr_other, schedule="cosine", warmup=cfg.warmup,
+                            select_metric="pixel_ap", **common),
+                out_dir / "stage1", validate=validate, param_groups=groups(1),
+                live_dir=live / "stage1" if live else None, desc="bayes_pfl stage 1")
+    method.load_trainable_state(torch.load(first.best_path, map_location="cpu", weights_only=False)["state_dict"])
+    method.stage.fill_(2)
+    second = fit(method, batches, stage2_loss,
+                 TrainConfig(epochs=cfg.stage2_epochs, lr=cfg.lr_stage2, schedule="constant",
+                             select_metric="image_ap", **common),
+                 out_dir / "stage2", validate=validate, param_groups=groups(2),
+                 live_dir=live / "stage2" if live else None, desc="bayes_pfl stage 2")
+    ckpt = torch.load(second.best_path, map_location="cpu", weights_only=False)
+    ckpt["extra"].update(stage1_history=first.history, stage1_best_epoch=first.best_epoch,
+                         stage2_history=second.history, stage2_best_epoch=second.best_epoch,
+                         protocol=to_dict(protocol), training_data="auxiliary categories, TEST split")
+    final = save_torch(out_dir / "final.pt", ckpt)
+    history = [{**h, "stage": stage} for stage, res in ((1, first), (2, second)) for h in res.history]
+    return TrainResult(final, history, second.best_epoch, second.stopped_early)

@@ -2,6 +2,10 @@
 
     result = evaluate(method, "synthetic", k=4, seed=0)        # one (k, seed) run, resumable
     summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
+    summary = evaluate_trained("inctrl", "synthetic", k=4, seeds=(0, 1, 2))   # trained model(s)
+
+Methods with one model per category (``per_category``, FineGrainedAD) are evaluated with
+``category_models``: a callable category -> the method to use for it.
 
 Per category: seed everything with ``seed``, ``method.setup_category(class_name, supports)``
 (supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
@@ -29,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +75,12 @@ def run_dir(method: str, dataset: str, k: int, seed: int) -> Path:
 
 def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
              config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
-             samples: pd.DataFrame | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
+             samples: pd.DataFrame | None = None, out_dir: str | Path | None = None,
+             category_models: Callable[[str], AnomalyMethod] | None = None) -> dict[str, Any]:
     """Evaluate ``method`` on the test split of ``dataset`` (``samples`` overrides
     ``fsadlib.data.load_samples(dataset)``, ``categories`` selects); write and return the
-    metrics.json content (see the module docstring)."""
+    metrics.json content (see the module docstring). ``category_models(category)``, when given,
+    returns the model used for that category (``method`` then only names the run and its config)."""
     if method.few_shot != (k > 0):
         raise ValueError(f"method '{method.name}' is {'few' if method.few_shot else 'zero'}-shot: "
                          f"{'k >= 1' if method.few_shot else 'k = 0'} expected, got k={k}")
@@ -99,14 +106,16 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
     has_scores = bool(done) and (out / "scores.csv").is_file()
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False) if has_scores \
         else pd.DataFrame(columns=SCORE_COLUMNS)
-    weights = _weights_hash(method)
+    model_of = category_models if category_models is not None else (lambda _cat: method)
+    models: dict[str, AnomalyMethod] = {}
     result: dict[str, Any] = {"run": run, "categories": {}}
     cats = list(dict.fromkeys(test["category"]))
     todo = {}
     for cat in cats:
         rows = test[test["category"] == cat].reset_index(drop=True)
         shots = data.load_shots(dataset, cat, k, seed) if k > 0 else []
-        inputs = _hash([run, weights, rows["image_path"].tolist(), shots])
+        models[cat] = model_of(cat)
+        inputs = _hash([run, _weights_hash(models[cat]), rows["image_path"].tolist(), shots])
         finished = (done.get(cat, {}).get("inputs") == inputs
                     and (scores["category"] == cat).sum() == len(rows)
                     and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file()))
@@ -116,17 +125,17 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
             todo[cat] = (rows, shots, inputs)
     scores = scores[scores["category"].isin(list(result["categories"]))]
 
-    method.eval()
     bar = tqdm(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
                desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
     for cat, (rows, shots, inputs) in todo.items():
         seed_everything(seed)
-        supports = data.load_images(shots, image_size).to(method.device) if shots else None
+        model = models[cat].eval()
+        supports = data.load_images(shots, image_size).to(model.device) if shots else None
         with torch.inference_mode():
-            method.setup_category(class_name(cat), supports)
+            model.setup_category(class_name(cat), supports)
             loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
-            pred, maps, masks = predict(method, loader, eval_size, bar)
+            pred, maps, masks = predict(model, loader, eval_size, bar)
         metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, _has_masks(rows, cat), config)
         result["categories"][cat] = metrics | {"inputs": inputs}
         if as_flag(config.save_maps):
@@ -137,6 +146,70 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         _write(out, result, scores, cats)
     bar.close()
     return _write(out, result, scores, cats)
+
+
+def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
+                     config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
+                     device: str | torch.device | None = None) -> dict[str, Any]:
+    """Evaluate the trained model(s) of registered method ``name`` (``AnomalyMethod.load_trained``)
+    for every seed, then aggregate over seeds; returns the aggregate (see :func:`aggregate_seeds`)."""
+    from fsadlib.clip import default_device
+    from fsadlib.methods import method_class
+
+    cls = method_class(name)
+    device = torch.device(device) if device is not None else default_device()
+    for seed in seeds:
+        if cls.per_category:
+            cats = list(categories) if categories is not None else \
+                list(dict.fromkeys(data.load_samples(dataset)["category"]))
+            shared = cls.load_trained(dataset, k, seed, cats[0], device)
+            evaluate(shared, dataset, k=k, seed=seed, config=config, categories=cats,
+                     category_models=lambda cat: cls.load_trained(dataset, k, seed, cat, device,
+                                                                  backbone_model=shared.backbone))
+        else:
+            evaluate(cls.load_trained(dataset, k, seed, None, device), dataset, k=k, seed=seed,
+                     config=config, categories=categories)
+    return aggregate_seeds(name, dataset, k, list(seeds))
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """``params.yaml: evaluations.<method>``: the k values the ``evaluate`` stage runs (0 = zero-shot)."""
+
+    ks: tuple[int, ...] = (0,)
+    models: str = ""  # the trained-model folder the stage depends on (for dvc.yaml only)
+
+
+def run_plan(name: str, smoke: bool = False, params_path: str | Path | None = None) -> pd.DataFrame:
+    """The ``evaluate@<name>`` stage: every k of ``evaluations.<name>`` x every seed of ``shots`` on
+    the protocol's target data set and categories (smoke: the first k and the first seed only).
+    Returns the seed aggregates as a tidy table (k, category, metric, mean, std)."""
+    from fsadlib.config import from_dict, load_params, load_section
+    from fsadlib.protocol import Protocol
+
+    protocol = load_section("protocol", Protocol, params_path).check()
+    shots = load_section("shots", data.ShotsConfig, params_path)
+    config = load_section("evaluate", EvalConfig, params_path)
+    plans = load_params(params_path).get("evaluations") or {}
+    if name not in plans:
+        raise KeyError(f"no evaluation plan 'evaluations.{name}' in params.yaml; plans: {sorted(plans)}")
+    plan = from_dict(EvaluationPlan, plans[name], f"evaluations.{name}")
+    ks, seeds = (plan.ks[:1], shots.seeds[:1]) if smoke else (plan.ks, shots.seeds)
+    frames = []
+    for k in ks:
+        agg = evaluate_trained(name, protocol.target_dataset, k=k, seeds=seeds, config=config,
+                               categories=protocol.target_categories or None)
+        frames.append(aggregate_table(agg).assign(k=k))
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
+    """A seed aggregate (:func:`aggregate_seeds`) as rows (category, metric, mean, std); the category
+    mean appears as category ``"mean"``."""
+    rows = [{"category": cat, "metric": m, **v}
+            for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
+            for m, v in metrics.items()]
+    return pd.DataFrame(rows, columns=["category", "metric", "mean", "std"])
 
 
 def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm | None = None

@@ -40,6 +40,8 @@ class AnomalyMethod(nn.Module, ABC):
     few_shot: ClassVar[bool] = False
     #: has parameters to train (a ``train_<name>`` stage exists)
     trainable: ClassVar[bool] = False
+    #: one trained model per (dataset, category, k, seed) (FineGrainedAD); else one per (k) at most
+    per_category: ClassVar[bool] = False
 
     def __init__(self, config: Any, backbone_model: Any = None) -> None:
         super().__init__()
@@ -66,6 +68,23 @@ class AnomalyMethod(nn.Module, ABC):
     @abstractmethod
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
         """``images`` [B, 3, S, S] (CLIP-normalised) -> :class:`AnomalyOutput`."""
+
+    @classmethod
+    def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
+        """Where the training stage leaves the model the evaluation uses (default:
+        ``models/<name>/final.pt``; methods with per-k or per-category models override this)."""
+        from fsadlib.paths import models_dir
+
+        return models_dir() / cls.name / "final.pt"
+
+    @classmethod
+    def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,
+                     map_location: str | torch.device = "cpu", backbone_model: Any = None) -> AnomalyMethod:
+        """The trained model of (dataset, k, seed[, category]) from :meth:`trained_path`."""
+        path = cls.trained_path(dataset, k, seed, category)
+        if not path.is_file():
+            raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its train_{cls.name} stage)")
+        return load_checkpoint(path, map_location, backbone_model)
 
     # -- helpers ----------------------------------------------------------------------------
     @property

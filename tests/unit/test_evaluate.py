@@ -211,3 +211,18 @@ def test_legacy_aupro_is_labelled(toy, tmp_path):
     m = result["categories"]["disc"]
     assert not math.isnan(m["pixel_aupro_cflow200_legacy"])
     assert "pixel_aupro_cflow200_legacy" in result["mean"]
+
+
+def test_per_category_models_and_aggregate_table(toy, tmp_path):
+    from fsadlib.evaluate import aggregate_table
+
+    models = {"disc": Brightness(), "metal_nut": Brightness()}
+    for seed in (0, 1):
+        evaluate(Brightness(), "toy", seed=seed, samples=toy, out_dir=tmp_path / "k0" / f"seed{seed}",
+                 category_models=lambda cat: models[cat])
+    assert [c for c, _ in models["disc"].calls] == ["disc", "disc"]
+    assert [c for c, _ in models["metal_nut"].calls] == ["metal nut", "metal nut"]
+    table = aggregate_table(aggregate_seeds("brightness", "toy", 0, [0, 1], out_dir=tmp_path / "k0"))
+    row = table[(table.category == "mean") & (table.metric == "pixel_aupro")].iloc[0]
+    assert row["mean"] == pytest.approx(1.0) and row["std"] == 0.0
+    assert set(table.category) == {"disc", "metal_nut", "mean"}

@@ -86,6 +86,15 @@ class FineGrainedAD(AnomalyMethod):
     Config = FineGrainedConfig
     few_shot = True
     trainable = True
+    per_category = True
+
+    @classmethod
+    def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,
+                     map_location: str | torch.device = "cpu", backbone_model: Any = None) -> FineGrainedAD:
+        """The evaluation's entry point: :func:`category_model` of (dataset, category, k, seed)."""
+        if category is None:
+            raise ValueError("finegrained trains one model per category: a category is required")
+        return category_model(dataset, category, k, seed, map_location, backbone_model)
 
     def __init__(self, config: FineGrainedConfig, backbone_model: Any = None) -> None:
         super().__init__(config, backbone_model)

@@ -44,6 +44,7 @@ from fsadlib.methods.winclip.windows import (
     harmonic_aggregation,
     window_indices,
 )
+from fsadlib.paths import models_dir
 from fsadlib.prompts import class_name as prompt_class_name
 from fsadlib.prompts import ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
@@ -94,6 +95,11 @@ class WinClip(AnomalyMethod):
     Config = WinClipConfig
     few_shot = False
     trainable = False
+
+    @classmethod
+    def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
+        """``models/winclip/<name>/final.pt`` (config only; the banks are rebuilt or loaded per category)."""
+        return models_dir() / "winclip" / cls.name / "final.pt"
 
     def __init__(self, config: WinClipConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)

@@ -1,0 +1,214 @@
+"""KAG-prompt training (spec B2): normal images of the auxiliary categories plus synthetic anomalies.
+
+Every step draws ``batch_size`` normal training images of the auxiliary categories; each yields two
+training images, the clean one (zero mask) and its synthetic anomaly (:mod:`fsadlib.data.augment`,
+soft mask). With gt = [mask > ``mask_threshold``], y = max gt, the 2L probability maps P_f of
+:meth:`KagPrompt.prompt_branch` and the CLS cosines c = (<a, t_n>, <a, t_a>):
+
+    loss = sum_f [ Focal(P_f, gt) + dice_weight * (Dice(P_f, gt) + Dice(1 - P_f, 1 - gt)) ]
+           + BCE(sigmoid(c), onehot(y))
+
+(focal gamma 2, alpha 1 on probabilities; soft Dice with smooth 1 per sample; :mod:`fsadlib.losses`).
+Training is shot-agnostic (the memory bank appears only at test). Model selection uses the held-out
+validation categories only (``protocol.val_categories``, test split, real anomalies), each scored
+with ``val_shots`` normal supports drawn from its own training split with ``val_seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fsadlib.config import seed_everything
+from fsadlib.losses import dice_loss, focal_loss
+from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
+from fsadlib.protocol import Protocol
+from fsadlib.train import TrainConfig, TrainResult, fit
+
+
+@dataclass(frozen=True)
+class KagLossConfig:
+    mask_threshold: float = 0.3     # soft synthetic mask -> binary gt
+    dice_weight: float = 0.3
+    focal_gamma: float = 2.0
+    focal_alpha: float = 1.0
+    focal_eps: float = 1e-5         # the public FocalLoss' clamp
+
+
+@dataclass(frozen=True)
+class KagDataConfig:
+    batch_size: int = 18            # normal images per step (x2 with their synthetic anomalies)
+    val_shots: int = 1              # supports per validation category
+    val_seed: int = 0
+    val_max_images: int = 0         # 0 = every test image of a validation category
+    synthesis: str = "cutpaste"     # fsadlib.data.augment mode: cutpaste (closest to NSA) | perlin
+
+    def __post_init__(self) -> None:
+        if self.synthesis not in ("cutpaste", "perlin"):
+            raise ValueError(f"kag_prompt.data.synthesis must be 'cutpaste' or 'perlin', got {self.synthesis!r}")
+        if self.batch_size < 1 or self.val_shots < 1:
+            raise ValueError("kag_prompt.data.batch_size and kag_prompt.data.val_shots must be >= 1")
+
+
+@dataclass(frozen=True)
+class KagTrainSection:
+    """The ``kag_prompt`` section of params.yaml."""
+
+    model: KagPromptConfig = field(default_factory=KagPromptConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=50, steps_per_epoch=25, lr=1e-3, optimizer="adamw", betas=(0.9, 0.95), weight_decay=1e-3,
+        schedule="linear", warmup=0.1, grad_clip=1.0, amp=0, seed=42, select_metric="auroc_mean"))
+    loss: KagLossConfig = field(default_factory=KagLossConfig)
+    data: KagDataConfig = field(default_factory=KagDataConfig)
+
+
+def kag_loss(method: KagPrompt, batch: dict[str, Any], cfg: KagLossConfig) -> dict[str, torch.Tensor]:
+    """batch: image [B, 3, S, S], mask [B, S, S] (soft), category (B names) -> {"loss", parts}."""
+    feats = method.encode(batch["image"])
+    text = torch.stack([method.text_for(c) for c in batch["category"]])      # [B, 2, D]
+    probs, cosines = method.prompt_branch(feats, text)                        # [B, M, S, S], [B, 2]
+    gt = (batch["mask"] > cfg.mask_threshold).float()
+    label = gt.flatten(1).amax(1).long()
+    n_maps = probs.shape[1]
+    maps = probs.flatten(0, 1)                                                 # [B*M, S, S]
+    gts = gt.repeat_interleave(n_maps, dim=0)
+    # each term is a mean over the B*M maps; times M = the sum over maps of per-map means
+    focal = n_maps * focal_loss(maps, gts, cfg.focal_gamma, cfg.focal_alpha, cfg.focal_eps)
+    dice = n_maps * (dice_loss(maps, gts) + dice_loss(1 - maps, 1 - gts))
+    bce = F.binary_cross_entropy(torch.sigmoid(cosines), F.one_hot(label, 2).float())
+    loss = focal + cfg.dice_weight * dice + bce
+    return {"loss": loss, "focal": focal.detach(), "dice": dice.detach(), "image_bce": bce.detach()}
+
+
+def aux_normal_samples(protocol: Protocol):
+    """Normal training images of the auxiliary categories (samples table rows)."""
+    from fsadlib.data import load_samples
+
+    s = load_samples(protocol.aux_dataset)
+    rows = s[s.category.isin(protocol.aux_categories) & (s.split == "train") & (s.label == 0)]
+    missing = sorted(set(protocol.aux_categories) - set(rows.category))
+    if missing:
+        raise ValueError(f"protocol.aux_categories {missing}: no normal training images in "
+                         f"dataset '{protocol.aux_dataset}'")
+    return rows.reset_index(drop=True)
+
+
+class SyntheticAnomalyBatches:
+    """Training batches: ``batch_size`` normal images + their synthetic anomalies.
+
+    Each pass shuffles the normal images with the global numpy RNG (seeded and restored on resume by
+    :func:`fsadlib.train.fit`), so a resumed run draws what an uninterrupted one would. Anomalies come
+    from :func:`fsadlib.data.augment.synthesize_anomaly` (``mode``) on the [0, 1] image; with
+    ``cutpaste`` the patch is cut from the previous image of the batch (the public code's NSA takes
+    it from the previously visited image). Every batch is a dict: image [2b, 3, S, S] (clean ones
+    first), mask [2b, S, S] (zeros, then the synthetic masks), category (2b names).
+    """
+
+    def __init__(self, samples, image_size: int, batch_size: int, mode: str, mean: tuple[float, ...],
+                 std: tuple[float, ...]) -> None:
+        from fsadlib.data import AnomalyDataset
+
+        if len(samples) < batch_size:
+            raise ValueError(f"kag_prompt.data.batch_size {batch_size} exceeds the {len(samples)} normal "
+                             "training images")
+        self.dataset = AnomalyDataset(samples, image_size, mask_size=image_size, mean=mean, std=std)
+        self.batch_size, self.mode = batch_size, mode
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from fsadlib.data.augment import synthesize_anomaly
+
+        order = np.random.permutation(len(self.dataset))
+        for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
+            items = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
+            rng = np.random.default_rng(np.random.randint(2**31))
+            clean = torch.stack([it["image"] for it in items])
+            unit = clean * self.std + self.mean                              # [b, 3, S, S] in [0, 1]
+            fakes = [synthesize_anomaly(x, rng, source=src if self.mode == "cutpaste" else None, mode=self.mode)
+                     for x, src in zip(unit, unit.roll(1, dims=0))]
+            yield {
+                "image": torch.cat([clean, (torch.stack([f[0] for f in fakes]) - self.mean) / self.std]),
+                "mask": torch.cat([torch.zeros(len(items), *fakes[0][1].shape), torch.stack([f[1] for f in fakes])]),
+                "category": [it["category"] for it in items] * 2,
+            }
+
+
+def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean: tuple[float, ...],
+                  std: tuple[float, ...]) -> Callable[[KagPrompt], dict[str, float]]:
+    """Validation on the held-out auxiliary categories (test split): mean image and pixel AUROC.
+
+    Supports: ``val_shots`` normal training images per category drawn with ``val_seed``; the test
+    images (all, or ``val_max_images`` drawn with the same seed) are loaded once.
+    """
+    from fsadlib.data import AnomalyDataset, load_samples
+
+    s = load_samples(protocol.aux_dataset)
+    rng = np.random.default_rng(data.val_seed)
+    sets = []
+    for cat in protocol.val_categories:
+        normals = s[(s.category == cat) & (s.split == "train") & (s.label == 0)]
+        test = s[(s.category == cat) & (s.split == "test")]
+        if len(normals) < data.val_shots or test.label.nunique() < 2:
+            raise ValueError(f"protocol.val_categories '{cat}': needs {data.val_shots} normal training "
+                             "images and normal + anomalous test images")
+        if 0 < data.val_max_images < len(test):
+            test = test.iloc[np.sort(rng.choice(len(test), data.val_max_images, replace=False))]
+        sup = AnomalyDataset(normals.iloc[np.sort(rng.choice(len(normals), data.val_shots, replace=False))],
+                             image_size, mean=mean, std=std)
+        test_set = AnomalyDataset(test, image_size, mask_size=image_size, mean=mean, std=std)
+        items = [test_set[i] for i in range(len(test_set))]
+        sets.append((cat, torch.stack([sup[i]["image"] for i in range(len(sup))]),
+                     torch.stack([it["image"] for it in items]),
+                     torch.tensor([int(it["label"]) for it in items]),
+                     torch.stack([torch.as_tensor(it["mask"]) for it in items])))
+
+    def validate(method: KagPrompt) -> dict[str, float]:
+        from fsadlib.metrics import image_metrics, pixel_metrics
+
+        img, pix = [], []
+        for cat, supports, images, labels, masks in sets:
+            method.setup_category(cat, supports.to(method.device))
+            outs = [method(x.to(method.device)).detach_cpu() for x in images.split(data.batch_size)]
+            img.append(image_metrics(torch.cat([o.pred_score for o in outs]), labels)["auroc"])
+            pix.append(pixel_metrics(torch.cat([o.anomaly_map for o in outs]), masks)["auroc"])
+        out = {"image_auroc": float(np.mean(img)), "pixel_auroc": float(np.mean(pix))}
+        out["auroc_mean"] = (out["image_auroc"] + out["pixel_auroc"]) / 2
+        return out
+
+    return validate
+
+
+def train_kag_prompt(section: KagTrainSection, protocol: Protocol, smoke: bool = False, seed: int | None = None,
+                     out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainResult:
+    """Train KAG-prompt on ``protocol``'s auxiliary categories; returns the ``final.pt`` result.
+
+    ``seed`` overrides ``section.train.seed`` (the notebook's papermill parameter).
+    Writes ``models/kag_prompt/{last,best,final}.pt`` (default ``out_dir``) and DVCLive metrics to
+    ``reports/train_kag_prompt/`` (default ``live_dir``). ``smoke`` runs 1 epoch of 2 steps on 2 images
+    per batch and 4 validation images per category.
+    """
+    from fsadlib.paths import models_dir, reports_dir
+
+    protocol.check()
+    train, data = section.train, section.data
+    if seed is not None:
+        train = replace(train, seed=int(seed))
+    if smoke:
+        train = replace(train, epochs=1, steps_per_epoch=2)
+        data = replace(data, batch_size=2, val_max_images=4)
+    seed_everything(train.seed)
+    method = KagPrompt(section.model)
+    size = method.backbone.image_size
+    batches = SyntheticAnomalyBatches(aux_normal_samples(protocol), size, data.batch_size, data.synthesis,
+                                      method.backbone.mean, method.backbone.std)
+    validate = (make_validate(protocol, data, size, method.backbone.mean, method.backbone.std)
+                if protocol.val_categories else None)
+    return fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), train,
+               out_dir or models_dir() / "kag_prompt", validate=validate,
+               live_dir=live_dir or reports_dir() / "train_kag_prompt", desc="kag_prompt")

@@ -1,0 +1,90 @@
+"""KAG-prompt training pipeline on a tiny synthetic tree: synthetic-anomaly batches, protocol use,
+a smoke training run with validation-only selection and a reloadable final.pt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fsadlib.config import from_dict
+from fsadlib.data import CLIP_MEAN, CLIP_STD, synthetic
+from fsadlib.methods.base import load_checkpoint
+from fsadlib.methods.kag_prompt.train import (
+    KagDataConfig,
+    KagTrainSection,
+    SyntheticAnomalyBatches,
+    aux_normal_samples,
+    train_kag_prompt,
+)
+from fsadlib.protocol import Protocol
+
+PROTOCOL = Protocol(aux_categories=("stripes", "cross"), val_categories=("grass",), target_categories=("disc",))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A throw-away workbench root (dvc.yaml + params.yaml) with a 64 px synthetic data set."""
+    root = tmp_path_factory.mktemp("repo")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text(yaml.safe_dump(
+        {"datasets": {"synthetic": {"reader": "mvtec", "root": "data/synthetic"}}}))
+    synthetic.generate(root / "data" / "synthetic", seed=0, image_size=64, n_train=4, n_test_good=2,
+                       n_test_bad=2, categories=["stripes", "cross", "grass", "disc"])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FSAD_ROOT", str(root))
+    mp.chdir(root)  # DVCLive looks for a DVC repo from the cwd: keep it away from the real one
+    yield root
+    mp.undo()
+
+
+def test_aux_samples_are_normal_training_images_of_aux_categories(repo):
+    rows = aux_normal_samples(PROTOCOL)
+    assert len(rows) == 8 and set(rows.category) == {"stripes", "cross"}
+    assert (rows.split == "train").all() and (rows.label == 0).all()
+    with pytest.raises(ValueError, match="nothing"):
+        aux_normal_samples(Protocol(aux_categories=("nothing",), target_categories=("disc",)))
+
+
+@pytest.mark.parametrize("mode", ["cutpaste", "perlin"])
+def test_batches_pair_clean_and_synthetic_images(repo, mode):
+    batches = SyntheticAnomalyBatches(aux_normal_samples(PROTOCOL), 64, 3, mode, CLIP_MEAN, CLIP_STD)
+    np.random.seed(0)
+    first = next(iter(batches))
+    np.random.seed(0)
+    again = next(iter(batches))
+    torch.testing.assert_close(first["image"], again["image"])       # a function of the numpy seed
+    img, mask = first["image"], first["mask"]
+    assert img.shape == (6, 3, 64, 64) and mask.shape == (6, 64, 64)
+    assert first["category"][:3] == first["category"][3:]
+    assert (mask[:3] == 0).all() and (mask[3:].flatten(1).amax(1) == 1).all()
+    outside = (mask[3:] == 0)[:, None].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(img[3:][outside], img[:3][outside], atol=1e-5, rtol=0)  # only the mask changes
+    assert (img[3:] - img[:3]).abs().amax() > 0.1
+    with pytest.raises(ValueError, match="batch_size 9"):
+        SyntheticAnomalyBatches(aux_normal_samples(PROTOCOL), 64, 9, mode, CLIP_MEAN, CLIP_STD)
+
+
+def test_bad_data_parameters_name_the_key():
+    with pytest.raises(ValueError, match="kag_prompt.data.synthesis"):
+        KagDataConfig(synthesis="nsa")
+
+
+def test_smoke_training_writes_a_reloadable_final_checkpoint(repo):
+    section = from_dict(KagTrainSection, {
+        "model": {"backbone": {"arch": "tiny"}, "layers": [3, 6, 9, 12], "proj_dim": 24, "topk": 3},
+        "train": {"epochs": 2, "steps_per_epoch": 1, "optimizer": "adamw", "betas": [0.9, 0.95],
+                  "weight_decay": 1e-3, "schedule": "linear", "warmup": 0.1, "grad_clip": 1.0,
+                  "select_metric": "auroc_mean"},
+        "data": {"batch_size": 2, "val_max_images": 4}}, "kag_prompt")
+    result = train_kag_prompt(section, PROTOCOL, smoke=True, seed=3)
+    assert result.best_path == repo / "models" / "kag_prompt" / "final.pt"
+    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"]), result.history
+    assert 0.0 <= result.history[0]["val_auroc_mean"] <= 1.0, result.history
+    assert (repo / "reports" / "train_kag_prompt" / "metrics.json").is_file()
+    method = load_checkpoint(result.best_path)
+    assert method.config == section.model
+    assert torch.load(result.best_path, weights_only=False)["extra"]["selected_from"] == "best.pt"
+    with pytest.raises(ValueError, match="target categories"):
+        train_kag_prompt(section, Protocol(aux_categories=("disc",), target_categories=("disc",)), smoke=True)

@@ -20,10 +20,23 @@ import torch.nn.functional as F
 def focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 1.0,
                eps: float = 1e-6) -> torch.Tensor:
     """Binary focal loss on probabilities (see the module docstring)."""
+    return alpha * _focal_terms(prob, target, gamma, eps).mean()
+
+
+def balanced_focal_loss(prob: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, eps: float = 1e-6
+                        ) -> torch.Tensor:
+    """Class-balanced focal loss (Bayes-PFL): the mean of FL over the foreground pixels (target > 0.5)
+    plus its mean over the background pixels, each over the whole batch (an empty class adds 0)."""
+    terms = _focal_terms(prob, target, gamma, eps)
+    fg = (target > 0.5).to(terms.dtype)
+    return (terms * fg).sum() / fg.sum().clamp_min(1) + (terms * (1 - fg)).sum() / (1 - fg).sum().clamp_min(1)
+
+
+def _focal_terms(prob: torch.Tensor, target: torch.Tensor, gamma: float, eps: float) -> torch.Tensor:
+    """Element-wise FL(p, y) (module docstring, alpha = 1)."""
     p = prob.clamp(eps, 1 - eps)
     y = target.to(p.dtype)
-    loss = -(y * (1 - p) ** gamma * torch.log(p) + (1 - y) * p ** gamma * torch.log(1 - p))
-    return alpha * loss.mean()
+    return -(y * (1 - p) ** gamma * torch.log(p) + (1 - y) * p ** gamma * torch.log(1 - p))
 
 
 def focal_loss_with_logits(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,

@@ -9,7 +9,7 @@ Shapes: B images, N = h * w patch tokens, C channels, M bank entries, S output s
   the anomalous-state probability of each patch (WinCLIP, APRIL-GAN, KAG-prompt, Bayes-PFL, PromptAD).
 - ``to_map(scores [B,N], grid, size)``: reshape to the patch grid and upsample bilinearly to S x S.
 - ``gaussian_blur(maps [B,S,S], sigma)``: separable Gaussian on the device (truncate 4 sigma, reflect).
-- ``harmonic_mean``, ``topk_mean``.
+- ``harmonic_mean``, ``topk_mean``, ``fused_image_score`` (text probability + top-k mean of the map).
 """
 
 from __future__ import annotations
@@ -21,9 +21,18 @@ import torch.nn.functional as F
 
 
 def nearest_distance(query: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """min over bank of (1 - cosine) / 2 for every query token: [B, N, C] x [M, C] -> [B, N]."""
+    """min over bank of (1 - cosine) / 2 for every query token: [B, N, C] x [M, C] -> [B, N].
+
+    A per-image bank [B, M, C] (each image its own support set, e.g. InCTRL training) is matched
+    image by image with a batched matmul, ``chunk`` query tokens at a time.
+    """
     q = F.normalize(query.float(), dim=-1)
     b = F.normalize(bank.float(), dim=-1)
+    if b.ndim == 3:
+        step = max(1, chunk // q.shape[1])
+        best = torch.cat([(q[i:i + step] @ b[i:i + step].transpose(1, 2)).amax(dim=2)
+                          for i in range(0, q.shape[0], step)])
+        return (1 - best) / 2
     flat = q.reshape(-1, q.shape[-1])
     best = torch.cat([(flat[i:i + chunk] @ b.T).amax(dim=1) for i in range(0, flat.shape[0], chunk)])
     return ((1 - best) / 2).reshape(q.shape[:-1])
@@ -75,6 +84,13 @@ def topk_mean(maps: torch.Tensor, k: int) -> torch.Tensor:
     """Mean of the k largest values of each map: [B, ...] -> [B]."""
     flat = maps.flatten(1)
     return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(1)
+
+
+def fused_image_score(text_prob: torch.Tensor, maps: torch.Tensor, k: int, text_weight: float = 0.5
+                      ) -> torch.Tensor:
+    """Image score from a text probability [B] and maps [B, ...] with global, declared parameters:
+    ``text_weight * text_prob + (1 - text_weight) * topk_mean(maps, k)`` (no per-class normalisation)."""
+    return text_weight * text_prob + (1 - text_weight) * topk_mean(maps, k)
 
 
 def grid_side(n_tokens: int) -> int:

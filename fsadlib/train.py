@@ -188,7 +188,7 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
                 if k != "epoch":
                     live.log_metric(k, v)
             live.next_step()
-            _save_last(method, opt, state, last_path)
+            _save_last(method, opt, state, config, last_path)
             if config.patience and state["bad"] >= config.patience:
                 stopped = True
     final = out_dir / "final.pt"
@@ -221,10 +221,12 @@ def _cycle(batches: Iterable) -> Iterator:
             raise ValueError("training data yielded no batch")
 
 
-def _save_last(method: AnomalyMethod, opt: torch.optim.Optimizer, state: dict, path: Path) -> None:
+def _save_last(method: AnomalyMethod, opt: torch.optim.Optimizer, state: dict, config: TrainConfig,
+               path: Path) -> None:
     ckpt = method.checkpoint()
     ckpt["train_state"] = {
         **state,
+        "train_config": to_dict(config),
         "optimizer": opt.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -237,6 +239,11 @@ def _resume(method: AnomalyMethod, opt: torch.optim.Optimizer, path: Path, confi
     if ckpt.get("config") != to_dict(method.config):
         raise ValueError(f"{path} was written for another method config; delete it or the folder "
                          "to start over")
+    written = ckpt["train_state"].get("train_config")
+    if written != to_dict(config):
+        diff = sorted(k for k in to_dict(config) if (written or {}).get(k) != to_dict(config)[k])
+        raise ValueError(f"{path} was written with other training settings {diff}; delete it or the "
+                         "folder to start over")
     method.load_trainable_state(ckpt["state_dict"])
     ts = ckpt["train_state"]
     opt.load_state_dict(ts["optimizer"])

@@ -24,6 +24,14 @@ def test_nearest_distance_against_loops_and_zero_for_identical_patch():
     assert float(got[1, 2]) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_nearest_distance_per_image_bank_equals_shared_bank_per_image():
+    g = torch.Generator().manual_seed(1)
+    q, banks = torch.randn(3, 4, 6, generator=g), torch.randn(3, 5, 6, generator=g)
+    got = nearest_distance(q, banks, chunk=4)  # chunk of one image at a time
+    want = torch.stack([nearest_distance(q[i:i + 1], banks[i])[0] for i in range(3)])
+    assert torch.allclose(got, want, atol=1e-6) and got.shape == (3, 4)
+
+
 def test_patch_text_probs_and_map():
     tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.0]]])
     text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

@@ -1,0 +1,235 @@
+"""InCTRL training (spec A2): real anomalies of the auxiliary categories, few-shot normal prompts
+re-drawn per query, balanced batches, focal loss on the final and the image-level score.
+
+Training pool of every auxiliary category c (the public ``gen_train_json``): queries are all its
+images (train/good, test/good, test anomalies); its prompt pool is its normal images. Each step draws
+``normals_per_batch`` normal and ``anomalies_per_batch`` anomalous queries uniformly with replacement
+(the public BalancedBatchSampler) and, for every query, k prompts uniformly without replacement from
+the normals of its category, the query itself excluded (``prompts_include_query = 1``: the public
+code, where a normal query can be its own prompt, residual 0). All draws use numpy's global RNG, which
+:func:`fsadlib.train.fit` seeds and checkpoints, so a resumed run draws what an uninterrupted one would.
+
+Loss (labels y in {0, 1}, s final score, s_i image-level score, gamma 2, alpha 1):
+
+    loss = FL(s, y) + FL(s_i, y)                  FL of fsadlib.losses on the probabilities
+    double_sigmoid = 1:  FL_logits(s, y) + FL_logits(s_i, y)   (the public BinaryFocalLoss(logits=True)
+                         applied to probabilities, i.e. FL(sigmoid(s), y): a double sigmoid)
+
+One model per k (``data.shots``), trained from the same seed, selected on the image AUROC of the
+held-out validation categories (``protocol.val_categories``; supports: k normal training images drawn
+with ``val_seed``), never on target data. Layout: ``models/inctrl/k<k>/{last,best,final}.pt``, DVCLive
+logs in ``reports/train_inctrl/k<k>/``, a summary in ``reports/train_inctrl/metrics.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fsadlib.clip import ClipBackbone
+from fsadlib.config import seed_everything
+from fsadlib.io import write_json
+from fsadlib.losses import focal_loss, focal_loss_with_logits
+from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
+from fsadlib.protocol import Protocol
+from fsadlib.train import TrainConfig, fit
+
+ImageLoader = Callable[[Sequence[str], int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InctrlLossConfig:
+    gamma: float = 2.0
+    alpha: float = 1.0
+    double_sigmoid: int = 0       # 1 = the public code's focal-with-logits on probabilities
+
+
+@dataclass(frozen=True)
+class InctrlDataConfig:
+    shots: tuple[int, ...] = (2, 4, 8)  # one model per k
+    normals_per_batch: int = 8
+    anomalies_per_batch: int = 8
+    prompts_include_query: int = 0      # 1 = the public code (a normal query may be its own prompt)
+    val_seed: int = 0                   # draws the validation supports (and images, if capped)
+    val_max_images: int = 0             # 0 = every test image of a validation category
+    eval_batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class InctrlSection:
+    """The ``inctrl`` section of params.yaml (defaults: the paper / public code)."""
+
+    model: InctrlConfig = field(default_factory=InctrlConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, steps_per_epoch=100, lr=1e-3, optimizer="adamw", betas=(0.9, 0.999), weight_decay=0.01,
+        amp=0, seed=10, select_metric="auroc_mean"))
+    loss: InctrlLossConfig = field(default_factory=InctrlLossConfig)
+    data: InctrlDataConfig = field(default_factory=InctrlDataConfig)
+
+
+def inctrl_loss(method: Inctrl, batch: dict[str, Any], cfg: InctrlLossConfig) -> dict[str, torch.Tensor]:
+    """batch: image [B, 3, S, S], prompts [B, k, 3, S, S], label [B], category (B names)."""
+    s = method.score_with_prompts(batch["image"], batch["prompts"], batch["category"])
+    y = batch["label"].float()
+    fl = focal_loss_with_logits if cfg.double_sigmoid else focal_loss
+    final, image = fl(s.final, y, cfg.gamma, cfg.alpha), fl(s.image, y, cfg.gamma, cfg.alpha)
+    return {"loss": final + image, "focal_final": final.detach(), "focal_image": image.detach()}
+
+
+def default_loader(paths: Sequence[str], image_size: int) -> torch.Tensor:
+    """[n, 3, S, S] CLIP-normalised images (:func:`fsadlib.data.load_images`)."""
+    from fsadlib.data import load_images
+
+    return load_images(list(paths), image_size)
+
+
+class CachedImages:
+    """``load(paths) -> [n, 3, S, S]`` through ``loader``, each path read once (no augmentation in InCTRL)."""
+
+    def __init__(self, image_size: int, loader: ImageLoader = default_loader) -> None:
+        self.image_size, self.loader = image_size, loader
+        self._store: dict[str, torch.Tensor] = {}
+
+    def load(self, paths: Sequence[str]) -> torch.Tensor:
+        missing = [p for p in dict.fromkeys(paths) if p not in self._store]
+        if missing:
+            self._store.update(zip(missing, self.loader(missing, self.image_size)))
+        return torch.stack([self._store[p] for p in paths])
+
+
+class PromptedBatches:
+    """Infinite balanced batches with per-query normal prompts (module docstring)."""
+
+    def __init__(self, samples: pd.DataFrame, k: int, images: CachedImages, data: InctrlDataConfig) -> None:
+        self.k, self.images, self.data = k, images, data
+        self.paths = samples.image_path.to_numpy()
+        self.categories = samples.category.to_numpy()
+        labels = samples.label.to_numpy()
+        self.normal_idx, self.anomaly_idx = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+        self.pool = {c: np.flatnonzero((self.categories == c) & (labels == 0)) for c in np.unique(self.categories)}
+        need = k + (0 if data.prompts_include_query else 1)
+        for c, pool in self.pool.items():
+            if len(pool) < need:
+                raise ValueError(f"inctrl: category '{c}' has {len(pool)} normal images, needs >= {need} "
+                                 f"for k={k} prompts per query")
+        for what, idx, n in (("normal", self.normal_idx, data.normals_per_batch),
+                             ("anomalous", self.anomaly_idx, data.anomalies_per_batch)):
+            if n > 0 and len(idx) == 0:
+                raise ValueError(f"inctrl: the auxiliary categories have no {what} images")
+
+    def draw_prompts(self, query: int) -> np.ndarray:
+        pool = self.pool[self.categories[query]]
+        if not self.data.prompts_include_query:
+            pool = pool[pool != query]
+        return np.random.choice(pool, self.k, replace=False)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while True:
+            queries = np.concatenate([np.random.choice(self.normal_idx, self.data.normals_per_batch),
+                                      np.random.choice(self.anomaly_idx, self.data.anomalies_per_batch)])
+            prompts = np.stack([self.draw_prompts(q) for q in queries])               # [B, k]
+            yield {
+                "image": self.images.load(self.paths[queries]),
+                "prompts": self.images.load(self.paths[prompts.ravel()]).unflatten(0, prompts.shape),
+                "label": torch.as_tensor(np.isin(queries, self.anomaly_idx), dtype=torch.float32),
+                "category": [str(c) for c in self.categories[queries]],
+            }
+
+
+def training_samples(samples: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """Rows of the auxiliary categories: train normals plus the whole test split (real anomalies)."""
+    rows = samples[(samples.dataset == protocol.aux_dataset) & samples.category.isin(protocol.aux_categories)]
+    missing = sorted(set(protocol.aux_categories) - set(rows.category))
+    if missing:
+        raise ValueError(f"protocol.aux_categories {missing}: not in dataset '{protocol.aux_dataset}'")
+    rows = rows[(rows.split == "test") | (rows.label == 0)]
+    return rows.reset_index(drop=True)
+
+
+def make_validate(samples: pd.DataFrame, protocol: Protocol, k: int, images: CachedImages,
+                  data: InctrlDataConfig) -> Callable[[Inctrl], dict[str, float]]:
+    """Image AUROC per validation category (test split, or ``val_max_images`` of it, half of each class)
+    and its mean ``auroc_mean``; each category's k supports are normal training images drawn with
+    ``val_seed`` (the same draw for every epoch)."""
+    rng = np.random.default_rng(data.val_seed)
+    sets = []
+    for cat in protocol.val_categories:
+        rows = samples[(samples.dataset == protocol.aux_dataset) & (samples.category == cat)]
+        normals = rows[(rows.split == "train") & (rows.label == 0)]
+        test = rows[rows.split == "test"]
+        if len(normals) < k or test.label.nunique() < 2:
+            raise ValueError(f"protocol.val_categories '{cat}': needs {k} normal training images and normal + "
+                             f"anomalous test images in dataset '{protocol.aux_dataset}'")
+        if 0 < data.val_max_images < len(test):  # half normal, half anomalous (at least one each)
+            labels = test.label.to_numpy()
+            keep = [rng.permutation(np.flatnonzero(labels == y))[:max(1, data.val_max_images // 2)] for y in (0, 1)]
+            test = test.iloc[np.sort(np.concatenate(keep))]
+        supports = normals.image_path.to_numpy()[np.sort(rng.choice(len(normals), k, replace=False))]
+        sets.append((cat, list(supports), list(test.image_path), torch.tensor(test.label.to_numpy())))
+
+    def validate(method: Inctrl) -> dict[str, float]:
+        from fsadlib.metrics import image_metrics
+
+        out = {}
+        for cat, supports, paths, labels in sets:
+            method.setup_category(cat, images.load(supports).to(method.device))
+            scores = torch.cat([method(images.load(paths[i:i + data.eval_batch_size]).to(method.device))
+                                .pred_score.float().cpu() for i in range(0, len(paths), data.eval_batch_size)])
+            out[f"auroc_{cat}"] = float(image_metrics(scores, labels)["auroc"])
+        out["auroc_mean"] = float(np.mean(list(out.values())))
+        return out
+
+    return validate
+
+
+def train_inctrl(section: InctrlSection, protocol: Protocol, seed: int | None = None, smoke: bool = False,
+                 samples: pd.DataFrame | None = None, loader: ImageLoader = default_loader,
+                 out_root: str | Path | None = None, live_root: str | Path | None = None,
+                 backbone_model: ClipBackbone | None = None) -> pd.DataFrame:
+    """Train one InCTRL model per k in ``section.data.shots``; returns the history of every run
+    (one row per (k, epoch)) and writes ``live_root/metrics.json`` (best validation AUROC per k).
+
+    ``seed`` overrides ``section.train.seed``; ``smoke`` trains only the first k, 1 epoch of 2 steps with 2 + 2 queries
+    and 4 validation images per category. ``samples`` defaults to ``fsadlib.data.load_samples`` of the
+    auxiliary data set, ``loader`` to ``fsadlib.data.load_images``; ``backbone_model`` shares an
+    already-built backbone (it must match ``section.model.backbone``).
+    """
+    from fsadlib.paths import models_dir, reports_dir
+
+    protocol.check()
+    train, data = section.train, section.data
+    if seed is not None:
+        train = replace(train, seed=int(seed))
+    if smoke:
+        train = replace(train, epochs=1, steps_per_epoch=2)
+        data = replace(data, normals_per_batch=2, anomalies_per_batch=2, val_max_images=4,
+                       shots=data.shots[:1])
+    if samples is None:
+        from fsadlib.data import load_samples
+
+        samples = load_samples(protocol.aux_dataset)
+    out_root = Path(out_root) if out_root is not None else models_dir() / "inctrl"
+    live_root = Path(live_root) if live_root is not None else reports_dir() / "train_inctrl"
+    backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
+    images = CachedImages(backbone.image_size, loader)
+    aux = training_samples(samples, protocol)
+    history, summary = [], {}
+    for k in data.shots:
+        seed_everything(train.seed)  # the same head initialisation for every k
+        method = Inctrl(section.model, backbone_model=backbone)
+        validate = make_validate(samples, protocol, k, images, data) if protocol.val_categories else None
+        result = fit(method, PromptedBatches(aux, k, images, data), lambda m, b: inctrl_loss(m, b, section.loss),
+                     train, out_root / f"k{k}", validate=validate, live_dir=live_root / f"k{k}",
+                     desc=f"inctrl k={k}")
+        history += [{"k": k, **rec} for rec in result.history]
+        summary[f"k{k}"] = {"best_epoch": result.best_epoch,
+                            **{key: v for key, v in result.history[result.best_epoch - 1].items()
+                               if key.startswith(("val_", "train_"))}}
+    write_json(live_root / "metrics.json", {"seed": train.seed, "smoke": int(bool(smoke)), "runs": summary})
+    return pd.DataFrame(history)

@@ -1,0 +1,116 @@
+"""Images and masks as tensors: CLIP transforms and the mask rule recorded with every result.
+
+Image transform (``IMAGE_TRANSFORM``): RGB, resize to ``S x S`` with PIL bicubic (antialiased, as
+torchvision's ``Resize`` on PIL images), no crop (for the square MVTec / VisA images used in the
+papers this equals CLIP's resize-short-side + centre-crop), ``x -> (x / 255 - mean) / std`` with the
+OpenAI CLIP mean/std by default. Result float32 ``[3, S, S]``.
+
+Mask rule (``MASK_RULE``): a mask pixel is anomalous when its value (its palette index for palette
+PNGs, its grey level for colour files) is non-zero (VisA stores instance ids, MVTec 255), at the mask's native size, which must equal its image's; the binary mask is resized
+to ``M x M`` by PIL nearest (pixel centres), then thresholded at 0.5, giving float32 ``{0, 1}``
+``[M, M]``. A normal image gets zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from fsadlib.data.files import resolve_path
+
+#: OpenAI CLIP normalisation (equal to ``open_clip.OPENAI_DATASET_MEAN`` / ``_STD``)
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_TRANSFORM = "PIL bicubic resize to SxS (no crop), CLIP mean/std"
+MASK_RULE = "nonzero -> 1 at native size, PIL nearest resize to MxM, threshold 0.5"
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """The RGB image at ``path`` (portable or absolute); errors name the file."""
+    resolved = resolve_path(path)
+    if not resolved.is_file():
+        raise FileNotFoundError(f"image file not found: {resolved}")
+    try:
+        with Image.open(resolved) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"unreadable image {resolved}: {err}") from err
+
+
+def image_tensor(image: Image.Image, image_size: int, mean: Sequence[float] = CLIP_MEAN,
+                 std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """``IMAGE_TRANSFORM`` of a PIL image -> float32 ``[3, S, S]``."""
+    resized = image.resize((image_size, image_size), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(resized, np.float32) / 255.0).permute(2, 0, 1)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def load_images(paths: Sequence[str | Path], image_size: int, mean: Sequence[float] = CLIP_MEAN,
+                std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """Images (e.g. the k shots of a k-shot file) as one float32 ``[k, 3, S, S]`` tensor."""
+    if not paths:
+        raise ValueError("load_images: empty list of paths")
+    return torch.stack([image_tensor(read_image(p), image_size, mean, std) for p in paths])
+
+
+def load_mask(path: str | Path, mask_size: int, image_size_wh: tuple[int, int] | None = None) -> torch.Tensor:
+    """``MASK_RULE`` applied to the mask file -> float32 ``[M, M]`` in {0, 1}.
+
+    ``image_size_wh`` (the image's (width, height)) is checked against the mask's size.
+    """
+    resolved = resolve_path(path)
+    try:
+        with Image.open(resolved) as img:
+            # label-style modes (1, L, P, I, I;16) keep their raw values; colour masks go to grey
+            values = np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr") else img)
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"unreadable mask {resolved}: {err}") from err
+    if image_size_wh is not None and values.shape[::-1] != tuple(image_size_wh):
+        raise ValueError(f"mask {resolved} is {values.shape[::-1]} but its image is {tuple(image_size_wh)} "
+                         "(width, height)")
+    binary = Image.fromarray((values != 0).astype(np.uint8) * 255)
+    resized = np.asarray(binary.resize((mask_size, mask_size), Image.NEAREST), np.float32) / 255.0
+    return torch.from_numpy((resized > 0.5).astype(np.float32))
+
+
+class AnomalyDataset(Dataset):
+    """Samples table rows as dicts: ``image`` float32 ``[3, S, S]`` (``IMAGE_TRANSFORM``), ``mask``
+    float32 ``[M, M]`` (``MASK_RULE``; ``M`` defaults to ``S``), ``label`` int, ``image_path``,
+    ``category``, ``defect`` str.
+    """
+
+    image_transform = IMAGE_TRANSFORM
+    mask_rule = MASK_RULE
+
+    def __init__(self, samples: pd.DataFrame, image_size: int, mask_size: int | None = None,
+                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> None:
+        self.samples = samples.reset_index(drop=True)
+        self.image_size = image_size
+        self.mask_size = mask_size or image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.samples.iloc[index]
+        image = read_image(row["image_path"])
+        if row["mask_path"]:
+            mask = load_mask(row["mask_path"], self.mask_size, image.size)
+        else:
+            mask = torch.zeros(self.mask_size, self.mask_size)
+        return {
+            "image": image_tensor(image, self.image_size, self.mean, self.std),
+            "mask": mask,
+            "label": int(row["label"]),
+            "image_path": str(row["image_path"]),
+            "category": str(row["category"]),
+            "defect": str(row["defect"]),
+        }

@@ -1,0 +1,134 @@
+"""The samples table every method and notebook reads, and the data sets configured in ``params.yaml``.
+
+One row per image, columns ``SAMPLE_COLUMNS``: ``dataset, category, split ("train" | "test"),
+label (0 normal, 1 anomalous), defect ("good" for normal images), image_path, mask_path`` (``""`` for
+normal images and for anomalous images of image-level-only data sets). Paths are stored relative to
+the repository root when they lie inside it (so tables and k-shot files move with a clone) and
+absolute otherwise; :func:`resolve_path` turns either form into a readable path.
+
+``params.yaml: datasets`` maps a data-set name to a :class:`DatasetSpec` (reader + root + reader
+options). Readers live in :mod:`fsadlib.data.readers`; :func:`read_samples` runs one and validates the
+result with :func:`check_samples`, which opens every image header: an unreadable image, or a mask whose
+size differs from its image, raises an error naming the file.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fsadlib.config import from_dict, load_params
+from fsadlib.data.files import image_size, portable_path, resolve_path
+from fsadlib.data.readers import READERS
+
+SAMPLE_COLUMNS: tuple[str, ...] = ("dataset", "category", "split", "label", "defect", "image_path", "mask_path")
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of ``params.yaml: datasets``.
+
+    ``reader``: a key of ``READERS`` (mvtec, visa, meta_json, folder); ``root``: the data-set folder,
+    relative to the repo root or absolute; ``options``: keyword arguments of that reader.
+    """
+
+    reader: str
+    root: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def dataset_specs(params_path: str | Path | None = None) -> dict[str, DatasetSpec]:
+    """All data sets of ``params.yaml: datasets`` by name."""
+    section = load_params(params_path).get("datasets") or {}
+    return {name: from_dict(DatasetSpec, spec, f"datasets.{name}") for name, spec in section.items()}
+
+
+def dataset_spec(dataset: str) -> DatasetSpec:
+    """The spec of ``dataset``; ``KeyError`` naming it and the configured ones when absent."""
+    specs = dataset_specs()
+    if dataset not in specs:
+        raise KeyError(f"unknown dataset '{dataset}'; configured in params.yaml 'datasets': {sorted(specs)}")
+    return specs[dataset]
+
+
+def dataset_root(dataset: str) -> Path:
+    """The resolved root folder of a configured data set."""
+    return resolve_path(dataset_spec(dataset).root)
+
+
+def load_samples(dataset: str, root: str | Path | None = None,
+                 categories: list[str] | tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The samples table of a data set configured in ``params.yaml`` (``root`` overrides its root).
+
+    ``categories`` keeps only those (``KeyError`` naming an unknown one and the known ones).
+    """
+    spec = dataset_spec(dataset)
+    samples = read_samples(spec.reader, resolve_path(root or spec.root), dataset, **spec.options)
+    return samples if categories is None else select_categories(samples, categories)
+
+
+def read_samples(reader: str, root: str | Path, dataset: str, **options: Any) -> pd.DataFrame:
+    """Run reader ``reader`` on ``root``, label the rows with ``dataset``, validate, sort.
+
+    Rows are sorted by ``category, split, label, defect, image_path``.
+    """
+    if reader not in READERS:
+        raise KeyError(f"unknown reader '{reader}' for dataset '{dataset}'; known: {sorted(READERS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset '{dataset}': root folder not found: {root}")
+    allowed = [p for p in inspect.signature(READERS[reader]).parameters if p != "root"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise KeyError(f"dataset '{dataset}': unknown options {unknown} for reader '{reader}'; allowed: {allowed}")
+    table = READERS[reader](root, **options)
+    table.insert(0, "dataset", dataset)
+    table["image_path"] = [portable_path(p) for p in table["image_path"]]
+    table["mask_path"] = [portable_path(p) if p else "" for p in table["mask_path"]]
+    table["label"] = table["label"].astype(int)
+    table = table[list(SAMPLE_COLUMNS)].sort_values(["category", "split", "label", "defect", "image_path"])
+    return check_samples(table.reset_index(drop=True))
+
+
+def select_categories(samples: pd.DataFrame, categories: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """Rows of ``categories`` (in the table's order); ``KeyError`` naming unknown ones."""
+    known = sorted(samples["category"].unique())
+    unknown = [c for c in categories if c not in known]
+    if unknown:
+        dataset = ", ".join(sorted(samples["dataset"].unique()))
+        raise KeyError(f"unknown categories {unknown} in dataset '{dataset}'; known: {known}")
+    return samples[samples["category"].isin(categories)].reset_index(drop=True)
+
+
+def check_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """Validate a samples table and return it.
+
+    Checks: the columns, split and label values, no duplicate image, normal rows without mask, every
+    image and mask readable (header), and each mask the size of its image. Errors name the file.
+    """
+    missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
+    if missing:
+        raise KeyError(f"samples table lacks columns {missing}; required: {list(SAMPLE_COLUMNS)}")
+    bad_split = sorted(set(samples["split"]) - set(SPLITS))
+    if bad_split:
+        raise ValueError(f"samples table: unknown split values {bad_split}; allowed: {list(SPLITS)}")
+    if not samples["label"].isin([0, 1]).all():
+        raise ValueError(f"samples table: labels must be 0/1, got {sorted(set(samples['label']))}")
+    duplicated = samples["image_path"][samples["image_path"].duplicated()]
+    if len(duplicated):
+        raise ValueError(f"samples table: image listed twice: {duplicated.iloc[0]}")
+    for row in samples.itertuples(index=False):
+        size = image_size(row.image_path)
+        if row.mask_path:
+            if row.label == 0:
+                raise ValueError(f"normal image {row.image_path} has a mask {row.mask_path}; "
+                                 "normal images take mask_path ''")
+            if image_size(row.mask_path) != size:
+                raise ValueError(f"mask {row.mask_path} is {image_size(row.mask_path)} but its image "
+                                 f"{row.image_path} is {size} (width, height)")
+    return samples

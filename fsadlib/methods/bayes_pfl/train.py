@@ -42,7 +42,7 @@ from fsadlib.config import to_dict
 from fsadlib.io import save_torch
 from fsadlib.losses import balanced_focal_loss, dice_loss
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
-from fsadlib.protocol import Protocol
+from fsadlib.protocol import Protocol, validation_sets
 from fsadlib.train import TrainConfig, TrainResult, fit
 
 
@@ -188,18 +188,17 @@ def train_loader(method: BayesPFL, protocol: Protocol, cfg: BayesPFLTrainConfig)
 
 def validation_fn(protocol: Protocol, cfg: BayesPFLTrainConfig):
     """``validate(method) -> {pixel_ap, image_ap, pixel_ap_<cat>, image_ap_<cat>}``: means over the
-    validation categories (test split, at most ``val_max_images`` each), R = ``val_samples``."""
+    validation categories (test split, at most ``val_max_images`` each, balanced over the two classes by
+    :func:`fsadlib.protocol.validation_sets`), R = ``val_samples``."""
+    from fsadlib.data import load_samples
     from fsadlib.metrics import image_metrics, pixel_metrics
 
-    rows = category_samples(protocol, protocol.val_categories)
+    sets = validation_sets(load_samples(protocol.aux_dataset), protocol, cfg.val_max_images)
 
     def validate(method: BayesPFL) -> dict[str, float]:
         out: dict[str, float] = {}
-        for cat in protocol.val_categories:
-            cat_rows = rows[rows["category"] == cat]
-            if cfg.val_max_images:  # evenly spaced over the label-sorted rows: both classes stay
-                cat_rows = cat_rows.sort_values(["label", "image_path"]).iloc[
-                    np.linspace(0, len(cat_rows) - 1, min(cfg.val_max_images, len(cat_rows))).round().astype(int)]
+        for v in sets:
+            cat, cat_rows = v.category, v.test
             method.setup_category(cat)
             scores, maps, masks, labels = [], [], [], []
             for batch in DataLoader(make_dataset(method, cat_rows), batch_size=cfg.batch_size):

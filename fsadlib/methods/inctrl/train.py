@@ -37,7 +37,7 @@ from fsadlib.config import seed_everything
 from fsadlib.io import write_json
 from fsadlib.losses import focal_loss, focal_loss_with_logits
 from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
-from fsadlib.protocol import Protocol
+from fsadlib.protocol import Protocol, validation_sets
 from fsadlib.train import TrainConfig, fit
 
 ImageLoader = Callable[[Sequence[str], int], torch.Tensor]
@@ -157,21 +157,8 @@ def make_validate(samples: pd.DataFrame, protocol: Protocol, k: int, images: Cac
     """Image AUROC per validation category (test split, or ``val_max_images`` of it, half of each class)
     and its mean ``auroc_mean``; each category's k supports are normal training images drawn with
     ``val_seed`` (the same draw for every epoch)."""
-    rng = np.random.default_rng(data.val_seed)
-    sets = []
-    for cat in protocol.val_categories:
-        rows = samples[(samples.dataset == protocol.aux_dataset) & (samples.category == cat)]
-        normals = rows[(rows.split == "train") & (rows.label == 0)]
-        test = rows[rows.split == "test"]
-        if len(normals) < k or test.label.nunique() < 2:
-            raise ValueError(f"protocol.val_categories '{cat}': needs {k} normal training images and normal + "
-                             f"anomalous test images in dataset '{protocol.aux_dataset}'")
-        if 0 < data.val_max_images < len(test):  # half normal, half anomalous (at least one each)
-            labels = test.label.to_numpy()
-            keep = [rng.permutation(np.flatnonzero(labels == y))[:max(1, data.val_max_images // 2)] for y in (0, 1)]
-            test = test.iloc[np.sort(np.concatenate(keep))]
-        supports = normals.image_path.to_numpy()[np.sort(rng.choice(len(normals), k, replace=False))]
-        sets.append((cat, list(supports), list(test.image_path), torch.tensor(test.label.to_numpy())))
+    sets = [(v.category, v.supports, list(v.test.image_path), torch.tensor(v.test.label.to_numpy()))
+            for v in validation_sets(samples, protocol, data.val_max_images, k, data.val_seed)]
 
     def validate(method: Inctrl) -> dict[str, float]:
         from fsadlib.metrics import image_metrics

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from fsadlib.config import seed_everything
 from fsadlib.losses import dice_loss, focal_loss
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
-from fsadlib.protocol import Protocol
+from fsadlib.protocol import Protocol, validation_sets
 from fsadlib.train import TrainConfig, TrainResult, fit
 
 
@@ -143,27 +143,18 @@ def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean
                   std: tuple[float, ...]) -> Callable[[KagPrompt], dict[str, float]]:
     """Validation on the held-out auxiliary categories (test split): mean image and pixel AUROC.
 
-    Supports: ``val_shots`` normal training images per category drawn with ``val_seed``; the test
-    images (all, or ``val_max_images`` drawn with the same seed) are loaded once.
+    Supports: ``val_shots`` normal training images per category; test images: all, or
+    ``val_max_images`` balanced over the two classes (:func:`fsadlib.protocol.validation_sets`,
+    seeded with ``val_seed``), loaded once.
     """
-    from fsadlib.data import AnomalyDataset, load_samples
+    from fsadlib.data import AnomalyDataset, load_images, load_samples
 
-    s = load_samples(protocol.aux_dataset)
-    rng = np.random.default_rng(data.val_seed)
     sets = []
-    for cat in protocol.val_categories:
-        normals = s[(s.category == cat) & (s.split == "train") & (s.label == 0)]
-        test = s[(s.category == cat) & (s.split == "test")]
-        if len(normals) < data.val_shots or test.label.nunique() < 2:
-            raise ValueError(f"protocol.val_categories '{cat}': needs {data.val_shots} normal training "
-                             "images and normal + anomalous test images")
-        if 0 < data.val_max_images < len(test):
-            test = test.iloc[np.sort(rng.choice(len(test), data.val_max_images, replace=False))]
-        sup = AnomalyDataset(normals.iloc[np.sort(rng.choice(len(normals), data.val_shots, replace=False))],
-                             image_size, mean=mean, std=std)
-        test_set = AnomalyDataset(test, image_size, mask_size=image_size, mean=mean, std=std)
+    for v in validation_sets(load_samples(protocol.aux_dataset), protocol, data.val_max_images, data.val_shots,
+                             data.val_seed):
+        test_set = AnomalyDataset(v.test, image_size, mask_size=image_size, mean=mean, std=std)
         items = [test_set[i] for i in range(len(test_set))]
-        sets.append((cat, torch.stack([sup[i]["image"] for i in range(len(sup))]),
+        sets.append((v.category, load_images(v.supports, image_size, mean=mean, std=std),
                      torch.stack([it["image"] for it in items]),
                      torch.tensor([int(it["label"]) for it in items]),
                      torch.stack([torch.as_tensor(it["mask"]) for it in items])))

@@ -274,7 +274,7 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
                               categories=("brick", "grass", "disc"))
     table = data.read_samples("mvtec", root, "synthetic")
     monkeypatch.setattr(data, "load_samples",
-                        lambda dataset, categories=None: data.select_categories(table, categories))
+                        lambda dataset, categories=None: table if categories is None else data.select_categories(table, categories))
     protocol = Protocol(aux_categories=("brick",), val_categories=("grass",), target_categories=("disc",))
     section = BayesPFLSection(model=TINY, train=BayesPFLTrainConfig(batch_size=2, mosaic_prob=0.5))
     res = train_bayes_pfl(section, protocol, tmp_path / "out", smoke=True, seed=1, live_dir=tmp_path / "live")

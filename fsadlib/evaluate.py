@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,8 @@ def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | 
                 list(dict.fromkeys(data.load_samples(dataset)["category"]))
             shared = cls.load_trained(dataset, k, seed, cats[0], device)
             evaluate(shared, dataset, k=k, seed=seed, config=config, categories=cats,
-                     category_models=lambda cat: cls.load_trained(dataset, k, seed, cat, device,
-                                                                  backbone_model=shared.backbone))
+                     category_models=lambda cat, s=seed, b=shared.backbone: cls.load_trained(
+                         dataset, k, s, cat, device, backbone_model=b))
         else:
             evaluate(cls.load_trained(dataset, k, seed, None, device), dataset, k=k, seed=seed,
                      config=config, categories=categories)
@@ -183,6 +183,7 @@ class EvaluationPlan:
 def run_plan(name: str, smoke: bool = False, params_path: str | Path | None = None) -> pd.DataFrame:
     """The ``evaluate@<name>`` stage: every k of ``evaluations.<name>`` x every seed of ``shots`` on
     the protocol's target data set and categories (smoke: the first k and the first seed only).
+    k = 0 (zero-shot) has no support draw, so it runs once, with the first seed.
     Returns the seed aggregates as a tidy table (k, category, metric, mean, std)."""
     from fsadlib.config import from_dict, load_params, load_section
     from fsadlib.protocol import Protocol
@@ -197,7 +198,7 @@ def run_plan(name: str, smoke: bool = False, params_path: str | Path | None = No
     ks, seeds = (plan.ks[:1], shots.seeds[:1]) if smoke else (plan.ks, shots.seeds)
     frames = []
     for k in ks:
-        agg = evaluate_trained(name, protocol.target_dataset, k=k, seeds=seeds, config=config,
+        agg = evaluate_trained(name, protocol.target_dataset, k=k, seeds=seeds if k else seeds[:1], config=config,
                                categories=protocol.target_categories or None)
         frames.append(aggregate_table(agg).assign(k=k))
     return pd.concat(frames, ignore_index=True)
@@ -311,7 +312,7 @@ def _weights_hash(method: AnomalyMethod) -> str:
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         digest.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest() if state else ""
 
 

@@ -18,7 +18,7 @@ import torch
 def tensor_key(t: torch.Tensor) -> str:
     """Content hash of a tensor (bytes + shape + dtype)."""
     data = t.detach().contiguous().cpu()
-    h = hashlib.sha1(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    h = hashlib.sha1(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     h.update(repr((tuple(data.shape), str(data.dtype))).encode())
     return h.hexdigest()
 

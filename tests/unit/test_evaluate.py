@@ -226,3 +226,14 @@ def test_per_category_models_and_aggregate_table(toy, tmp_path):
     row = table[(table.category == "mean") & (table.metric == "pixel_aupro")].iloc[0]
     assert row["mean"] == pytest.approx(1.0) and row["std"] == 0.0
     assert set(table.category) == {"disc", "metal_nut", "mean"}
+
+
+def test_weights_hash_handles_scalar_buffers():
+    from fsadlib.evaluate import _weights_hash
+
+    class WithScalar(Brightness):
+        def __init__(self, n):
+            super().__init__()
+            self.register_buffer("num_batches_tracked", torch.tensor(n))
+
+    assert _weights_hash(WithScalar(1)) != _weights_hash(WithScalar(2))

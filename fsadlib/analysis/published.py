@@ -1,0 +1,47 @@
+"""Published numbers beside ours.
+
+``published.csv`` (next to this file; one row per number, in %) holds what ``shared/research/*.md``
+reports, with its source and a ``status``: ``paper abstract`` / ``project page`` (read at the
+source) or ``2nd: unverified`` (quoted by a third party; the spec says to check the original table
+before treating it as a target). Add a number by adding a row.
+
+:func:`paper_comparison` puts our seed mean ± std (in %) of the same (method, k, metric) beside each
+published number. Our data set is usually not theirs (the default pipeline evaluates the synthetic
+set with a random-init tiny CLIP), so the table keeps both data set columns and a ``weights`` column
+that reads ``RANDOM (numbers not comparable)`` when the backbone had no pretrained weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fsadlib.analysis.runs import seed_means
+
+PUBLISHED_CSV = Path(__file__).with_name("published.csv")
+PUBLISHED_COLUMNS = ["method", "dataset", "k", "metric", "value", "source", "status"]
+
+
+def published_table(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
+    """The published numbers (columns :data:`PUBLISHED_COLUMNS`; ``value`` in %)."""
+    table = pd.read_csv(path)
+    missing = sorted(set(PUBLISHED_COLUMNS) - set(table.columns))
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    return table[PUBLISHED_COLUMNS]
+
+
+def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per published number that we have a run for (same method, k and metric), with our
+    data set, mean and std over seeds in %, seed count, evaluation resolution and weights label."""
+    published = published_table() if published is None else published
+    ours = seed_means(runs).groupby(["method", "dataset", "k", "metric", "eval_size", "random_weights"])["value"]
+    ours = ours.agg(ours_mean=lambda v: 100 * v.mean(), ours_std=lambda v: 100 * (v.std(ddof=1) if len(v) > 1 else 0.0),
+                    seeds="size").reset_index().rename(columns={"dataset": "our_dataset"})
+    table = published.rename(columns={"dataset": "paper_dataset", "value": "paper"}).merge(
+        ours, on=["method", "k", "metric"], how="inner")
+    table["weights"] = table.pop("random_weights").map({1: "RANDOM (numbers not comparable)", 0: "pretrained"})
+    columns = ["method", "k", "metric", "paper_dataset", "paper", "status", "our_dataset", "ours_mean", "ours_std",
+               "seeds", "eval_size", "weights", "source"]
+    return table[columns].sort_values(["method", "k", "metric", "paper_dataset", "our_dataset"], ignore_index=True)

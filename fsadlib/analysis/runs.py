@@ -1,0 +1,122 @@
+"""Every saved evaluation run as one tidy table, and the seed summary written to reports/summary.json.
+
+A run is a folder ``results/<method>/<dataset>/k<k>/seed<s>/metrics.json`` written by
+:func:`fsadlib.evaluate.evaluate`. :func:`load_runs` turns all of them into one long table, one row per
+
+    (method, dataset, k, seed, category, metric) -> value
+
+with the run's evaluation settings (image_size, eval_size, fpr_limit, mask_rule) and ``random_weights``
+(1 when the backbone had no pretrained weights) on every row, so no number travels without its
+resolution. :func:`summarise` reduces it the way :func:`fsadlib.evaluate.aggregate_seeds` does:
+
+    m_s = mean over categories of the metric in seed s     (NaN propagates: no category is dropped)
+    mean = mean_s m_s,  std = sqrt( sum_s (m_s - mean)^2 / (S - 1) )   (0 for S = 1)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fsadlib.evaluate import _NOT_AVERAGED
+from fsadlib.io import read_json, write_json
+from fsadlib.paths import reports_dir, results_dir
+
+RUN_COLUMNS = ["method", "dataset", "k", "seed", "category", "metric", "value",
+               "image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights"]
+_RUN_DIR = re.compile(r"k(?P<k>\d+)/seed(?P<seed>\d+)")
+
+
+def load_runs(root: str | Path | None = None) -> pd.DataFrame:
+    """All ``<root>/<method>/<dataset>/k<k>/seed<s>/metrics.json`` (default root: ``results/``) as the
+    tidy table of the module docstring, sorted. A file whose recorded run disagrees with its folder
+    raises ``ValueError`` naming the file; no run at all gives an empty table with the columns."""
+    root = Path(root) if root is not None else results_dir()
+    rows: list[dict[str, Any]] = []
+    for path in sorted(root.glob("*/*/k*/seed*/metrics.json")):
+        method, dataset = path.parts[-5], path.parts[-4]
+        where = _RUN_DIR.fullmatch("/".join(path.parts[-3:-1]))
+        if where is None:
+            raise ValueError(f"{path}: run folder must be k<int>/seed<int>")
+        content = read_json(path)
+        run = content.get("run")
+        if not isinstance(run, dict) or "categories" not in content:
+            raise ValueError(f"{path}: not an evaluation metrics.json (no 'run' / 'categories')")
+        folder = {"method": method, "dataset": dataset, "k": int(where["k"]), "seed": int(where["seed"])}
+        differ = {key: (run.get(key), val) for key, val in folder.items() if run.get(key) != val}
+        if differ:
+            raise ValueError(f"{path}: recorded run differs from its folder (recorded, folder): {differ}")
+        settings = {"image_size": run["image_size"], "eval_size": run["eval_size"], "fpr_limit": run["fpr_limit"],
+                    "mask_rule": run["mask_rule"], "random_weights": int(_random_weights(run))}
+        for category, metrics in content["categories"].items():
+            for metric, value in metrics.items():
+                if metric not in _NOT_AVERAGED:
+                    rows.append(folder | {"category": category, "metric": metric, "value": float(value)} | settings)
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    return table.sort_values(["method", "dataset", "k", "seed", "category", "metric"], ignore_index=True)
+
+
+def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """Category mean of every metric per (method, dataset, k, seed): columns of :data:`RUN_COLUMNS`
+    without ``category``. A metric missing in some category of the run (or NaN there) gives NaN, as
+    :func:`fsadlib.evaluate.category_mean` does: no category is dropped silently."""
+    keys = ["method", "dataset", "k", "seed"]
+    n_categories = runs.groupby(keys)["category"].nunique().rename("n_categories")
+    grouped = runs.groupby(keys + ["metric"])["value"]
+    means = grouped.agg(value=lambda v: v.to_numpy(float).mean(), count="size").reset_index()
+    means = means.merge(n_categories.reset_index(), on=keys)
+    means.loc[means["count"] < means["n_categories"], "value"] = np.nan
+    settings = runs.drop_duplicates(keys)[keys + ["image_size", "eval_size", "fpr_limit", "mask_rule",
+                                                  "random_weights"]]
+    return means.merge(settings, on=keys)[[c for c in RUN_COLUMNS if c != "category"]]
+
+
+def summarise(runs: pd.DataFrame) -> dict[str, Any]:
+    """``{method: {dataset: {"k<k>": {metric: {"mean", "std"}, "eval_size", "image_size",
+    "fpr_limit", "n_seeds", "random_weights"}}}}`` over the seeds of each (method, dataset, k).
+
+    Runs of one (method, dataset, k) with different evaluation settings raise ``ValueError``."""
+    summary: dict[str, Any] = {}
+    for (method, dataset, k), group in seed_means(runs).groupby(["method", "dataset", "k"], sort=True):
+        settings = group[["image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights"]].drop_duplicates()
+        if len(settings) > 1:
+            raise ValueError(f"{method}/{dataset}/k{k}: seeds evaluated with different settings:\n{settings}")
+        entry: dict[str, Any] = {
+            "eval_size": int(settings["eval_size"].iloc[0]), "image_size": int(settings["image_size"].iloc[0]),
+            "fpr_limit": float(settings["fpr_limit"].iloc[0]), "n_seeds": int(group["seed"].nunique()),
+            "random_weights": int(settings["random_weights"].iloc[0])}
+        for metric, values in group.groupby("metric", sort=True)["value"]:
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            entry[metric] = {"mean": float(np.mean(values)), "std": std}
+        summary.setdefault(method, {}).setdefault(dataset, {})[f"k{k}"] = entry
+    return summary
+
+
+def write_summary(runs: pd.DataFrame, path: str | Path | None = None) -> dict[str, Any]:
+    """:func:`summarise` ``runs`` and write it atomically (default ``reports/summary.json``)."""
+    summary = summarise(runs)
+    write_json(Path(path) if path is not None else reports_dir() / "summary.json", summary)
+    return summary
+
+
+def summary_table(runs: pd.DataFrame, metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "pixel_aupro")
+                  ) -> pd.DataFrame:
+    """One row per (method, dataset, k): ``mean ± std`` (in %) of ``metrics`` over seeds, with the
+    evaluation resolution and the seed count."""
+    stats = seed_means(runs)
+    stats = stats[stats["metric"].isin(metrics)]
+    grouped = stats.groupby(["method", "dataset", "k", "eval_size", "metric"])["value"]
+    cells = grouped.agg(lambda v: f"{100 * v.mean():.1f} ± {100 * (v.std(ddof=1) if len(v) > 1 else 0.0):.1f}")
+    table = cells.unstack("metric").reindex(columns=[m for m in metrics if m in set(stats["metric"])])
+    seeds = stats.groupby(["method", "dataset", "k", "eval_size"])["seed"].nunique().rename("seeds")
+    return table.join(seeds).reset_index()
+
+
+def _random_weights(run: dict[str, Any]) -> bool:
+    """Whether the run's backbone had no pretrained weights (``pretrained`` null or empty)."""
+    backbone = (run.get("method_config") or {}).get("backbone") or {}
+    return not backbone.get("pretrained")

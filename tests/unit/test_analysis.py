@@ -1,0 +1,169 @@
+"""fsadlib.analysis on fake result folders with known numbers (tests/unit/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from fsadlib.analysis import (
+    experiments_table,
+    load_runs,
+    paper_comparison,
+    published_table,
+    seed_means,
+    summarise,
+    summary_table,
+    varied_params,
+    write_summary,
+)
+from fsadlib.analysis.efficiency import flops_per_image, parameter_counts, tower_passes
+from fsadlib.evaluate import aggregate_seeds
+
+
+def test_load_runs_is_tidy_with_settings(fake_runs):
+    runs = load_runs(fake_runs)
+    assert len(runs) == 3 * (3 + 2 * 2)                      # winclip: 3 values per seed; inctrl: 2 per (k, seed)
+    row = runs[(runs.method == "winclip") & (runs.seed == 1) & (runs.category == "b")].iloc[0]
+    assert row["metric"] == "image_auroc" and row["value"] == pytest.approx(0.9)
+    assert (row["eval_size"], row["random_weights"], row["fpr_limit"]) == (8, 1, 0.3)
+    assert not {"n_images", "inputs"} & set(runs["metric"])
+
+
+def test_summary_has_known_values_and_matches_aggregate_seeds(fake_runs, tmp_path):
+    runs = load_runs(fake_runs)
+    summary = write_summary(runs, tmp_path / "summary.json")
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    w = summary["winclip"]["synthetic"]["k0"]
+    assert w["image_auroc"]["mean"] == pytest.approx(0.8) and w["image_auroc"]["std"] == pytest.approx(0.1)
+    assert math.isnan(w["pixel_aupro"]["mean"])             # missing in category b: not silently dropped
+    assert (w["eval_size"], w["n_seeds"], w["random_weights"]) == (8, 3, 1)
+    i = summary["inctrl"]["synthetic"]
+    assert i["k2"]["image_auroc"]["mean"] == pytest.approx(0.62) and i["k4"]["image_auroc"]["mean"] == pytest.approx(0.72)
+    assert i["k4"]["image_auroc"]["std"] == pytest.approx(0.02)
+    for method, k in (("winclip", 0), ("inctrl", 2), ("inctrl", 4)):
+        reference = aggregate_seeds(method, "synthetic", k, (0, 1, 2), out_dir=fake_runs / method / "synthetic" / f"k{k}")
+        ours = summary[method]["synthetic"][f"k{k}"]
+        for metric, stats in reference["mean"].items():
+            assert ours[metric]["mean"] == pytest.approx(stats["mean"], nan_ok=True)
+            assert ours[metric]["std"] == pytest.approx(stats["std"], nan_ok=True)
+
+
+def test_single_seed_std_is_zero_and_table_formats(tmp_path, write_run):
+    write_run(tmp_path, "winclip", "synthetic", 0, 0, {"a": {"image_auroc": 0.75}})
+    runs = load_runs(tmp_path)
+    assert summarise(runs)["winclip"]["synthetic"]["k0"]["image_auroc"] == {"mean": 0.75, "std": 0.0}
+    table = summary_table(runs, metrics=("image_auroc",))
+    assert table.loc[0, "image_auroc"] == "75.0 ± 0.0" and table.loc[0, "seeds"] == 1
+
+
+def test_folder_mismatch_and_mixed_settings_raise(tmp_path, write_run):
+    out = write_run(tmp_path, "winclip", "synthetic", 0, 0, {"a": {"image_auroc": 0.5}})
+    out.rename(out.parent / "seed3")
+    with pytest.raises(ValueError, match=r"seed3/metrics.json.*differs from its folder"):
+        load_runs(tmp_path)
+    (out.parent / "seed3").rename(out)
+    write_run(tmp_path, "winclip", "synthetic", 0, 1, {"a": {"image_auroc": 0.5}}, eval_size=16)
+    with pytest.raises(ValueError, match="winclip/synthetic/k0: seeds evaluated with different settings"):
+        summarise(load_runs(tmp_path))
+
+
+def test_seed_means_propagates_nan_per_run(fake_runs):
+    means = seed_means(load_runs(fake_runs))
+    aupro = means[(means.method == "winclip") & (means.metric == "pixel_aupro")]
+    assert len(aupro) == 3 and aupro["value"].isna().all()
+
+
+def test_experiments_table_from_exp_show_records():
+    records = [
+        {"Experiment": None, "rev": "workspace", "typ": "baseline", "kag_prompt.model.rounds": 5,
+         "kag_prompt.synthetic.k1.image_auroc.mean": 0.9, "kag_prompt.synthetic.k1.image_auroc.std": 0.1},
+        {"Experiment": None, "rev": "main", "typ": "baseline", "kag_prompt.model.rounds": 5, "fsadlib": "0" * 32,
+         "kag_prompt.synthetic.k1.image_auroc.mean": 0.8, "kag_prompt.synthetic.k1.image_auroc.std": 0.05},
+        {"Experiment": "exp-a", "rev": "abc1234", "typ": "branch_base", "kag_prompt.model.rounds": 1,
+         "kag_prompt.synthetic.k1.image_auroc.mean": 0.6, "kag_prompt.synthetic.k1.image_auroc.std": "!",
+         "reports/summary.json:kag_prompt.synthetic.k2.pixel_auroc.mean": 0.7, "results": None},
+    ]
+    table = experiments_table(records)
+    assert list(table["experiment"]) == ["main", "exp-a", "exp-a"]
+    row = table[(table.experiment == "exp-a") & (table.metric == "image_auroc")].iloc[0]
+    assert (row["mean"], row["kag_prompt.model.rounds"], row["k"]) == (0.6, 1, 1) and pd.isna(row["std"])
+    assert table[table.metric == "pixel_auroc"].iloc[0]["mean"] == 0.7
+    assert "fsadlib" not in table.columns and "results" not in table.columns
+    assert varied_params(table) == ["kag_prompt.model.rounds"]
+
+
+def test_published_numbers_are_labelled():
+    table = published_table()
+    assert set(table["status"]) <= {"paper abstract", "project page", "2nd: unverified"}
+    assert table["value"].between(0, 100).all() and not table.duplicated(["method", "dataset", "k", "metric"]).any()
+    bayes = table[table.method == "bayes_pfl"]
+    assert (bayes["status"] == "2nd: unverified").all()   # the spec: original tables not read
+
+
+def test_paper_comparison_puts_ours_beside_theirs(fake_runs):
+    table = paper_comparison(load_runs(fake_runs))
+    winclip = table[(table.method == "winclip") & (table.metric == "image_auroc")]
+    assert set(winclip["paper_dataset"]) == {"mvtec", "visa"}
+    assert winclip["ours_mean"].tolist() == pytest.approx([80.0, 80.0]) and winclip["ours_std"].tolist() == pytest.approx([10.0, 10.0])
+    assert (winclip["our_dataset"] == "synthetic").all() and winclip["weights"].str.startswith("RANDOM").all()
+    inctrl = table[table.method == "inctrl"]
+    assert set(zip(inctrl["k"], inctrl["metric"])) == {(2, "image_auroc"), (4, "image_auroc")}   # no k8 run, no AP
+
+
+class _Tower(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class _FakeMethod(nn.Module):
+    """Re-encodes 3 supports per query and runs 5 prompts per query: nothing cached."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Module()
+        self.backbone.model = nn.Module()
+        self.backbone.model.visual = nn.Module()
+        self.backbone.model.visual.conv1 = nn.Conv2d(3, 4, 2, 2)
+        self.backbone.model.transformer = _Tower()
+        self.head = nn.Linear(4, 1)
+
+    def trainable_parameters(self):
+        return list(self.head.parameters())
+
+    def forward(self, images):
+        b = len(images)
+        self.backbone.model.visual.conv1(torch.cat([images, images.new_zeros(3 * b, *images.shape[1:])]))
+        self.backbone.model.transformer(torch.zeros(5 * b, 7, 4))
+        return images
+
+
+def test_efficiency_helpers_count_exactly():
+    method = _FakeMethod()
+    assert parameter_counts(method) == {"frozen_params": 4 * 3 * 2 * 2 + 4, "learnable_params": 5}
+    assert tower_passes(method, torch.zeros(2, 3, 4, 4)) == {"image_passes": 4.0, "text_rows": 5.0}
+    linear = nn.Linear(6, 3, bias=False)
+    assert flops_per_image(linear, torch.zeros(4, 6)) == 2 * 6 * 3
+
+
+class _ParameterInput(nn.Module):
+    """Feeds its own parameter [2, 6] to a submodule (as Bayes-PFL's flows do) under inference_mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.state = nn.Parameter(torch.zeros(2, 6))
+        self.proj = nn.Linear(6, 3, bias=False)
+
+    @torch.inference_mode()
+    def forward(self, images):
+        return self.proj(self.state)
+
+
+def test_flops_of_a_parameter_fed_submodule_and_flags_restored():
+    model = _ParameterInput()
+    assert flops_per_image(model, torch.zeros(2, 1)) == 2 * 6 * 3 * 2 / 2
+    assert all(p.requires_grad for p in model.parameters())

@@ -1,0 +1,141 @@
+"""fsadlib.viz: figures from fake runs with known numbers; overlays; the explorer built headless."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fsadlib.analysis import experiments_table, load_runs
+from fsadlib.viz import (
+    ablation_curve,
+    category_heatmaps,
+    category_range,
+    draw_overlay,
+    metric_vs_k,
+    normalise,
+    save_figure,
+)
+from fsadlib.viz.explorer import SORTS, Explorer, score_difference
+
+
+def test_heatmaps_show_seed_means_per_category(fake_runs):
+    fig = category_heatmaps(load_runs(fake_runs), "synthetic", metrics=("image_auroc", "pixel_auroc"))
+    assert len(fig.axes) == 1                                  # no run reports pixel_auroc
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    # rows a, b, mean x columns inctrl k2, inctrl k4, winclip k0 (seed means: a 70, b 90, mean 80)
+    assert texts == ["62.0", "72.0", "70.0", "62.0", "72.0", "90.0", "62.0", "72.0", "80.0"]
+    with pytest.raises(ValueError, match="no runs of dataset 'visa'"):
+        category_heatmaps(load_runs(fake_runs), "visa")
+
+
+def test_metric_vs_k_plots_seed_mean_and_spread(fake_runs, tmp_path):
+    fig = metric_vs_k(load_runs(fake_runs), "synthetic")
+    line = next(l for l in fig.axes[0].lines if len(l.get_xdata()) == 2)      # inctrl over k = 2, 4
+    assert list(line.get_xdata()) == [2, 4] and list(line.get_ydata()) == pytest.approx([62.0, 72.0])
+    path = save_figure(fig, "vs_k", tmp_path)
+    assert path.stat().st_size > 0 and Image.open(path).format == "PNG"
+
+
+def test_ablation_curve_reads_experiments():
+    records = [{"Experiment": f"e{r}", "rev": f"r{r}", "kag_prompt.model.rounds": r,
+                "kag_prompt.synthetic.k1.image_auroc.mean": 0.5 + r / 10, "kag_prompt.synthetic.k1.image_auroc.std": 0.01}
+               for r in (3, 1, 2)]
+    fig = ablation_curve(experiments_table(records), "kag_prompt.model.rounds", "kag_prompt")
+    line = fig.axes[0].lines[0]
+    assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == pytest.approx([60.0, 70.0, 80.0])
+    with pytest.raises(KeyError, match="kag_prompt.model.kernels"):
+        ablation_curve(experiments_table(records), "kag_prompt.model.kernels", "kag_prompt")
+
+
+def test_normalise_and_overlay_contour():
+    maps = np.array([[[1.0, 3.0]], [[5.0, 2.0]]])
+    lo, hi = category_range(maps)
+    assert (lo, hi) == (1.0, 5.0)
+    assert normalise(maps[0], lo, hi).tolist() == [[0.0, 0.5]] and normalise(maps[0], 2.0, 2.0).tolist() == [[0.0, 0.0]]
+    fig = matplotlib.figure.Figure()
+    ax = fig.subplots()
+    mask = np.zeros((8, 8))
+    mask[2:5, 2:5] = 1
+    draw_overlay(ax, np.zeros((8, 8, 3), np.uint8), np.full((8, 8), 0.25), mask)
+    assert len(ax.images) == 2 and ax.images[1].get_array().max() == 0.25 and len(ax.collections) == 1
+    with pytest.raises(ValueError, match="differ in size"):
+        draw_overlay(ax, np.zeros((8, 8, 3), np.uint8), np.zeros((4, 4)))
+
+
+@pytest.fixture
+def saved_results(tmp_path, write_run):
+    """winclip (k0) and inctrl (k2) runs on 3 real PNG images of category 'a', with maps and masks."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, label in (("good", 0), ("bad1", 1), ("bad2", 1)):
+        image = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(image)
+        mask = ""
+        if label:
+            m = np.zeros((16, 16), np.uint8)
+            m[4:10, 4:10] = 255
+            mask = str(tmp_path / f"{name}_mask.png")
+            Image.fromarray(m).save(mask)
+        rows.append({"dataset": "synthetic", "category": "a", "split": "test", "label": label,
+                     "defect": "hole" if label else "good", "image_path": str(image), "mask_path": mask})
+    samples = pd.DataFrame(rows)
+    root = tmp_path / "results"
+    for method, k, scores in (("winclip", 0, [0.1, 0.5, 0.9]), ("inctrl", 2, [0.2, 0.8, 0.4])):
+        table = samples.assign(score=scores)
+        maps = np.stack([np.full((8, 8), s) for s in scores]) + np.linspace(0, 1, 64).reshape(1, 8, 8)
+        write_run(root, method, "synthetic", k, 0, {"a": {"image_auroc": 1.0}}, scores=table, maps={"a": maps})
+    return root, samples
+
+
+def test_score_difference_normalises_each_method(saved_results):
+    _, samples = saved_results
+    a = samples.assign(score=[0.1, 0.5, 0.9])
+    b = samples.assign(score=[0.2, 0.8, 0.4])
+    diff = score_difference(a, b)
+    assert diff.tolist() == pytest.approx([0.0, -0.5, 2 / 3])
+    with pytest.raises(KeyError, match="different images"):
+        score_difference(a, b.iloc[:2])
+
+
+def test_explorer_headless(saved_results):
+    root, samples = saved_results
+    explorer = Explorer(root, samples=samples)
+    assert explorer.method_a.options == ("inctrl", "winclip") and explorer.category.value == "a"
+    explorer.method_a.value = "winclip"
+    explorer.method_b.value = "inctrl"
+    assert explorer.k.options == (0,) and explorer.run_k("inctrl") == 2          # nearest k of B
+    explorer.sort.value = SORTS[2]                                                # A - B, largest first
+    names = [p.rsplit("/", 1)[-1] for p in explorer.image.options]
+    assert names == ["bad2.png", "good.png", "bad1.png"]
+    fig = explorer.figure
+    axes = fig.axes
+    assert len(axes) == 3 and axes[1].get_title() == "winclip k0: score 0.9" and axes[2].get_title() == "inctrl k2: score 0.4"
+    assert len(axes[0].collections) == 1                                          # ground-truth contour of bad2
+    shown = axes[1].images[1].get_array()
+    # per-category range over both images' maps: lo = 0.1 (good), hi = 1.9 (bad2) -> bad2 spans [0.8, 1.8] / 1.8
+    assert shown.min() == pytest.approx(0.8 / 1.8, abs=2e-3) and shown.max() == pytest.approx(1.0, abs=2e-3)
+    explorer.image.value = explorer.image.options[1]                              # the normal image: no contour
+    assert len(explorer.figure.axes[0].collections) == 0 and "label 0" in explorer.figure.axes[0].get_title()
+    explorer.sort.value = SORTS[3]
+    assert [p.rsplit("/", 1)[-1] for p in explorer.image.options] == ["bad1.png", "good.png", "bad2.png"]
+
+
+def test_explorer_without_results_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        Explorer(tmp_path)
+
+
+def test_ablation_curves_one_per_varied_method_param():
+    from fsadlib.viz import ablation_curves
+
+    records = [{"Experiment": f"e{r}", "rev": f"r{r}", "kag_prompt.model.rounds": r, "shots.seeds": [0, 1, 2],
+                "evaluations.kag_prompt.ks": [1, 2][: r % 2 + 1],
+                "kag_prompt.synthetic.k1.image_auroc.mean": 0.5, "kag_prompt.synthetic.k1.image_auroc.std": 0.0}
+               for r in (1, 2)]
+    assert list(ablation_curves(experiments_table(records))) == ["kag_prompt.model.rounds"]

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 
 @contextmanager
@@ -38,9 +38,8 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(fh)`` on a binary temp file, then atomically move it to ``path``."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            write(fh)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
     return Path(path)
 
 

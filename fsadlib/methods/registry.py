@@ -11,6 +11,12 @@ from typing import Any
 
 _METHODS: dict[str, str] = {
     # name: "module:Class"
+    "finegrained": "fsadlib.methods.finegrained.model:FineGrainedAD",
+    "winclip": "fsadlib.methods.winclip.model:WinClip",
+    "winclip_plus": "fsadlib.methods.winclip.model:WinClipPlus",
+    "inctrl": "fsadlib.methods.inctrl.model:Inctrl",
+    "bayes_pfl": "fsadlib.methods.bayes_pfl.model:BayesPFL",
+    "kag_prompt": "fsadlib.methods.kag_prompt.model:KagPrompt",
 }
 
 

@@ -109,7 +109,7 @@ def test_selection_on_validation_and_early_stop(tmp_path):
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
-    import fsadlib.methods.registry as registry
+    from fsadlib.methods import registry
 
     monkeypatch.setattr(registry, "method_class", lambda name: Dummy)
     m = new_method()

@@ -56,6 +56,7 @@ from fsadlib.methods.output import AnomalyOutput
 from fsadlib.prompts import LearnableTokens, class_name
 
 SCORE_RULES = ("fusion", "public")
+DISTRIBUTIONS = ("both", "image_specific", "image_agnostic", "none")
 SAMPLINGS = ("sample", "mean")
 #: categories for which the public code's image score uses the top-20 (not top-2000) map pixels
 PUBLIC_SMALL_K = ("capsules", "macaroni1", "macaroni2", "pipe_fryum", "screw", "cashew", "chewinggum")
@@ -76,12 +77,15 @@ class BayesPFLConfig:
     rca_heads: int = 4
     sigma: float = 8.0
     score_rule: str = "fusion"  # "fusion" | "public"
+    distributions: str = "both"  # ablation: "both" | "image_specific" | "image_agnostic" | "none"
     text_weight: float = 0.5
     topk: int = 2000
 
     def __post_init__(self) -> None:
         if self.score_rule not in SCORE_RULES:
             raise ValueError(f"bayes_pfl.score_rule must be one of {SCORE_RULES}, got {self.score_rule!r}")
+        if self.distributions not in DISTRIBUTIONS:
+            raise ValueError(f"bayes_pfl.distributions must be one of {DISTRIBUTIONS}, got {self.distributions!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"bayes_pfl.sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
         for key in ("bank_size", "context_length", "state_length", "n_flows", "test_samples", "topk"):
@@ -188,6 +192,10 @@ class BayesPFL(AnomalyMethod):
         z_ctx, kl_ctx = self.context_flow(embedding, noise_ctx)                        # [N, R, W]
         z_n, kl_n = self.normal_flow(self.state_encoder, noise_normal)                 # [R, W]
         z_a, kl_a = self.abnormal_flow(self.state_encoder, noise_abnormal)
+        specific = float(self.config.distributions in ("both", "image_specific"))  # ablation switches:
+        agnostic = float(self.config.distributions in ("both", "image_agnostic"))  # 0 = no sample, no KL
+        z_ctx, kl_ctx = z_ctx * specific, kl_ctx * specific
+        z_n, kl_n, z_a, kl_a = z_n * agnostic, kl_n * agnostic, z_a * agnostic, kl_a * agnostic
         ctx = self.context()[None, None, None] + z_ctx[:, :, None, None, None, :]      # [N, R, 1, B, P, W]
         states = torch.stack([self.normal_state()[None] + z_n[:, None, None, :],
                               self.abnormal_state()[None] + z_a[:, None, None, :]], dim=1)  # [R, 2, B, Q, W]

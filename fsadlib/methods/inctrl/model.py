@@ -13,7 +13,8 @@ patches, Cv vision width, D joint width; shapes for a batch of B queries):
 3. Text prior from the state x template ensemble (7 x 22 normal, 4 x 22 anomalous prompts, cached):
        s_a = softmax(100 [cos(e, t_n), cos(e, t_a)])[anomalous]   [B]
 4. Holistic head over the residual map shifted by both image-level scores:
-       s_h = eta_h(M + s_i + s_a)   (the scalars broadcast over the N patches)
+       s_h = eta_h(M + s_i + s_a)   (the scalars broadcast over the N patches; the ablation flags
+                                     ``image_residual`` / ``text_prior`` = 0 drop s_i / s_a here)
 5. Final score s = (s_h + s_p) / 2; the anomaly map is M on the h x w grid, upsampled bilinearly.
 
 eta_* = Linear(d, 128) -> ReLU -> BN -> Linear(128, 64) -> ReLU -> BN -> Linear(64, 1) -> sigmoid,
@@ -53,6 +54,8 @@ class InctrlConfig:
     head_hidden: tuple[int, int] = (128, 64)  # hidden widths of eta_i and eta_h
     text_scale: float = 100.0                 # logit scale of the text prior
     legacy_reshape: int = 0                   # 1 = the public code's reshape instead of permute
+    text_prior: int = 1                       # ablation: 0 = drop s_a from the holistic head's input
+    image_residual: int = 1                   # ablation: 0 = drop s_i (input and loss term)
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -187,7 +190,8 @@ class Inctrl(AnomalyMethod):
         g = F.normalize(query.embedding, dim=-1)
         cos = g @ text.T if text.ndim == 2 else torch.einsum("bd,bsd->bs", g, text)
         s_a = (self.config.text_scale * cos).softmax(-1)[:, 1]
-        s_h = self.holistic_head(patch_map + (s_i + s_a)[:, None])
+        prior = s_i * float(self.config.image_residual) + s_a * float(self.config.text_prior)
+        s_h = self.holistic_head(patch_map + prior[:, None])
         s_p = patch_map.amax(1)
         return InctrlScores((s_h + s_p) / 2, s_i, s_h, s_p, s_a, patch_map)
 

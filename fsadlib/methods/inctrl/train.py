@@ -79,7 +79,8 @@ def inctrl_loss(method: Inctrl, batch: dict[str, Any], cfg: InctrlLossConfig) ->
     y = batch["label"].float()
     fl = focal_loss_with_logits if cfg.double_sigmoid else focal_loss
     final, image = fl(s.final, y, cfg.gamma, cfg.alpha), fl(s.image, y, cfg.gamma, cfg.alpha)
-    return {"loss": final + image, "focal_final": final.detach(), "focal_image": image.detach()}
+    loss = final + image * float(method.config.image_residual)  # ablation image_residual = 0: no s_i term
+    return {"loss": loss, "focal_final": final.detach(), "focal_image": image.detach()}
 
 
 def default_loader(paths: Sequence[str], image_size: int) -> torch.Tensor:

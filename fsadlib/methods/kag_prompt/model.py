@@ -30,7 +30,7 @@ from fsadlib.clip import BackboneConfig
 from fsadlib.graph import AGGREGATIONS
 from fsadlib.maps import nearest_distance, to_map, topk_mean
 from fsadlib.methods.base import AnomalyMethod
-from fsadlib.methods.kag_prompt.modules import KernelAwareConvs, LayerGraph, LayerProjection
+from fsadlib.methods.kag_prompt.modules import KERNELS, KernelAwareConvs, LayerGraph, LayerProjection
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.prompts import class_name, ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_KAG, NORMAL_STATES, TEMPLATES_KAG
@@ -46,6 +46,7 @@ class KagPromptConfig:
     proj_dim: int = 1024                        # C; must equal the backbone's joint width D
     rounds: int = 5                             # synchronous message-passing rounds
     aggregation: str = "concat"                 # concat (paper) | mean | sum | attention
+    kernels: tuple[tuple[int, int], ...] = KERNELS  # kernel-aware convs (paper 1x4, 4x1, 2x2, 3x3)
     logit_scale: float = 100.0                  # patch-text logits
     prompt_weight: float = 0.1                  # r in M = r Mp + (1 - r) Mv
     text_score_weight: float = 0.1              # w1
@@ -53,6 +54,9 @@ class KagPromptConfig:
     topk: int = 30                              # k of the top-k mean of M (224 x 224 px)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kernels", tuple(tuple(int(v) for v in k) for k in self.kernels))
+        if not self.kernels or any(len(k) != 2 or min(k) < 1 for k in self.kernels):
+            raise ValueError(f"kag_prompt.kernels must be a non-empty list of [h, w] sizes, got {self.kernels}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"kag_prompt.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
         if len(self.layers) < 2:
@@ -78,7 +82,7 @@ class KagPrompt(AnomalyMethod):
                              "with text embeddings")
         bb._check_layers(config.layers, "kag_prompt.layers")
         self.projection = LayerProjection(len(config.layers), bb.vision_width, config.proj_dim)
-        self.kernel_convs = KernelAwareConvs(config.proj_dim)
+        self.kernel_convs = KernelAwareConvs(config.proj_dim, config.kernels)
         self.graph = LayerGraph(config.proj_dim, len(config.layers), config.rounds, config.aggregation)
         self.adapter = nn.Linear(bb.embed_dim, bb.embed_dim)
         self.text_features: torch.Tensor | None = None   # [2, D] of the current category

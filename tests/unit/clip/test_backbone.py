@@ -150,7 +150,7 @@ def test_local_checkpoint_files_load_identically_and_pos_embed_resizes(backbone,
 def test_quick_gelu_flag_changes_the_activation():
     gelu = ClipBackbone(BackboneConfig(arch="tiny", quick_gelu=False))
     quick = ClipBackbone(BackboneConfig(arch="tiny", quick_gelu=True))
-    act = lambda b: type(b.model.visual.transformer.resblocks[0].mlp.gelu).__name__  # noqa: E731
+    act = lambda b: type(b.model.visual.transformer.resblocks[0].mlp.gelu).__name__
     assert act(gelu) == "GELU" and act(quick) == "QuickGELU"
 
 

@@ -285,3 +285,21 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     assert torch.load(res.best_path, weights_only=False)["extra"]["protocol"]["val_categories"] == ["grass"]
     with pytest.raises(KeyError, match="unknown categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), tmp_path / "bad", smoke=True)
+
+
+def test_distribution_ablation_switches_off_samples_and_kl():
+    g = torch.randn(2, 24)
+    noise = torch.randn(2, 3, 32), torch.randn(3, 32), torch.randn(3, 32)
+    outs = {}
+    for dist in ("both", "image_specific", "image_agnostic", "none"):
+        torch.manual_seed(0)
+        m = BayesPFL(replace(TINY, distributions=dist))
+        with torch.no_grad():
+            outs[dist] = m.text_embeddings(g, ["disc", "disc"], *noise)
+    text_none, kl_none = outs["none"]
+    assert float(kl_none) == 0.0
+    assert torch.allclose(text_none[:, 0], text_none[:, 1])      # no sample: every R gives the same prompts
+    assert not torch.allclose(outs["both"][0][:, 0], outs["both"][0][:, 1])
+    assert not torch.allclose(outs["image_specific"][0], outs["image_agnostic"][0])
+    with pytest.raises(ValueError, match="distributions"):
+        replace(TINY, distributions="context")

@@ -257,3 +257,21 @@ def test_train_inctrl_end_to_end_and_checkpoint_round_trip(method, tmp_path):
     ref.setup_category("grass", sup)
     assert torch.equal(m(x).pred_score, ref(x).pred_score)
     assert all(k.startswith(("adapter.", "image_head.", "holistic_head.")) for k in ckpt["state_dict"])
+
+
+def test_ablation_flags_remove_the_text_prior_and_the_image_residual():
+    import dataclasses
+
+    base = InctrlConfig(backbone=BackboneConfig(arch="tiny"))
+    x, sup = torch.randn(3, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    scores = {}
+    for flags in [(1, 1), (0, 1), (1, 0), (0, 0)]:
+        torch.manual_seed(0)  # identical heads for every variant
+        m = Inctrl(dataclasses.replace(base, text_prior=flags[0], image_residual=flags[1])).eval()
+        s = m.score_with_prompts(x, sup.expand(3, -1, -1, -1, -1), ["disc"] * 3)
+        scores[flags] = s
+    full, bare = scores[(1, 1)], scores[(0, 0)]
+    assert torch.allclose(full.holistic, m.holistic_head(full.patch_map + (full.image + full.text)[:, None]))
+    assert torch.allclose(bare.holistic, m.holistic_head(bare.patch_map), atol=1e-6)
+    no_text = scores[(0, 1)]
+    assert torch.allclose(no_text.holistic, m.holistic_head(no_text.patch_map + no_text.image[:, None]), atol=1e-6)

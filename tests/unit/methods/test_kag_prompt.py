@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fsadlib.clip import BackboneConfig
 from fsadlib.methods import create, list_methods
 from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.kag_prompt import KagPrompt, KagPromptConfig
@@ -169,3 +170,14 @@ def test_loss_by_hand_and_gradients_reach_every_module(method):
     bce = F.binary_cross_entropy(torch.sigmoid(cos), F.one_hot(label, 2).float())
     torch.testing.assert_close(losses["loss"].detach(), pixel + bce, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(losses["image_bce"].detach(), bce, rtol=1e-4, atol=1e-6)
+
+
+def test_kernel_set_is_a_parameter():
+    from fsadlib.methods.kag_prompt.model import KagPromptConfig
+
+    cfg = KagPromptConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 6), proj_dim=24, kernels=[[3, 3]])
+    assert cfg.kernels == ((3, 3),)
+    m = create("kag_prompt", backbone={"arch": "tiny"}, layers=[3, 6], proj_dim=24, kernels=[[1, 4], [3, 3]])
+    assert [tuple(c.kernel_size) for c in m.kernel_convs.convs] == [(1, 4), (3, 3)]
+    with pytest.raises(ValueError, match="kernels"):
+        KagPromptConfig(kernels=[])

@@ -65,6 +65,7 @@ class FineGrainedConfig:
     dpc_k_entity: int = 5
     sigma: float = 2.4
     prompt_seed: int = 111
+    caption_levels: tuple[int, ...] = (1, 2, 3)  # ablation: the MFSC levels whose content is used
 
     def __post_init__(self) -> None:
         for key in ("n_ctx", "n_pro", "n_ctx_ab", "n_pro_ab", "region_upscale"):
@@ -72,6 +73,8 @@ class FineGrainedConfig:
                 raise ValueError(f"finegrained.{key} must be >= 1, got {getattr(self, key)}")
         if not self.memory_layers:
             raise ValueError("finegrained.memory_layers must name at least one block")
+        if not set(self.caption_levels) <= {1, 2, 3}:
+            raise ValueError(f"finegrained.caption_levels must be a subset of [1, 2, 3], got {self.caption_levels}")
 
 
 @dataclass
@@ -112,7 +115,8 @@ class FineGrainedAD(AnomalyMethod):
         """Use ``captions`` (``locked``: they came with a trained checkpoint, no other category)."""
         self.captions, self.captions_locked = captions, locked
         budget = self.backbone.context_length - 2 - self.prompts.budget_tokens
-        self.table = prepare_table(self.backbone, build_texts(captions, self.config.prompt_seed), budget)
+        self.table = prepare_table(self.backbone, build_texts(captions, self.config.prompt_seed,
+                                                                     tuple(self.config.caption_levels)), budget)
         self._pairs = None
 
     def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:

@@ -75,17 +75,27 @@ class MllpTexts:
         return asdict(self)
 
 
-def build_texts(c: Captions, seed: int) -> MllpTexts:
-    """Normal and handcrafted-abnormal texts of every level (table in the module docstring)."""
+def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2, 3)) -> MllpTexts:
+    """Normal and handcrafted-abnormal texts of every level (table in the module docstring).
+
+    ``caption_levels`` (ablation) names the MFSC levels whose fine-grained content is used:
+    without 1 the background level is the bare word "background"; without 2 the entity levels are
+    the bare entity names (no number, location or relation) and the relation attribute is dropped;
+    without 3 the colour / texture / shape attributes are dropped. The level structure (image,
+    background, entities) stays, so routing and MLSA work unchanged.
+    """
     rng = np.random.default_rng(seed)
     phrases = c.anomaly_phrases
+    background = f"{c.background} background" if 1 in caption_levels else "background"
     levels = [
         LevelTexts("image", (c.caption,), tuple(c.caption.replace(c.foreground, p.format(c.foreground), 1)
                                                 for p in phrases)),
-        LevelTexts("background", (f"{c.background} background",),
-                   tuple(p.format(f"{c.background} background") for p in phrases)),
+        LevelTexts("background", (background,), tuple(p.format(background) for p in phrases)),
     ]
     for name, loc, text in zip(c.entity, c.location, c.entity_caption):
+        if 2 not in caption_levels:
+            levels.append(LevelTexts(f"entity:{name}", (name,), tuple(p.format(name) for p in phrases)))
+            continue
         others = [w for w in LOCATIONS if w != loc]
         abnormal = []
         for p in phrases:
@@ -93,11 +103,13 @@ def build_texts(c: Captions, seed: int) -> MllpTexts:
             moved = f"{head}{others[rng.integers(len(others))]}{tail}"
             abnormal.append(moved.replace(name, p.format(name), 1))
         levels.append(LevelTexts(f"entity:{name}", (text,), tuple(abnormal)))
-    relation_ab = c.relation
-    for name in sorted(c.entity, key=len, reverse=True):
-        relation_ab = relation_ab.replace(name, phrases[rng.integers(len(phrases))].format(name))
-    attributes = [LevelTexts("relation", (c.relation,), (relation_ab,))]
-    for attr in ("color", "texture", "shape"):
+    attributes = []
+    if 2 in caption_levels:
+        relation_ab = c.relation
+        for name in sorted(c.entity, key=len, reverse=True):
+            relation_ab = relation_ab.replace(name, phrases[rng.integers(len(phrases))].format(name))
+        attributes.append(LevelTexts("relation", (c.relation,), (relation_ab,)))
+    for attr in ("color", "texture", "shape") if 3 in caption_levels else ():
         own = list(dict.fromkeys(getattr(c, attr)))
         attributes.append(LevelTexts(attr, (". ".join(own),),
                                      tuple(w for w in NEGATIVE_VOCAB[attr] if w not in own)))
@@ -215,10 +227,11 @@ class MultiLevelPrompts(nn.Module):
             (e_n, t_n), (e_h, t_h), (e_l, t_l) = embed(nrm, ctx_n), embed(hand, ctx_n), embed(nrm, ctx_l)
             if c == 0:
                 pn = nrm.shape[0]
-                for a in range(len(ATTRIBUTES)):
-                    e_n = e_n + weights[0, a] * attr_mean(table.attr_normal[a], ctx_n).repeat_interleave(pn, 0)
-                    e_h = e_h + weights[1, a] * embed(table.attr_abnormal[a], ctx_n)[0]
-                    e_l = e_l + weights[1, a] * attr_mean(table.attr_normal[a], ctx_l).repeat_interleave(pn, 0)
+                for i, attr in enumerate(table.texts.attributes):  # the attributes the captions keep
+                    a = ATTRIBUTES.index(attr.name)
+                    e_n = e_n + weights[0, a] * attr_mean(table.attr_normal[i], ctx_n).repeat_interleave(pn, 0)
+                    e_h = e_h + weights[1, a] * embed(table.attr_abnormal[i], ctx_n)[0]
+                    e_l = e_l + weights[1, a] * attr_mean(table.attr_normal[i], ctx_l).repeat_interleave(pn, 0)
             seqs += [e_n, e_h, e_l]
             eots += [t_n, t_h, t_l]
             sizes += [e_n.shape[0], e_h.shape[0], e_l.shape[0]]

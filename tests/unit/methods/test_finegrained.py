@@ -230,3 +230,26 @@ def test_training_loss_decreases_and_checkpoint_round_trip(tmp_path, backbone, s
         assert torch.equal(generic(images).pred_score, a.pred_score)
     with pytest.raises(FileNotFoundError, match="k4"):
         category_model("toy", "disc", 4, 0, root=tmp_path / "models")
+
+
+def test_caption_level_ablation_texts_and_forward(backbone, supports):
+    import dataclasses
+
+    for levels in [(1,), (2,), ()]:
+        m = FineGrainedAD(dataclasses.replace(CONFIG, caption_levels=levels), backbone_model=backbone)
+        m.set_captions(widget())
+        m.setup_category("widget", supports)
+        with torch.no_grad():
+            out = m.eval()(torch.randn(2, 3, 64, 64))
+        assert torch.isfinite(out.anomaly_map).all() and out.pred_score.shape == (2,)
+    only_l1 = build_texts(widget(), seed=111, caption_levels=(1,))
+    assert [a.name for a in only_l1.attributes] == []
+    assert only_l1.levels[1].normal == ("black background",)
+    assert only_l1.levels[2].normal == ("cap",) and only_l1.levels[2].abnormal[1] == "broken cap"
+    no_l1 = build_texts(widget(), seed=111, caption_levels=(2, 3))
+    assert no_l1.levels[1].normal == ("background",)
+    assert [a.name for a in no_l1.attributes] == ["relation", "color", "texture", "shape"]
+    assert [a.name for a in build_texts(widget(), seed=111, caption_levels=(1, 3)).attributes] == [
+        "color", "texture", "shape"]
+    with pytest.raises(ValueError, match="caption_levels"):
+        FineGrainedConfig(caption_levels=(4,))

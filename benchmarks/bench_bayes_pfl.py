@@ -23,15 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
+from timing import measure
 from torch import nn
 
 from fsadlib.clip import BackboneConfig, ClipBackbone
@@ -139,25 +137,6 @@ def public_inference(method: BayesPFL, image: torch.Tensor, n_samples: int) -> t
     return torch.tensor([score]), torch.from_numpy(gaussian_filter(raw, sigma=cfg.sigma, axes=(1, 2)))
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-@contextmanager
-def measure(device: torch.device, record: dict):
-    """Wall time and peak memory (CUDA: max allocated in the block; CPU: peak RSS of the process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    start = time.perf_counter()
-    yield
-    sync(device)
-    record["seconds"] = time.perf_counter() - start
-    if device.type == "cuda":
-        record["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        record["peak_rss_mib_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_ours(method: BayesPFL, images: torch.Tensor, batch: int, n_samples: int, precision: str = "fp32"):

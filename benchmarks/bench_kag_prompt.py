@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import measure
 
 from fsadlib.io import write_json
 from fsadlib.methods import create
@@ -92,25 +90,6 @@ def public_inference(method: KagPrompt, query: torch.Tensor, supports: torch.Ten
     return fused, cfg.text_score_weight * s1 + cfg.map_score_weight * s2
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-@contextmanager
-def measure(device: torch.device, record: dict):
-    """Wall time and peak memory (CUDA: max allocated in the block; CPU: peak RSS of the process)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
-    start = time.perf_counter()
-    yield
-    sync(device)
-    record["seconds"] = time.perf_counter() - start
-    if device.type == "cuda":
-        record["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        record["peak_rss_mib_process"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
                       root: str | Path | None = None, live_dir: str | Path | None = None) -> pd.DataFrame:
     """Train one model per (target category of ``protocol``, k, seed of ``shots``).
 
-    ``smoke``: the first two categories, the first k and seed, at most 2 epochs. A model file with the
+    ``smoke``: every target category, the first k and seed, at most 2 epochs. A model file with the
     same method config and epoch count is kept (resume; an interrupted model resumes from its
     ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
     call. Returns one row per model: category, k, seed, epochs, first/last loss, seconds, status, path.
@@ -108,7 +108,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     from fsadlib.clip import ClipBackbone
 
     protocol.check()
-    categories = protocol.target_categories[:2] if smoke else protocol.target_categories
+    categories = protocol.target_categories
     ks, seeds = (shots.ks[:1], shots.seeds[:1]) if smoke else (shots.ks, shots.seeds)
     if smoke:
         section = dataclasses.replace(section, train=dataclasses.replace(section.train,

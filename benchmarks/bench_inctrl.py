@@ -25,51 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import torch
+from timing import measure
 
 from fsadlib.clip import BackboneConfig, default_device
 from fsadlib.io import write_json
 from fsadlib.methods.inctrl import Inctrl, InctrlConfig
 from fsadlib.methods.inctrl.reference import public_forward
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-@contextmanager
-def measure(device: torch.device, record: dict):
-    """Wall time and peak memory of the block into ``record``."""
-    sync(device)
-    proc, peak, stop = psutil.Process(), [0], threading.Event()
-    base = proc.memory_info().rss
-
-    def sample() -> None:
-        while not stop.wait(0.005):
-            peak[0] = max(peak[0], proc.memory_info().rss - base)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        sampler.start()
-    start = time.perf_counter()
-    yield
-    sync(device)
-    record["seconds"] = time.perf_counter() - start
-    if device.type == "cuda":
-        record["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        stop.set()
-        sampler.join()
-        record["peak_rss_growth_mib"] = peak[0] / 2**20
 
 
 def build(args: argparse.Namespace, precision: str, device: torch.device) -> Inctrl:

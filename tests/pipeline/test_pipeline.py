@@ -6,53 +6,23 @@ of every pipeline notebook; interactive notebooks (not run by a stage) are then 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fsadlib.notebooks import notebook_parameters, notebook_stages, notebooks
-from fsadlib.paths import repo_root
 
-BIN = Path(sys.executable).parent
+from pipeline_support import BIN, run
+
 STAGE_NOTEBOOKS = {Path(s.notebook).name for s in notebook_stages()}
 INTERACTIVE = [p.name for p in notebooks() if p.name not in STAGE_NOTEBOOKS]
-TIMEOUT_S = 900
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
-    with open(log, "w") as fh:
-        return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
-                              check=False)
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A smoke-mode copy of the working tree after ``dvc repro``."""
-    src = repo_root()
-    dst = tmp_path_factory.mktemp("pipeline") / "workbench"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=src, check=True, capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        if (src / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["smoke"] = 1
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=pipeline-test", "-c", "user.email=test@localhost"]
-    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):  # like a fresh clone
-        subprocess.run(git + cmd, cwd=dst, check=True, capture_output=True)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(dst), "FSAD_ROOT": str(dst)}  # the copy's fsadlib, not the installed checkout
-    result = run([str(BIN / "dvc"), "repro"], dst, env, dst / "repro.log")
-    log = (dst / "repro.log").read_text()
-    assert result.returncode == 0, f"dvc repro failed:\n{log[-6000:]}"
-    return dst, env
+@pytest.fixture
+def clone(smoke_pipeline):
+    return smoke_pipeline
 
 
 def test_every_stage_ran(clone):

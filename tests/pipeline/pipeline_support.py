@@ -1,0 +1,28 @@
+"""Helpers of the pipeline tests (imported by conftest.py and the tests of this folder)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+TIMEOUT_S = 900
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
+    with open(log, "w") as fh:
+        return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
+                              check=False)
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    """Copy the git-tracked and untracked-but-not-ignored files of ``src`` to ``dst`` (a fresh clone's view)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=src, check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if (src / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dst / rel)
+    return dst

@@ -34,7 +34,7 @@ from torch import nn
 
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.io import write_json
-from fsadlib.methods.bayes_pfl import BayesPFL, BayesPFLConfig
+from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
 
 
 def manual_attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None = None

@@ -32,7 +32,7 @@ from timing import measure
 
 from fsadlib.clip import BackboneConfig, default_device
 from fsadlib.io import write_json
-from fsadlib.methods.inctrl import Inctrl, InctrlConfig
+from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
 from fsadlib.methods.inctrl.reference import public_forward
 
 

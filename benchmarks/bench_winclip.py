@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from fsadlib.clip import BackboneConfig
 from fsadlib.io import write_json
-from fsadlib.methods.winclip import WinClip, WinClipBank, WinClipConfig, WinClipPlus
+from fsadlib.methods.winclip.model import WinClip, WinClipBank, WinClipConfig, WinClipPlus
 
 
 # -- the reference path (public code structure) -----------------------------------------------------

@@ -3,25 +3,28 @@
     result = evaluate(method, "synthetic", k=4, seed=0)        # one (k, seed) run, resumable
     summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
     summary = evaluate_trained("inctrl", "synthetic", k=4, seeds=(0, 1, 2))   # trained model(s)
+    table = run_plan("inctrl")              # the evaluate stage: every k of inctrl.ks x every shot seed
 
 Methods with one model per category (``per_category``, FineGrainedAD) are evaluated with
 ``category_models``: a callable category -> the method to use for it.
 
-Per category: seed everything with ``seed``, ``method.setup_category(class_name, supports)``
+Per category: seed everything with ``seed``, ``method.setup_category(category_key, supports)``
 (supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
 zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``.
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
 :mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
 
-Layout (all writes atomic, rewritten after every category so an interrupted run resumes):
+Layout (:mod:`fsadlib.layout`; all writes atomic, rewritten after every category so an interrupted
+run resumes):
 
     results/<method>/<dataset>/k<k>/seed<s>/
         metrics.json           {"run": settings, E, mask rule, metric definitions;
                                 "categories": {category: flat metrics}, "mean": category mean}
         scores.csv             image_path, category, defect, label, score
         maps_<category>.npz    maps float16 [N, E, E] and image_path [N], in scores.csv order
-    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds (aggregate_seeds)
+    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds (aggregate_seeds,
+                                                       the rule of :func:`fsadlib.aggregate.mean_std`)
 
 Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
 config, trainable weights, data set, k, seed, evaluation settings, test images, supports) and its
@@ -45,12 +48,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fsadlib import data
+from fsadlib.aggregate import STD_DDOF, mean_std
 from fsadlib.config import as_flag, seed_everything, to_dict
 from fsadlib.io import atomic_path, read_json, write_json
+from fsadlib.layout import aggregate_dir, run_dir
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
-from fsadlib.paths import results_dir
-from fsadlib.prompts import class_name
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
@@ -67,10 +70,6 @@ class EvalConfig:
     fpr_limit: float = 0.3        # AUPRO integration limit
     save_maps: int = 1            # write maps_<category>.npz (float16) for the explorer
     legacy_aupro: int = 0         # also report the cflow-style 200-threshold AUPRO (comparison only)
-
-
-def run_dir(method: str, dataset: str, k: int, seed: int) -> Path:
-    return results_dir() / method / dataset / f"k{k}" / f"seed{seed}"
 
 
 def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
@@ -132,7 +131,7 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         model = models[cat].eval()
         supports = data.load_images(shots, image_size).to(model.device) if shots else None
         with torch.inference_mode():
-            model.setup_category(class_name(cat), supports)
+            model.setup_category(cat, supports)
             loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
             pred, maps, masks = predict(model, loader, eval_size, bar)
@@ -148,58 +147,85 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
     return _write(out, result, scores, cats)
 
 
+def load_method(name: str, dataset: str, k: int, seed: int, category: str | None = None,
+                device: str | torch.device = "cpu", backbone_model: Any = None,
+                params_path: str | Path | None = None, folder: str | None = None) -> AnomalyMethod:
+    """The model the evaluation uses for (dataset, k, seed[, category]) of method ``name`` (of method
+    folder ``folder``, found by the registry when not given): the trained one
+    (``AnomalyMethod.load_trained``), or, for a training-free method, one built from the ``model``
+    field of its params section (no models folder is read)."""
+    from fsadlib.methods.registry import entry_class
+    from fsadlib.methods.training import load_method_section
+
+    spec, entry = _registered(name, folder)
+    cls = entry_class(entry)
+    if spec.trainable:
+        return cls.load_trained(dataset, k, seed, category, device, backbone_model)
+    return cls(load_method_section(spec, params_path).model, backbone_model=backbone_model).to(device)
+
+
 def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
                      config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
-                     device: str | torch.device | None = None) -> dict[str, Any]:
-    """Evaluate the trained model(s) of registered method ``name`` (``AnomalyMethod.load_trained``)
-    for every seed, then aggregate over seeds; returns the aggregate (see :func:`aggregate_seeds`)."""
+                     device: str | torch.device | None = None, params_path: str | Path | None = None,
+                     folder: str | None = None) -> dict[str, Any]:
+    """Evaluate method ``name`` (:func:`load_method`) for every seed, then aggregate over seeds;
+    returns the aggregate (see :func:`aggregate_seeds`). A model shared by the seeds (one per k or
+    one for all) is loaded once; a per-category method loads the model of each (category, seed)."""
     from fsadlib.clip import default_device
-    from fsadlib.methods import method_class
 
-    cls = method_class(name)
     device = torch.device(device) if device is not None else default_device()
-    for seed in seeds:
-        if cls.per_category:
-            cats = list(categories) if categories is not None else \
-                list(dict.fromkeys(data.load_samples(dataset)["category"]))
-            shared = cls.load_trained(dataset, k, seed, cats[0], device)
+
+    def load(seed: int, category: str | None = None, backbone: Any = None) -> AnomalyMethod:
+        return load_method(name, dataset, k, seed, category, device, backbone, params_path, folder)
+
+    if _registered(name, folder)[1].per_category:
+        cats = list(categories) if categories is not None else \
+            list(dict.fromkeys(data.load_samples(dataset)["category"]))
+        shared = load(seeds[0], cats[0])
+        for seed in seeds:
             evaluate(shared, dataset, k=k, seed=seed, config=config, categories=cats,
-                     category_models=lambda cat, s=seed, b=shared.backbone: cls.load_trained(
-                         dataset, k, s, cat, device, backbone_model=b))
-        else:
-            evaluate(cls.load_trained(dataset, k, seed, None, device), dataset, k=k, seed=seed,
-                     config=config, categories=categories)
+                     category_models=lambda cat, s=seed: load(s, cat, shared.backbone))
+    else:
+        model = load(seeds[0])
+        for seed in seeds:
+            evaluate(model, dataset, k=k, seed=seed, config=config, categories=categories)
     return aggregate_seeds(name, dataset, k, list(seeds))
 
 
-@dataclass(frozen=True)
-class EvaluationPlan:
-    """``params.yaml: evaluations.<method>``: the k values the ``evaluate`` stage runs (0 = zero-shot)."""
+def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
+    """(folder spec, entry) of method ``name``; with ``folder`` given only that folder is imported."""
+    from fsadlib.methods.registry import method_spec, spec_of
 
-    ks: tuple[int, ...] = (0,)
-    models: str = ""  # the trained-model folder the stage depends on (for dvc.yaml only)
+    spec = method_spec(folder) if folder is not None else spec_of(name)
+    entries = [m for m in spec.methods if m.name == name]
+    if not entries:
+        raise KeyError(f"method folder '{spec.name}' has no method '{name}': {[m.name for m in spec.methods]}")
+    return spec, entries[0]
 
 
-def run_plan(name: str, smoke: bool = False, params_path: str | Path | None = None) -> pd.DataFrame:
-    """The ``evaluate@<name>`` stage: every k of ``evaluations.<name>`` x every seed of ``shots`` on
-    the protocol's target data set and categories (smoke: the first k and the first seed only).
-    k = 0 (zero-shot) has no support draw, so it runs once, with the first seed.
-    Returns the seed aggregates as a tidy table (k, category, metric, mean, std)."""
-    from fsadlib.config import from_dict, load_params, load_section
+def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = None,
+             folder: str | None = None) -> pd.DataFrame:
+    """The ``evaluate@<method>`` stage: method ``method`` (of method folder ``folder``; only that folder
+    is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
+    zero-shot) x every seed of ``shots``, on the protocol's target data set and categories (smoke: the
+    first k and the first seed, :mod:`fsadlib.smoke`). k = 0 (zero-shot) has no support draw, so it
+    runs once, with the first seed. Returns the seed aggregates as a tidy table (k, category, metric,
+    mean, std)."""
+    from fsadlib.config import load_section
+    from fsadlib.methods.training import entry_ks, load_method_section
     from fsadlib.protocol import Protocol
+    from fsadlib.smoke import first_only
 
+    spec, entry = _registered(method, folder)
+    section = load_method_section(spec, params_path)
     protocol = load_section("protocol", Protocol, params_path).check()
-    shots = load_section("shots", data.ShotsConfig, params_path)
+    seeds = first_only(load_section("shots", data.ShotsConfig, params_path).seeds, smoke)
     config = load_section("evaluate", EvalConfig, params_path)
-    plans = load_params(params_path).get("evaluations") or {}
-    if name not in plans:
-        raise KeyError(f"no evaluation plan 'evaluations.{name}' in params.yaml; plans: {sorted(plans)}")
-    plan = from_dict(EvaluationPlan, plans[name], f"evaluations.{name}")
-    ks, seeds = (plan.ks[:1], shots.seeds[:1]) if smoke else (plan.ks, shots.seeds)
     frames = []
-    for k in ks:
-        agg = evaluate_trained(name, protocol.target_dataset, k=k, seeds=seeds if k else seeds[:1], config=config,
-                               categories=protocol.target_categories or None)
+    for k in entry_ks(entry, section, smoke):
+        agg = evaluate_trained(method, protocol.target_dataset, k=k, seeds=seeds if k else seeds[:1], config=config,
+                               categories=protocol.target_categories or None, params_path=params_path,
+                               folder=spec.name)
         frames.append(aggregate_table(agg).assign(k=k))
     return pd.concat(frames, ignore_index=True)
 
@@ -254,13 +280,13 @@ def category_mean(categories: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[int, ...],
                     out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Mean and sample std (ddof = 1; 0 for one seed) over seeds of every per-category metric and of
+    """Mean and sample std (:func:`fsadlib.aggregate.mean_std`) over seeds of every per-category metric and of
     the category mean; writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
     overrides that folder, which holds the ``seed<s>/`` runs) and returns it.
 
     The seed runs must share everything but the seed (same categories, resolution, mask rule ...);
     otherwise ``ValueError`` names the first difference."""
-    root = Path(out_dir) if out_dir is not None else run_dir(method, dataset, k, 0).parent
+    root = Path(out_dir) if out_dir is not None else aggregate_dir(method, dataset, k)
     runs = {s: read_json(root / f"seed{s}" / "metrics.json") for s in seeds}
     first = runs[seeds[0]]
     for s, r in runs.items():
@@ -271,15 +297,11 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
         if differ:
             raise ValueError(f"seed {s} of {root} differs from seed {seeds[0]} in {differ}")
 
-    def stats(values: list[float]) -> dict[str, float]:
-        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        return {"mean": float(np.mean(values)), "std": std}
-
-    cats = {c: {m: stats([runs[s]["categories"][c].get(m, np.nan) for s in seeds]) for m in first["mean"]}
+    cats = {c: {m: mean_std(runs[s]["categories"][c].get(m, np.nan) for s in seeds) for m in first["mean"]}
             for c in first["categories"]}
-    run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": 1}
+    run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": STD_DDOF}
     result = {"run": run, "categories": cats,
-              "mean": {m: stats([runs[s]["mean"][m] for s in seeds]) for m in first["mean"]}}
+              "mean": {m: mean_std(runs[s]["mean"][m] for s in seeds) for m in first["mean"]}}
     write_json(root / "metrics.json", result)
     return result
 

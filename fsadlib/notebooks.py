@@ -54,7 +54,11 @@ def build_notebook(parameters: str, cells: Sequence[str | NotebookNode], title: 
 def write_notebook(path: str | Path, parameters: str, cells: Sequence[str | NotebookNode],
                    title: str | None = None) -> Path:
     """Build, check (``ValueError`` listing contract problems) and write a notebook."""
-    nb = build_notebook(parameters, cells, title)
+    return save_notebook(path, build_notebook(parameters, cells, title))
+
+
+def save_notebook(path: str | Path, nb: NotebookNode) -> Path:
+    """Check (``ValueError`` listing contract problems) and write ``nb``."""
     problems = contract_problems(nb)
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
@@ -131,6 +135,39 @@ def _parameter_problems(source: str) -> list[str]:
 def _python(source: str) -> str:
     """Cell source with IPython magics and shell lines blanked (they are not Python)."""
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+# -- the training notebook of a method folder -----------------------------------------------------
+def training_notebook(spec: Any) -> NotebookNode:
+    """The training notebook of a trainable method folder (a :class:`fsadlib.methods.MethodSpec`),
+    the same for every method: its params section, :func:`fsadlib.methods.training.train_method`,
+    the history table, the training curves and the invariants every training must meet."""
+    import importlib
+
+    if not spec.trainable:
+        raise ValueError(f"method '{spec.name}' is training-free: it has no training notebook")
+    number = NOTEBOOK_NAME.fullmatch(Path(spec.notebook).name)["number"]
+    summary = (importlib.import_module(spec.package).__doc__ or spec.name).strip()
+    cells = [
+        md(f"{summary}\n\nParameters: the `{spec.name}` and `protocol` sections of `params.yaml`"
+           f"{''.join(f', `{p}`' for p in spec.params)} (smoke = 1 applies the method's smoke policy, "
+           f"`fsadlib/smoke.py`). Writes `models/{spec.name}/` and `reports/train_{spec.name}/`; details in "
+           f"the method's README.md."),
+        ("import numpy as np\n\nfrom fsadlib.config import as_flag\n"
+        "from fsadlib.methods import method_spec\nfrom fsadlib.methods.base import load_checkpoint\n"
+         "from fsadlib.methods.training import load_method_section, train_method"),
+        f"section = load_method_section(method_spec({spec.name!r}))\nsection",
+        f"report = train_method({spec.name!r}, smoke=as_flag(smoke))\nreport.history",
+        md("Training curves: the training loss and every validation value per epoch."),
+        "report.curves();",
+        md("## Invariants"),
+        ("assert report.models and all(path.is_file() for path in report.models), \"every model file is written\"\n"
+        "assert np.isfinite(report.history[\"train_loss\"]).all()\n"
+        "assert report.history.filter(like=\"val_auroc\").stack().between(0, 1).all()\n"
+        "assert all(load_checkpoint(path).config == section.model for path in {report.models[0], report.models[-1]})\n"
+         "print(f\"{len(report.models)} model file(s), {len(report.history)} history rows\")"),
+    ]
+    return build_notebook("smoke = 0", cells, title=f"# {number} Train {spec.name}")
 
 
 # -- dvc.yaml stages that run notebooks ----------------------------------------------------------

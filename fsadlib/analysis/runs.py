@@ -7,28 +7,28 @@ A run is a folder ``results/<method>/<dataset>/k<k>/seed<s>/metrics.json`` writt
 
 with the run's evaluation settings (image_size, eval_size, fpr_limit, mask_rule) and ``random_weights``
 (1 when the backbone had no pretrained weights) on every row, so no number travels without its
-resolution. :func:`summarise` reduces it the way :func:`fsadlib.evaluate.aggregate_seeds` does:
+resolution. :func:`summarise` reduces it with the one seed aggregation of the workbench,
+:func:`fsadlib.aggregate.mean_std` (the one :func:`fsadlib.evaluate.aggregate_seeds` uses too), over
 
     m_s = mean over categories of the metric in seed s     (NaN propagates: no category is dropped)
-    mean = mean_s m_s,  std = sqrt( sum_s (m_s - mean)^2 / (S - 1) )   (0 for S = 1)
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fsadlib.aggregate import mean_std
 from fsadlib.evaluate import _NOT_AVERAGED
 from fsadlib.io import read_json, write_json
+from fsadlib.layout import run_files
 from fsadlib.paths import reports_dir, results_dir
 
 RUN_COLUMNS = ["method", "dataset", "k", "seed", "category", "metric", "value",
                "image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights"]
-_RUN_DIR = re.compile(r"k(?P<k>\d+)/seed(?P<seed>\d+)")
 
 
 def load_runs(root: str | Path | None = None) -> pd.DataFrame:
@@ -37,16 +37,12 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
     raises ``ValueError`` naming the file; no run at all gives an empty table with the columns."""
     root = Path(root) if root is not None else results_dir()
     rows: list[dict[str, Any]] = []
-    for path in sorted(root.glob("*/*/k*/seed*/metrics.json")):
-        method, dataset = path.parts[-5], path.parts[-4]
-        where = _RUN_DIR.fullmatch("/".join(path.parts[-3:-1]))
-        if where is None:
-            raise ValueError(f"{path}: run folder must be k<int>/seed<int>")
+    for key, path in run_files(root, "metrics.json"):
         content = read_json(path)
         run = content.get("run")
         if not isinstance(run, dict) or "categories" not in content:
             raise ValueError(f"{path}: not an evaluation metrics.json (no 'run' / 'categories')")
-        folder = {"method": method, "dataset": dataset, "k": int(where["k"]), "seed": int(where["seed"])}
+        folder = {"method": key.method, "dataset": key.dataset, "k": key.k, "seed": key.seed}
         differ = {key: (run.get(key), val) for key, val in folder.items() if run.get(key) != val}
         if differ:
             raise ValueError(f"{path}: recorded run differs from its folder (recorded, folder): {differ}")
@@ -90,8 +86,7 @@ def summarise(runs: pd.DataFrame) -> dict[str, Any]:
             "fpr_limit": float(settings["fpr_limit"].iloc[0]), "n_seeds": int(group["seed"].nunique()),
             "random_weights": int(settings["random_weights"].iloc[0])}
         for metric, values in group.groupby("metric", sort=True)["value"]:
-            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            entry[metric] = {"mean": float(np.mean(values)), "std": std}
+            entry[metric] = mean_std(values)
         summary.setdefault(method, {}).setdefault(dataset, {})[f"k{k}"] = entry
     return summary
 
@@ -110,7 +105,7 @@ def summary_table(runs: pd.DataFrame, metrics: tuple[str, ...] = ("image_auroc",
     stats = seed_means(runs)
     stats = stats[stats["metric"].isin(metrics)]
     grouped = stats.groupby(["method", "dataset", "k", "eval_size", "metric"])["value"]
-    cells = grouped.agg(lambda v: f"{100 * v.mean():.1f} ± {100 * (v.std(ddof=1) if len(v) > 1 else 0.0):.1f}")
+    cells = grouped.agg(lambda v: "{mean:.1f} ± {std:.1f}".format(**mean_std(100 * v.to_numpy(float))))
     table = cells.unstack("metric").reindex(columns=[m for m in metrics if m in set(stats["metric"])])
     seeds = stats.groupby(["method", "dataset", "k", "eval_size"])["seed"].nunique().rename("seeds")
     return table.join(seeds).reset_index()

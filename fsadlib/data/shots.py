@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fsadlib.io import read_json, write_json
-from fsadlib.paths import shots_dir
+from fsadlib.layout import shot_file
 
 KS: tuple[int, ...] = (1, 2, 4, 8)
 SEEDS: tuple[int, ...] = (0, 1, 2)
@@ -32,10 +32,6 @@ class ShotsConfig:
 
     ks: tuple[int, ...] = KS
     seeds: tuple[int, ...] = SEEDS
-
-
-def shot_file(dataset: str, category: str, k: int, seed: int) -> Path:
-    return shots_dir() / dataset / category / f"k{k}_seed{seed}.json"
 
 
 def draw_shots(candidates: list[str], k: int, seed: int, dataset: str, category: str) -> list[str]:

@@ -3,10 +3,12 @@
 Life cycle of a method during evaluation (``fsadlib.evaluate`` drives it)::
 
     method = fsadlib.methods.create("inctrl", **params)          # or load_checkpoint(path)
-    method.setup_category("hazelnut", supports)                  # text + support caches
+    method.setup_category("pcb1", supports)                      # category KEY; text + support caches
     out = method(images)                                         # AnomalyOutput
 
-``supports`` is ``None`` for zero-shot methods, else a ``[k, 3, S, S]`` tensor of normal images
+``setup_category`` always takes the category key (the data set's folder name, ``"pcb1"``), in
+training, validation and evaluation alike; the text a method encodes uses :meth:`AnomalyMethod.display_name`
+of it (``"printed circuit board"``), derived in that one place. ``supports`` is ``None`` for zero-shot methods, else a ``[k, 3, S, S]`` tensor of normal images
 read from a k-shot file. Per-category caches (text embeddings, support features) are plain
 attributes, never registered buffers, so they stay out of checkpoints.
 
@@ -36,12 +38,12 @@ class AnomalyMethod(nn.Module, ABC):
 
     name: ClassVar[str] = ""
     Config: ClassVar[type]
-    #: needs k normal support images per category at test time
+    #: needs k normal support images per category at test time (as declared in the folder's spec)
     few_shot: ClassVar[bool] = False
-    #: has parameters to train (a ``train_<name>`` stage exists)
-    trainable: ClassVar[bool] = False
     #: one trained model per (dataset, category, k, seed) (FineGrainedAD); else one per (k) at most
     per_category: ClassVar[bool] = False
+    #: category key -> prompt class name table of :meth:`display_name` (None: fsadlib.prompts.CLASS_NAMES)
+    class_names: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, config: Any, backbone_model: Any = None) -> None:
         super().__init__()
@@ -59,11 +61,18 @@ class AnomalyMethod(nn.Module, ABC):
 
     # -- hooks ------------------------------------------------------------------------------
     @abstractmethod
-    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
-        """Prepare per-category caches (text embeddings for ``class_name``, support features).
-
-        Few-shot methods raise ``ValueError`` when ``supports`` is ``None``.
+    def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
+        """Prepare per-category caches (text embeddings of ``display_name(category_key)``, support
+        features). Few-shot methods raise ``ValueError`` when ``supports`` is ``None``.
         """
+
+    @classmethod
+    def display_name(cls, category_key: str) -> str:
+        """The class name a method writes into its prompts for a category key: the one rule,
+        :func:`fsadlib.prompts.class_name` with the method's ``class_names`` table."""
+        from fsadlib.prompts import class_name
+
+        return class_name(category_key, cls.class_names)
 
     @abstractmethod
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
@@ -72,10 +81,11 @@ class AnomalyMethod(nn.Module, ABC):
     @classmethod
     def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
         """Where the training stage leaves the model the evaluation uses (default:
-        ``models/<name>/final.pt``; methods with per-k or per-category models override this)."""
-        from fsadlib.paths import models_dir
+        ``models/<folder>/final.pt``; methods with per-k or per-category models override this)."""
+        from fsadlib.layout import model_dir
+        from fsadlib.methods.registry import spec_of
 
-        return models_dir() / cls.name / "final.pt"
+        return model_dir(spec_of(cls.name).name) / "final.pt"
 
     @classmethod
     def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,
@@ -83,7 +93,10 @@ class AnomalyMethod(nn.Module, ABC):
         """The trained model of (dataset, k, seed[, category]) from :meth:`trained_path`."""
         path = cls.trained_path(dataset, k, seed, category)
         if not path.is_file():
-            raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its train_{cls.name} stage)")
+            from fsadlib.methods.registry import spec_of
+
+            raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its train_{spec_of(cls.name).name} "
+                                    "stage)")
         return load_checkpoint(path, map_location, backbone_model)
 
     # -- helpers ----------------------------------------------------------------------------

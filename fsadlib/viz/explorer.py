@@ -15,6 +15,7 @@ panel title names the k used.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -23,6 +24,7 @@ import pandas as pd
 from IPython.display import display
 from matplotlib.figure import Figure
 
+from fsadlib.layout import run_dir, run_files
 from fsadlib.paths import results_dir
 from fsadlib.viz.overlay import category_range, draw_overlay, normalise, resize_image
 
@@ -34,8 +36,7 @@ class ResultsIndex:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else results_dir()
-        rows = [{"method": p.parts[-5], "dataset": p.parts[-4], "k": int(p.parts[-3][1:]), "seed": int(p.parts[-2][4:])}
-                for p in sorted(self.root.glob("*/*/k*/seed*/scores.csv"))]
+        rows = [dataclasses.asdict(key) for key, _ in run_files(self.root, "scores.csv")]
         self.runs = pd.DataFrame(rows, columns=["method", "dataset", "k", "seed"])
         if self.runs.empty:
             raise FileNotFoundError(f"no saved results under {self.root} (expected <method>/<dataset>/k<k>/"
@@ -56,7 +57,7 @@ class ResultsIndex:
         return min(ks, key=lambda v: (abs(v - k), v))
 
     def folder(self, method: str, dataset: str, k: int, seed: int) -> Path:
-        return self.root / method / dataset / f"k{k}" / f"seed{seed}"
+        return run_dir(method, dataset, k, seed, self.root)
 
     def table(self, method: str, dataset: str, k: int, seed: int) -> pd.DataFrame:
         """The run's ``scores.csv`` (image_path, category, defect, label, score)."""

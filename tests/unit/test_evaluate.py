@@ -45,10 +45,10 @@ class Brightness(AnomalyMethod):
         self.calls: list[tuple[str, tuple | None]] = []
         self.images_seen = 0
 
-    def setup_category(self, class_name, supports=None):
+    def setup_category(self, category_key, supports=None):
         if self.few_shot and supports is None:
             raise ValueError("supports needed")
-        self.calls.append((class_name, None if supports is None else tuple(supports.shape)))
+        self.calls.append((category_key, None if supports is None else tuple(supports.shape)))
         self.supports = supports
 
     def forward(self, images):
@@ -100,7 +100,7 @@ def test_outputs_and_known_answers(toy, tmp_path):
     method = Brightness()
     result = evaluate(method, "toy", samples=toy, config=EvalConfig(batch_size=4), out_dir=out)
 
-    assert [c for c, _ in method.calls] == ["disc", "metal nut"]  # prompt class names, zero-shot: no supports
+    assert [c for c, _ in method.calls] == ["disc", "metal_nut"]  # category keys, zero-shot: no supports
     assert all(s is None for _, s in method.calls)
     run = read_json(out / "metrics.json")["run"]
     assert run["eval_size"] == SIZE == run["image_size"] and f"M = {SIZE}" in run["mask_rule"]  # default
@@ -149,7 +149,7 @@ def test_resume_skips_finished_categories(toy, tmp_path):
     (out / "maps_metal_nut.npz").unlink()
     partial = Brightness()
     assert evaluate(partial, "toy", samples=toy, config=cfg, out_dir=out) == first
-    assert partial.images_seen == 6 and [c for c, _ in partial.calls] == ["metal nut"]
+    assert partial.images_seen == 6 and [c for c, _ in partial.calls] == ["metal_nut"]
     changed = Brightness()
     evaluate(changed, "toy", samples=toy, config=EvalConfig(batch_size=4, eval_size=8), out_dir=out)
     assert changed.images_seen == 12  # other settings: everything is redone
@@ -162,7 +162,7 @@ def test_few_shot_reads_the_shot_file(toy, tmp_path):
                    {"dataset": "toy", "category": cat, "k": 2, "seed": 1, "images": paths})
     method = FewShotBrightness()
     evaluate(method, "toy", k=2, seed=1, samples=toy, out_dir=tmp_path / "fs")
-    assert method.calls == [("disc", (2, 3, SIZE, SIZE)), ("metal nut", (2, 3, SIZE, SIZE))]
+    assert method.calls == [("disc", (2, 3, SIZE, SIZE)), ("metal_nut", (2, 3, SIZE, SIZE))]
     assert torch.equal(method.supports, load_images(paths, SIZE))  # the last category's shots
     with pytest.raises(FileNotFoundError, match="k4_seed1"):
         evaluate(FewShotBrightness(), "toy", k=4, seed=1, samples=toy, out_dir=tmp_path / "fs4")
@@ -221,7 +221,7 @@ def test_per_category_models_and_aggregate_table(toy, tmp_path):
         evaluate(Brightness(), "toy", seed=seed, samples=toy, out_dir=tmp_path / "k0" / f"seed{seed}",
                  category_models=lambda cat: models[cat])
     assert [c for c, _ in models["disc"].calls] == ["disc", "disc"]
-    assert [c for c, _ in models["metal_nut"].calls] == ["metal nut", "metal nut"]
+    assert [c for c, _ in models["metal_nut"].calls] == ["metal_nut", "metal_nut"]
     table = aggregate_table(aggregate_seeds("brightness", "toy", 0, [0, 1], out_dir=tmp_path / "k0"))
     row = table[(table.category == "mean") & (table.metric == "pixel_aupro")].iloc[0]
     assert row["mean"] == pytest.approx(1.0) and row["std"] == 0.0

@@ -1,6 +1,14 @@
 """Bayes-PFL: Bayesian prompt flow learning for zero-shot anomaly detection (see model.py, README.md)."""
 
-from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
-from fsadlib.methods.bayes_pfl.train import BayesPFLSection, BayesPFLTrainConfig, train_bayes_pfl
+from fsadlib.methods.spec import MethodEntry, MethodSpec
 
-__all__ = ["BayesPFL", "BayesPFLConfig", "BayesPFLSection", "BayesPFLTrainConfig", "train_bayes_pfl"]
+SPEC = MethodSpec(
+    name="bayes_pfl",
+    package=__name__,
+    methods=(MethodEntry("bayes_pfl", "fsadlib.methods.bayes_pfl.model:BayesPFL", few_shot=False),),
+    section="fsadlib.methods.bayes_pfl.train:BayesPFLSection",
+    train="fsadlib.methods.bayes_pfl.train:train_bayes_pfl",
+    notebook="notebooks/33_train_bayes_pfl.ipynb",
+    smoke={"train.epochs": 1, "train.stage2_epochs": 1, "train.max_steps_per_epoch": 2,
+           "train.val_max_images": 4, "train.val_samples": 1},
+)

@@ -101,7 +101,6 @@ class BayesPFL(AnomalyMethod):
     name = "bayes_pfl"
     Config = BayesPFLConfig
     few_shot = False
-    trainable = True
 
     def __init__(self, config: BayesPFLConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -157,15 +156,15 @@ class BayesPFL(AnomalyMethod):
         }
 
     # -- category ---------------------------------------------------------------------------
-    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+    def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
         """Zero-shot: ``supports`` is ignored. Resets the score parts kept for the public rule."""
-        self.category = class_name
+        self.category = category_key
         self.score_parts = []
 
     def prompt_ids(self, categories: Sequence[str]) -> torch.Tensor:
-        """Token ids [N, L] of "X <class name>" for each category (tokenised once per category)."""
+        """Token ids [N, L] of "X <display name>" for each category key (tokenised once per category)."""
         for cat in set(categories) - set(self._prompt_ids):
-            self._prompt_ids[cat] = self.backbone.tokenize([f"X {class_name(cat)}"])[0]
+            self._prompt_ids[cat] = self.backbone.tokenize([f"X {self.display_name(cat)}"])[0]
         return torch.stack([self._prompt_ids[c] for c in categories]).to(self.device)
 
     # -- prompts ----------------------------------------------------------------------------

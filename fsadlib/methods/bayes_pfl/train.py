@@ -27,12 +27,12 @@ Checkpoints: ``<out>/stage1/`` and ``<out>/stage2/`` (fit's last/best/final.pt, 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -42,8 +42,9 @@ from fsadlib.config import to_dict
 from fsadlib.io import save_torch
 from fsadlib.losses import balanced_focal_loss, dice_loss
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
+from fsadlib.methods.training import TrainReport
 from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, TrainResult, fit
+from fsadlib.train import TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,6 @@ class BayesPFLSection:
 
     model: BayesPFLConfig = field(default_factory=BayesPFLConfig)
     train: BayesPFLTrainConfig = field(default_factory=BayesPFLTrainConfig)
-
-
-SMOKE = {"epochs": 1, "stage2_epochs": 1, "max_steps_per_epoch": 2, "val_max_images": 4, "val_samples": 1}
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -217,17 +215,17 @@ def validation_fn(protocol: Protocol, cfg: BayesPFLTrainConfig):
 
 
 # -- two-stage training ---------------------------------------------------------------------------
-def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str | Path, smoke: bool = False,
-                    seed: int | None = None, live_dir: str | Path | None = None, batches=None, validate=None
-                    ) -> TrainResult:
-    """Train Bayes-PFL in two stages; returns ``best_path = <out>/final.pt`` and the history of both
-    stages (each record has ``stage``). ``seed`` overrides ``section.train.seed``; ``smoke`` shrinks
-    the schedule (``SMOKE``). ``batches`` / ``validate`` default to the auxiliary loader and the
-    validation-category metrics of ``protocol`` (tests pass small in-memory ones).
+def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, *, smoke: bool, out_dir: Path, live_dir: Path,
+                    batches=None, validate=None) -> TrainReport:
+    """Train Bayes-PFL in two stages (the one train signature, :mod:`fsadlib.methods.training`):
+    ``<out_dir>/final.pt`` and a history of both stages (column ``stage``); DVCLive in
+    ``live_dir/stage1`` and ``live_dir/stage2``. ``batches`` / ``validate`` default to the auxiliary
+    loader and the validation-category metrics of ``protocol`` (tests pass small in-memory ones).
+    ``smoke`` changes nothing here (the section arrives shrunk).
     """
     protocol.check()
-    cfg = dataclasses.replace(section.train, **(SMOKE if smoke else {}), **({} if seed is None else {"seed": seed}))
-    out_dir = Path(out_dir)
+    cfg = section.train
+    out_dir, live = Path(out_dir), Path(live_dir)
     torch.manual_seed(cfg.seed)
     method = BayesPFL(section.model)
     batches = train_loader(method, protocol, cfg) if batches is None else batches
@@ -242,23 +240,22 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str |
     def groups(stage: int) -> list[dict]:
         return [{"params": p, "lr": lrs[name]} for name, p in method.parameter_sets(stage).items()]
 
-    live = Path(live_dir) if live_dir is not None else None
     first = fit(method, batches, lambda m, b: stage1_loss(m, b, cfg),
                 TrainConfig(epochs=cfg.epochs, lr=cfg.lr_other, schedule="cosine", warmup=cfg.warmup,
                             select_metric="pixel_ap", **common),
                 out_dir / "stage1", validate=validate, param_groups=groups(1),
-                live_dir=live / "stage1" if live else None, desc="bayes_pfl stage 1")
+                live_dir=live / "stage1", desc="bayes_pfl stage 1")
     method.load_trainable_state(torch.load(first.best_path, map_location="cpu", weights_only=False)["state_dict"])
     method.stage.fill_(2)
     second = fit(method, batches, stage2_loss,
                  TrainConfig(epochs=cfg.stage2_epochs, lr=cfg.lr_stage2, schedule="constant",
                              select_metric="image_ap", **common),
                  out_dir / "stage2", validate=validate, param_groups=groups(2),
-                 live_dir=live / "stage2" if live else None, desc="bayes_pfl stage 2")
+                 live_dir=live / "stage2", desc="bayes_pfl stage 2")
     ckpt = torch.load(second.best_path, map_location="cpu", weights_only=False)
     ckpt["extra"].update(stage1_history=first.history, stage1_best_epoch=first.best_epoch,
                          stage2_history=second.history, stage2_best_epoch=second.best_epoch,
                          protocol=to_dict(protocol), training_data="auxiliary categories, TEST split")
     final = save_torch(out_dir / "final.pt", ckpt)
-    history = [{**h, "stage": stage} for stage, res in ((1, first), (2, second)) for h in res.history]
-    return TrainResult(final, history, second.best_epoch, second.stopped_early)
+    history = [{"stage": stage, **h} for stage, res in ((1, first), (2, second)) for h in res.history]
+    return TrainReport(pd.DataFrame(history), [final])

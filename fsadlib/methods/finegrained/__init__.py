@@ -1,13 +1,15 @@
 """FineGrainedAD: MFSC captions, MLLP prompts, MLSA alignment, memory-bank fusion (see README.md)."""
 
-from fsadlib.methods.finegrained.model import (
-                                               FineGrainedAD,
-                                               FineGrainedConfig,
-                                               category_model,
-                                               load_finegrained,
-                                               model_path,
-)
-from fsadlib.methods.finegrained.train import FineGrainedSection, history_table, train_finegrained
+from fsadlib.methods.spec import MethodEntry, MethodSpec
 
-__all__ = ["FineGrainedAD", "FineGrainedConfig", "FineGrainedSection", "category_model", "history_table",
-           "load_finegrained", "model_path", "train_finegrained"]
+SPEC = MethodSpec(
+    name="finegrained",
+    package=__name__,
+    methods=(MethodEntry("finegrained", "fsadlib.methods.finegrained.model:FineGrainedAD", few_shot=True,
+                         per_category=True),),
+    section="fsadlib.methods.finegrained.train:FineGrainedSection",
+    train="fsadlib.methods.finegrained.train:train_finegrained",
+    notebook="notebooks/34_train_finegrained.ipynb",
+    smoke={"train.epochs": 2},
+    params=("shots",),
+)

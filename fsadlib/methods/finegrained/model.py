@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from fsadlib.captions import Captions, load_captions
 from fsadlib.clip import BackboneConfig
+from fsadlib.layout import category_model_file, model_dir
 from fsadlib.maps import gaussian_blur, harmonic_mean, nearest_distance, to_map
 from fsadlib.methods.base import AnomalyMethod, load_checkpoint
 from fsadlib.methods.finegrained.prompts import (
@@ -38,7 +39,6 @@ from fsadlib.methods.finegrained.prompts import (
     prepare_table,
 )
 from fsadlib.methods.output import AnomalyOutput
-from fsadlib.paths import models_dir
 
 
 def _paper_backbone() -> BackboneConfig:
@@ -88,7 +88,6 @@ class FineGrainedAD(AnomalyMethod):
     name = "finegrained"
     Config = FineGrainedConfig
     few_shot = True
-    trainable = True
     per_category = True
 
     @classmethod
@@ -119,22 +118,21 @@ class FineGrainedAD(AnomalyMethod):
                                                                      tuple(self.config.caption_levels)), budget)
         self._pairs = None
 
-    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+    def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
         """Prepare the category's prompts and k-shot memory bank; ``supports`` [k, 3, S, S] normals.
 
-        A model loaded with its captions (:func:`load_finegrained`) accepts its category key or its
-        class name (the evaluation runner passes ``fsadlib.prompts.class_name(category)``) and
-        refuses any other; otherwise ``class_name`` must be the category key of a caption file
-        ``data/captions/<captions_dataset>/<category>.json``.
+        A model loaded with its captions (:func:`load_finegrained`) accepts only its own category key;
+        otherwise ``category_key`` names the caption file ``data/captions/<captions_dataset>/<key>.json``
+        (the captions carry the category's class name).
         """
         if supports is None:
             raise ValueError("finegrained is few-shot: setup_category needs the k support images")
-        own = self.captions is not None and class_name in (self.captions.category, self.captions.class_name)
+        own = self.captions is not None and category_key == self.captions.category
         if not own:
             if self.captions_locked:
                 raise ValueError(f"this finegrained model was trained for category "
-                                 f"'{self.captions.category}', not '{class_name}'")
-            self.set_captions(load_captions(self.config.captions_dataset, class_name))
+                                 f"'{self.captions.category}', not '{category_key}'")
+            self.set_captions(load_captions(self.config.captions_dataset, category_key))
         with torch.no_grad():
             enc = self.encode(supports)
         self.memory = [m.reshape(-1, m.shape[-1]) for m in enc.memory]
@@ -213,9 +211,8 @@ class FineGrainedAD(AnomalyMethod):
 
 
 def model_path(dataset: str, category: str, k: int, seed: int, root: str | Path | None = None) -> Path:
-    """``models/finegrained/<dataset>/k<k>/seed<seed>/<category>.pt``."""
-    base = Path(root) if root is not None else models_dir() / "finegrained"
-    return base / dataset / f"k{k}" / f"seed{seed}" / f"{category}.pt"
+    """``models/finegrained/<dataset>/k<k>/seed<seed>/<category>.pt`` (``root`` replaces ``models/finegrained``)."""
+    return category_model_file(root if root is not None else model_dir("finegrained"), dataset, category, k, seed)
 
 
 def load_finegrained(path: str | Path, map_location: str | torch.device = "cpu",

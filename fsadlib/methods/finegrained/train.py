@@ -16,8 +16,6 @@ resumable ``last.pt``, ``history.json`` and ``train_config.json`` of :func:`fsad
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from fsadlib.io import save_torch
 from fsadlib.methods.finegrained.losses import mlsa_loss
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
 from fsadlib.methods.finegrained.regions import Regions, region_weights
+from fsadlib.methods.training import TrainReport
 from fsadlib.protocol import Protocol
 from fsadlib.tracking import open_live
 from fsadlib.train import TrainConfig, fit
@@ -47,6 +46,7 @@ class FineGrainedSection:
     """The ``finegrained`` section of params.yaml (defaults: the paper). List every ``train`` key in
     params.yaml: a nested section is built from ``TrainConfig``'s own defaults, not the paper's."""
 
+    ks: tuple[int, ...] = (1, 2, 4)      # one model per (target category, k, shot seed)
     model: FineGrainedConfig = field(default_factory=FineGrainedConfig)
     train: TrainConfig = field(default_factory=_paper_schedule)
 
@@ -96,44 +96,41 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
                         model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}")
 
 
-def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig, smoke: bool = False,
-                      root: str | Path | None = None, live_dir: str | Path | None = None) -> pd.DataFrame:
-    """Train one model per (target category of ``protocol``, k, seed of ``shots``).
+def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke: bool, out_dir: Path,
+                      live_dir: Path) -> TrainReport:
+    """Train one model per (target category of ``protocol``, k of ``section.ks``, seed of
+    ``shots.seeds``) (the one train signature, :mod:`fsadlib.methods.training`; smoke: the first
+    shot seed only, :func:`fsadlib.smoke.first_only`).
 
-    ``smoke``: every target category, the first k and seed, at most 2 epochs. A model file with the
-    same method config and epoch count is kept (resume; an interrupted model resumes from its
-    ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
-    call. Returns one row per model: category, k, seed, epochs, first/last loss, seconds, status, path.
+    A model file with the same method config and epoch count is kept (resume; an interrupted model
+    resumes from its ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models
+    trained in this call. The history has one row per (category, k, seed, epoch) with the loss parts.
     """
     from fsadlib.clip import ClipBackbone
+    from fsadlib.config import load_section
+    from fsadlib.smoke import first_only
 
     protocol.check()
-    categories = protocol.target_categories
-    ks, seeds = (shots.ks[:1], shots.seeds[:1]) if smoke else (shots.ks, shots.seeds)
-    if smoke:
-        section = dataclasses.replace(section, train=dataclasses.replace(section.train,
-                                                                         epochs=min(2, section.train.epochs)))
+    seeds = first_only(load_section("shots", ShotsConfig).seeds, smoke)
     dataset = protocol.target_dataset
     backbone = ClipBackbone(section.model.backbone)
-    rows, trained = [], []
-    for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
-        path = model_path(dataset, category, k, seed, root)
-        start = time.perf_counter()
-        history = _kept_history(path, section)
-        status = "kept"
-        if history is None:
-            history, status = train_category(dataset, category, k, seed, section, root, backbone), "trained"
-            trained.append(history)
-        rows.append({"category": category, "k": k, "seed": seed, "epochs": len(history),
-                     "loss_first": history[0]["train_loss"], "loss_last": history[-1]["train_loss"],
-                     "seconds": time.perf_counter() - start, "status": status, "path": str(path)})
+    runs = [(c, k, s) for c in protocol.target_categories for k in section.ks for s in seeds]
+    history, trained, models = [], [], []
+    for category, k, seed in tqdm(runs, desc="finegrained"):
+        path = model_path(dataset, category, k, seed, out_dir)
+        records = _kept_history(path, section)
+        if records is None:
+            records = train_category(dataset, category, k, seed, section, out_dir, backbone)
+            trained.append(records)
+        history += [{"category": category, "k": k, "seed": seed, **rec} for rec in records]
+        models.append(path)
     with open_live(live_dir) as live:
-        live.log_param("models", len(rows))
+        live.log_param("models", len(models))
         for epoch in range(max((len(h) for h in trained), default=0)):
             values = [h[epoch]["train_loss"] for h in trained if len(h) > epoch]
             live.log_metric("train_loss", sum(values) / len(values))
             live.next_step()
-    return pd.DataFrame(rows)
+    return TrainReport(pd.DataFrame(history), models)
 
 
 def _kept_history(path: Path, section: FineGrainedSection) -> list[dict[str, float]] | None:
@@ -145,16 +142,3 @@ def _kept_history(path: Path, section: FineGrainedSection) -> list[dict[str, flo
     if ckpt["config"] != to_dict(section.model) or len(history) != section.train.epochs:
         return None
     return history
-
-
-def history_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Long table (category, k, seed, epoch, part, value) of the loss parts, read from the models
-    listed in ``rows`` (the table :func:`train_finegrained` returns)."""
-    out = []
-    for row in rows.itertuples():
-        ckpt = torch.load(row.path, map_location="cpu", weights_only=False)
-        for rec in ckpt["extra"]["history"]:
-            out += [{"category": row.category, "k": row.k, "seed": row.seed, "epoch": rec["epoch"],
-                     "part": key[len("train_"):], "value": value}
-                    for key, value in rec.items() if key.startswith("train_")]
-    return pd.DataFrame(out)

@@ -28,18 +28,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fsadlib.clip import BackboneConfig
+from fsadlib.layout import model_dir, per_k_dir
 from fsadlib.maps import nearest_distance, to_map
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
-from fsadlib.paths import models_dir
-from fsadlib.prompts import class_name, ensemble_text_features
+from fsadlib.prompts import ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
 
 
@@ -132,12 +132,12 @@ class Inctrl(AnomalyMethod):
     name = "inctrl"
     Config = InctrlConfig
     few_shot = True
-    trainable = True
+    class_names: ClassVar[dict[str, str]] = {}  # the public code: the category key, "_" -> " ", nothing else
 
     @classmethod
     def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
         """``models/inctrl/k<k>/final.pt``: one model per k (the paper trains k in {2, 4, 8})."""
-        return models_dir() / "inctrl" / f"k{k}" / "final.pt"
+        return per_k_dir(model_dir(cls.name), k) / "final.pt"
 
     def __init__(self, config: InctrlConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -156,20 +156,20 @@ class Inctrl(AnomalyMethod):
         feats = self.backbone.encode_image(images, layers=self.config.layers)
         return Encoded(torch.stack(feats.tokens), feats.embedding)
 
-    def text_features(self, category: str) -> torch.Tensor:
-        """[2, D] unit-norm (normal, anomalous) ensemble of ``category`` ("_" -> " ", as the public
-        code; the prompt embeddings are cached on the backbone)."""
-        return ensemble_text_features(self.backbone, class_name(category, {}), NORMAL_STATES,
+    def text_features(self, category_key: str) -> torch.Tensor:
+        """[2, D] unit-norm (normal, anomalous) ensemble of ``display_name(category_key)`` ("_" -> " ",
+        as the public code; the prompt embeddings are cached on the backbone)."""
+        return ensemble_text_features(self.backbone, self.display_name(category_key), NORMAL_STATES,
                                       ABNORMAL_STATES_WINCLIP, TEMPLATES_WINCLIP)
 
-    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+    def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
         """Cache the k normal prompts' features [L, k, N, Cv] / [k, D] and the text ensemble."""
         if supports is None or supports.ndim != 4 or supports.shape[0] < 1:
-            raise ValueError(f"inctrl needs supports [k, 3, S, S] of normal images for '{class_name}', "
+            raise ValueError(f"inctrl needs supports [k, 3, S, S] of normal images for '{category_key}', "
                              f"got {None if supports is None else tuple(supports.shape)}")
         self.prompts = self.encode(supports)
-        self.text = self.text_features(class_name)
-        self.category = class_name
+        self.text = self.text_features(category_key)
+        self.category = category_key
 
     # -- scoring ------------------------------------------------------------------------------
     def score(self, query: Encoded, prompts: Encoded, text: torch.Tensor) -> InctrlScores:
@@ -206,6 +206,6 @@ class Inctrl(AnomalyMethod):
 
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
         if self.prompts is None or self.text is None:
-            raise RuntimeError("inctrl: call setup_category(class_name, supports) before scoring images")
+            raise RuntimeError("inctrl: call setup_category(category_key, supports) before scoring images")
         s = self.score(self.encode(images), self.prompts, self.text)
         return AnomalyOutput(s.final, to_map(s.patch_map, self.backbone.grid, self.backbone.image_size))

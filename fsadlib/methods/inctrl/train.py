@@ -15,16 +15,16 @@ Loss (labels y in {0, 1}, s final score, s_i image-level score, gamma 2, alpha 1
     double_sigmoid = 1:  FL_logits(s, y) + FL_logits(s_i, y)   (the public BinaryFocalLoss(logits=True)
                          applied to probabilities, i.e. FL(sigmoid(s), y): a double sigmoid)
 
-One model per k (``data.shots``), trained from the same seed, selected on the image AUROC of the
+One model per k of ``inctrl.ks``, trained from the same seed, selected on the image AUROC of the
 held-out validation categories (``protocol.val_categories``; supports: k normal training images drawn
-with ``val_seed``), never on target data. Layout: ``models/inctrl/k<k>/{last,best,final}.pt``, DVCLive
-logs in ``reports/train_inctrl/k<k>/``, a summary in ``reports/train_inctrl/metrics.json``.
+with ``val_seed``), never on target data. Layout: ``<out_dir>/k<k>/{last,best,final}.pt``
+(``models/inctrl/``), DVCLive logs in ``<live_dir>/k<k>/``, a summary in ``<live_dir>/metrics.json``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,10 @@ import torch
 from fsadlib.clip import ClipBackbone
 from fsadlib.config import seed_everything
 from fsadlib.io import write_json
+from fsadlib.layout import k_name, per_k_dir
 from fsadlib.losses import focal_loss, focal_loss_with_logits
 from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
+from fsadlib.methods.training import TrainReport
 from fsadlib.protocol import Protocol, validation_sets
 from fsadlib.train import TrainConfig, fit
 
@@ -52,7 +54,6 @@ class InctrlLossConfig:
 
 @dataclass(frozen=True)
 class InctrlDataConfig:
-    shots: tuple[int, ...] = (2, 4, 8)  # one model per k
     normals_per_batch: int = 8
     anomalies_per_batch: int = 8
     prompts_include_query: int = 0      # 1 = the public code (a normal query may be its own prompt)
@@ -63,8 +64,9 @@ class InctrlDataConfig:
 
 @dataclass(frozen=True)
 class InctrlSection:
-    """The ``inctrl`` section of params.yaml (defaults: the paper / public code)."""
+    """The ``inctrl`` section of params.yaml (defaults: the paper / public code): one model per k of ``ks``."""
 
+    ks: tuple[int, ...] = (2, 4, 8)
     model: InctrlConfig = field(default_factory=InctrlConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, steps_per_epoch=100, lr=1e-3, optimizer="adamw", betas=(0.9, 0.999), weight_decay=0.01,
@@ -176,48 +178,38 @@ def make_validate(samples: pd.DataFrame, protocol: Protocol, k: int, images: Cac
     return validate
 
 
-def train_inctrl(section: InctrlSection, protocol: Protocol, seed: int | None = None, smoke: bool = False,
+def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out_dir: Path, live_dir: Path,
                  samples: pd.DataFrame | None = None, loader: ImageLoader = default_loader,
-                 out_root: str | Path | None = None, live_root: str | Path | None = None,
-                 backbone_model: ClipBackbone | None = None) -> pd.DataFrame:
-    """Train one InCTRL model per k in ``section.data.shots``; returns the history of every run
-    (one row per (k, epoch)) and writes ``live_root/metrics.json`` (best validation AUROC per k).
+                 backbone_model: ClipBackbone | None = None) -> TrainReport:
+    """Train one InCTRL model per k of ``section.ks`` (the one train signature,
+    :mod:`fsadlib.methods.training`); the history has one row per (k, epoch), and
+    ``live_dir/metrics.json`` the best validation AUROC per k.
 
-    ``seed`` overrides ``section.train.seed``; ``smoke`` trains only the first k, 1 epoch of 2 steps with 2 + 2 queries
-    and 4 validation images per category. ``samples`` defaults to ``fsadlib.data.load_samples`` of the
-    auxiliary data set, ``loader`` to ``fsadlib.data.load_images``; ``backbone_model`` shares an
-    already-built backbone (it must match ``section.model.backbone``).
+    ``samples`` defaults to ``fsadlib.data.load_samples`` of the auxiliary data set, ``loader`` to
+    ``fsadlib.data.load_images``; ``backbone_model`` shares an already-built backbone (it must match
+    ``section.model.backbone``).
     """
-    from fsadlib.paths import models_dir, reports_dir
-
     protocol.check()
-    train, data = section.train, section.data
-    if seed is not None:
-        train = replace(train, seed=int(seed))
-    if smoke:
-        train = replace(train, epochs=1, steps_per_epoch=2)
-        data = replace(data, normals_per_batch=2, anomalies_per_batch=2, val_max_images=4,
-                       shots=data.shots[:1])
     if samples is None:
         from fsadlib.data import load_samples
 
         samples = load_samples(protocol.aux_dataset)
-    out_root = Path(out_root) if out_root is not None else models_dir() / "inctrl"
-    live_root = Path(live_root) if live_root is not None else reports_dir() / "train_inctrl"
+    out_dir, live_dir = Path(out_dir), Path(live_dir)
     backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
     images = CachedImages(backbone.image_size, loader)
     aux = training_samples(samples, protocol)
-    history, summary = [], {}
-    for k in data.shots:
-        seed_everything(train.seed)  # the same head initialisation for every k
+    history, summary, models = [], {}, []
+    for k in section.ks:
+        seed_everything(section.train.seed)  # the same head initialisation for every k
         method = Inctrl(section.model, backbone_model=backbone)
-        validate = make_validate(samples, protocol, k, images, data) if protocol.val_categories else None
-        result = fit(method, PromptedBatches(aux, k, images, data), lambda m, b: inctrl_loss(m, b, section.loss),
-                     train, out_root / f"k{k}", validate=validate, live_dir=live_root / f"k{k}",
-                     desc=f"inctrl k={k}")
+        validate = make_validate(samples, protocol, k, images, section.data) if protocol.val_categories else None
+        result = fit(method, PromptedBatches(aux, k, images, section.data),
+                     lambda m, b: inctrl_loss(m, b, section.loss), section.train, per_k_dir(out_dir, k),
+                     validate=validate, live_dir=live_dir / k_name(k), desc=f"inctrl k={k}")
         history += [{"k": k, **rec} for rec in result.history]
-        summary[f"k{k}"] = {"best_epoch": result.best_epoch,
-                            **{key: v for key, v in result.history[result.best_epoch - 1].items()
-                               if key.startswith(("val_", "train_"))}}
-    write_json(live_root / "metrics.json", {"seed": train.seed, "smoke": int(bool(smoke)), "runs": summary})
-    return pd.DataFrame(history)
+        models.append(result.best_path)
+        summary[k_name(k)] = {"best_epoch": result.best_epoch,
+                              **{key: v for key, v in result.history[result.best_epoch - 1].items()
+                                 if key.startswith(("val_", "train_"))}}
+    write_json(live_dir / "metrics.json", {"seed": section.train.seed, "smoke": int(bool(smoke)), "runs": summary})
+    return TrainReport(pd.DataFrame(history), models)

@@ -32,7 +32,7 @@ from fsadlib.maps import nearest_distance, to_map, topk_mean
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.kag_prompt.modules import KERNELS, KernelAwareConvs, LayerGraph, LayerProjection
 from fsadlib.methods.output import AnomalyOutput
-from fsadlib.prompts import class_name, ensemble_text_features
+from fsadlib.prompts import ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_KAG, NORMAL_STATES, TEMPLATES_KAG
 
 
@@ -71,7 +71,6 @@ class KagPrompt(AnomalyMethod):
     name = "kag_prompt"
     Config = KagPromptConfig
     few_shot = True
-    trainable = True
 
     def __init__(self, config: KagPromptConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -89,17 +88,17 @@ class KagPrompt(AnomalyMethod):
         self.support_bank: list[torch.Tensor] | None = None  # L x [k*N, Cv]
 
     # -- per-category caches -------------------------------------------------------------------
-    def text_for(self, category: str) -> torch.Tensor:
-        """[2, D] unit-norm (normal, anomalous) text ensemble of a category folder name (cached)."""
-        return ensemble_text_features(self.backbone, class_name(category), NORMAL_STATES,
+    def text_for(self, category_key: str) -> torch.Tensor:
+        """[2, D] unit-norm (normal, anomalous) text ensemble of ``display_name(category_key)`` (cached)."""
+        return ensemble_text_features(self.backbone, self.display_name(category_key), NORMAL_STATES,
                                       ABNORMAL_STATES_KAG, TEMPLATES_KAG)
 
-    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+    def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
         if supports is None or supports.ndim != 4 or supports.shape[0] < 1:
-            raise ValueError(f"kag_prompt is few-shot: setup_category('{class_name}') needs supports "
+            raise ValueError(f"kag_prompt is few-shot: setup_category('{category_key}') needs supports "
                              f"[k, 3, S, S], got {None if supports is None else tuple(supports.shape)}")
-        self.category = class_name
-        self.text_features = self.text_for(class_name)
+        self.category = category_key
+        self.text_features = self.text_for(category_key)
         with torch.no_grad():
             tokens = self.backbone.encode_image(supports, layers=self.config.layers).tokens
         self.support_bank = [t.reshape(-1, t.shape[-1]) for t in tokens]
@@ -129,7 +128,7 @@ class KagPrompt(AnomalyMethod):
     def memory_map(self, tokens: list[torch.Tensor]) -> torch.Tensor:
         """Mv [B, S, S] from the raw query tokens L x [B, N, Cv] and the support bank."""
         if self.support_bank is None:
-            raise RuntimeError("kag_prompt: call setup_category(class_name, supports) before forward")
+            raise RuntimeError("kag_prompt: call setup_category(category_key, supports) before forward")
         # nearest_distance = (1 - max cos) / 2, so the mean max-cosine is 1 - 2 * mean distance
         dist = torch.stack([nearest_distance(t, bank) for t, bank in zip(tokens, self.support_bank, strict=True)])
         sim = to_map(1 - 2 * dist.mean(0), self.backbone.grid, self.backbone.image_size, align_corners=True)
@@ -137,7 +136,7 @@ class KagPrompt(AnomalyMethod):
 
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
         if self.text_features is None:
-            raise RuntimeError("kag_prompt: call setup_category(class_name, supports) before forward")
+            raise RuntimeError("kag_prompt: call setup_category(category_key, supports) before forward")
         cfg = self.config
         feats = self.encode(images)
         with self.backbone.autocast():

@@ -17,19 +17,21 @@ with ``val_shots`` normal supports drawn from its own training split with ``val_
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from fsadlib.config import seed_everything
 from fsadlib.losses import dice_loss, focal_loss
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
+from fsadlib.methods.training import TrainReport
 from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, TrainResult, fit
+from fsadlib.train import TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class KagDataConfig:
 
 @dataclass(frozen=True)
 class KagTrainSection:
-    """The ``kag_prompt`` section of params.yaml."""
+    """The ``kag_prompt`` section of params.yaml; ``ks``: the k it is evaluated at (training is shot-agnostic)."""
 
+    ks: tuple[int, ...] = (1, 2, 4)
     model: KagPromptConfig = field(default_factory=KagPromptConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=50, steps_per_epoch=25, lr=1e-3, optimizer="adamw", betas=(0.9, 0.95), weight_decay=1e-3,
@@ -175,31 +178,19 @@ def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean
     return validate
 
 
-def train_kag_prompt(section: KagTrainSection, protocol: Protocol, smoke: bool = False, seed: int | None = None,
-                     out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainResult:
-    """Train KAG-prompt on ``protocol``'s auxiliary categories; returns the ``final.pt`` result.
-
-    ``seed`` overrides ``section.train.seed`` (the notebook's papermill parameter).
-    Writes ``models/kag_prompt/{last,best,final}.pt`` (default ``out_dir``) and DVCLive metrics to
-    ``reports/train_kag_prompt/`` (default ``live_dir``). ``smoke`` runs 1 epoch of 2 steps on 2 images
-    per batch and 4 validation images per category.
-    """
-    from fsadlib.paths import models_dir, reports_dir
-
+def train_kag_prompt(section: KagTrainSection, protocol: Protocol, *, smoke: bool, out_dir: Path,
+                     live_dir: Path) -> TrainReport:
+    """Train KAG-prompt on ``protocol``'s auxiliary categories (the one train signature,
+    :mod:`fsadlib.methods.training`): ``<out_dir>/{last,best,final}.pt`` (``models/kag_prompt/``),
+    DVCLive metrics in ``live_dir``; the history has one row per epoch. ``smoke`` changes nothing
+    here (the section arrives shrunk)."""
     protocol.check()
-    train, data = section.train, section.data
-    if seed is not None:
-        train = replace(train, seed=int(seed))
-    if smoke:
-        train = replace(train, epochs=1, steps_per_epoch=2)
-        data = replace(data, batch_size=2, val_max_images=4)
-    seed_everything(train.seed)
+    seed_everything(section.train.seed)
     method = KagPrompt(section.model)
-    size = method.backbone.image_size
-    batches = SyntheticAnomalyBatches(aux_normal_samples(protocol), size, data.batch_size, data.synthesis,
-                                      method.backbone.mean, method.backbone.std)
-    validate = (make_validate(protocol, data, size, method.backbone.mean, method.backbone.std)
-                if protocol.val_categories else None)
-    return fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), train,
-               out_dir or models_dir() / "kag_prompt", validate=validate,
-               live_dir=live_dir or reports_dir() / "train_kag_prompt", desc="kag_prompt")
+    size, mean, std = method.backbone.image_size, method.backbone.mean, method.backbone.std
+    data = section.data
+    batches = SyntheticAnomalyBatches(aux_normal_samples(protocol), size, data.batch_size, data.synthesis, mean, std)
+    validate = make_validate(protocol, data, size, mean, std) if protocol.val_categories else None
+    result = fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), section.train, out_dir,
+                 validate=validate, live_dir=live_dir, desc="kag_prompt")
+    return TrainReport(pd.DataFrame(result.history), [result.best_path])

@@ -21,20 +21,18 @@ tau = ``temperature``, scales s in ``window_sizes`` with coverage matrices C_s [
 ``WinClip`` (registry name ``winclip``) and ``WinClipPlus`` (``winclip_plus``) are one implementation;
 the subclass only sets ``few_shot = True``. Nothing is trained: the per-category state (text features,
 support banks) is a :class:`WinClipBank`, built by :meth:`WinClip.setup_category` (cached on the
-content of the supports) or loaded from a file written by :meth:`WinClip.save_bank`.
+content of the supports). There is no training stage and no models folder: the evaluation builds
+both methods from the ``winclip`` params section (:class:`WinClipSection`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from fsadlib.clip import BackboneConfig
 from fsadlib.clip.cache import FeatureCache, tensor_key
-from fsadlib.config import to_dict
-from fsadlib.io import save_torch
 from fsadlib.maps import harmonic_mean, nearest_distance, patch_text_probs, to_map
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
@@ -44,12 +42,8 @@ from fsadlib.methods.winclip.windows import (
     harmonic_aggregation,
     window_indices,
 )
-from fsadlib.paths import models_dir
-from fsadlib.prompts import class_name as prompt_class_name
 from fsadlib.prompts import ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
-
-BANK_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -84,22 +78,11 @@ class WinClipBank:
     supports_key: str = ""
     k: int = 0
 
-    def to(self, device: torch.device) -> WinClipBank:
-        return WinClipBank(self.category, self.text.to(device),
-                           None if self.windows is None else [w.to(device) for w in self.windows],
-                           None if self.patches is None else self.patches.to(device), self.supports_key, self.k)
-
 
 class WinClip(AnomalyMethod):
     name = "winclip"
     Config = WinClipConfig
     few_shot = False
-    trainable = False
-
-    @classmethod
-    def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
-        """``models/winclip/<name>/final.pt`` (config only; the banks are rebuilt or loaded per category)."""
-        return models_dir() / "winclip" / cls.name / "final.pt"
 
     def __init__(self, config: WinClipConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -126,9 +109,9 @@ class WinClip(AnomalyMethod):
         return [getattr(self, f"coverage_{s}") for s in self.config.window_sizes]
 
     # -- per-category state ------------------------------------------------------------------------
-    def text_for(self, category: str) -> torch.Tensor:
-        """[2, D] unit-norm (normal, anomalous) CPE text features of a category folder name (cached)."""
-        return ensemble_text_features(self.backbone, prompt_class_name(category), NORMAL_STATES,
+    def text_for(self, category_key: str) -> torch.Tensor:
+        """[2, D] unit-norm (normal, anomalous) CPE text features of ``display_name(category_key)`` (cached)."""
+        return ensemble_text_features(self.backbone, self.display_name(category_key), NORMAL_STATES,
                                       ABNORMAL_STATES_WINCLIP, TEMPLATES_WINCLIP)
 
     def build_bank(self, category: str, supports: torch.Tensor | None = None) -> WinClipBank:
@@ -150,38 +133,18 @@ class WinClip(AnomalyMethod):
         windows = encode_windows(self.backbone, supports, self.windows)
         return [w.flatten(0, 1) for w in windows], feats.tokens[0].flatten(0, 1)
 
-    def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
+    def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
         """Select (build once, then reuse) the bank of a category. A zero-shot WinCLIP ignores
         ``supports``; WinCLIP+ raises ``ValueError`` without them."""
-        key = (class_name, tensor_key(supports) if self.few_shot and supports is not None else "")
+        key = (category_key, tensor_key(supports) if self.few_shot and supports is not None else "")
         with torch.no_grad():
-            self.bank = self._banks.get_or_compute(key, lambda: self.build_bank(class_name, supports))
-        self.category = class_name
-
-    def save_bank(self, path: str | Path) -> Path:
-        """Atomically write the current bank with the method config (so a load can check it)."""
-        bank = self._require_bank()
-        return save_torch(path, {"format": BANK_FORMAT, "method": self.name, "config": to_dict(self.config),
-                                 "bank": bank.to(torch.device("cpu")).__dict__})
-
-    def load_bank(self, path: str | Path) -> None:
-        """Make the bank saved at ``path`` current; it must come from the same method and config."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{self.name} bank not found: {path}")
-        data = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
-            raise ValueError(f"{path}: not a WinCLIP bank file (format {BANK_FORMAT})")
-        if data["method"] != self.name or data["config"] != to_dict(self.config):
-            raise ValueError(f"{path}: bank of {data['method']} with config {data['config']} does not match "
-                             f"{self.name} with config {to_dict(self.config)}")
-        self.bank = WinClipBank(**data["bank"]).to(self.device)
-        self.category = self.bank.category
+            self.bank = self._banks.get_or_compute(key, lambda: self.build_bank(category_key, supports))
+        self.category = category_key
 
     def _require_bank(self) -> WinClipBank:
         if self.bank is None:
-            raise RuntimeError(f"{self.name}: call setup_category(class_name{', supports' if self.few_shot else ''}) "
-                               "or load_bank(path) before forward")
+            raise RuntimeError(f"{self.name}: call setup_category(category_key{', supports' if self.few_shot else ''}) "
+                               "before forward")
         return self.bank
 
     # -- scoring ---------------------------------------------------------------------------------------
@@ -220,3 +183,12 @@ class WinClipPlus(WinClip):
 
     name = "winclip_plus"
     few_shot = True
+
+
+@dataclass(frozen=True)
+class WinClipSection:
+    """The ``winclip`` params section, shared by ``winclip`` (zero-shot) and ``winclip_plus`` (evaluated
+    at every k of ``ks``; the paper reports 1, 2 and 4 shots)."""
+
+    model: WinClipConfig = field(default_factory=WinClipConfig)
+    ks: tuple[int, ...] = (1, 2, 4)

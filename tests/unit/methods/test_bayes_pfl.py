@@ -15,18 +15,21 @@ from fsadlib.losses import balanced_focal_loss
 from fsadlib.maps import fused_image_score
 from fsadlib.methods import create
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.bayes_pfl import (
-    BayesPFL,
-    BayesPFLConfig,
-    BayesPFLSection,
-    BayesPFLTrainConfig,
-    train_bayes_pfl,
-)
+from fsadlib.methods.bayes_pfl import SPEC
 from fsadlib.methods.bayes_pfl.flows import planar_flow, sample_flow
 from fsadlib.methods.bayes_pfl.layers import ResidualCrossModalAttention
-from fsadlib.methods.bayes_pfl.model import public_image_scores, public_topk
-from fsadlib.methods.bayes_pfl.train import MosaicDataset, orthogonality_loss, stage1_loss, tile_2x2
+from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig, public_image_scores, public_topk
+from fsadlib.methods.bayes_pfl.train import (
+    BayesPFLSection,
+    BayesPFLTrainConfig,
+    MosaicDataset,
+    orthogonality_loss,
+    stage1_loss,
+    tile_2x2,
+    train_bayes_pfl,
+)
 from fsadlib.protocol import Protocol
+from fsadlib.smoke import smoke_section
 from fsadlib.train import TrainConfig, fit
 
 TINY = BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 6, 9, 12), test_samples=3, topk=30,
@@ -233,14 +236,16 @@ def test_two_stage_training_and_checkpoint_round_trip(tmp_path):
         return {"pixel_ap": value, "image_ap": value}
 
     protocol = Protocol(aux_categories=("brick", "cross"), val_categories=("grass",), target_categories=("disc",))
-    res = train_bayes_pfl(section, protocol, tmp_path, batches=[synthetic_batch(4)], validate=validate)
-    assert res.best_path == tmp_path / "final.pt"
-    ckpt = torch.load(res.best_path, weights_only=False)
+    res = train_bayes_pfl(section, protocol, smoke=False, out_dir=tmp_path, live_dir=tmp_path / "live",
+                          batches=[synthetic_batch(4)], validate=validate)
+    assert res.models == [tmp_path / "final.pt"]
+    assert list(res.history.stage) == [1, 1, 2, 2] and list(res.history.epoch) == [1, 2, 1, 2]
+    ckpt = torch.load(res.models[0], weights_only=False)
     assert ckpt["extra"]["stage1_best_epoch"] == 1 and ckpt["extra"]["stage2_best_epoch"] == 2
     assert int(ckpt["state_dict"]["stage"]) == 2
     assert ckpt["extra"]["training_data"].endswith("TEST split")
-    loaded = load_checkpoint(res.best_path).eval()
-    again = load_checkpoint(res.best_path).eval()
+    loaded = load_checkpoint(res.models[0]).eval()
+    again = load_checkpoint(res.models[0]).eval()
     x = synthetic_batch(2, seed=5)["image"]
     for mm in (loaded, again):
         mm.setup_category("disc")
@@ -276,15 +281,17 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     monkeypatch.setattr(data, "load_samples",
                         lambda dataset, categories=None: table if categories is None else data.select_categories(table, categories))
     protocol = Protocol(aux_categories=("brick",), val_categories=("grass",), target_categories=("disc",))
-    section = BayesPFLSection(model=TINY, train=BayesPFLTrainConfig(batch_size=2, mosaic_prob=0.5))
-    res = train_bayes_pfl(section, protocol, tmp_path / "out", smoke=True, seed=1, live_dir=tmp_path / "live")
-    assert [h["stage"] for h in res.history] == [1, 2]
+    section = smoke_section(BayesPFLSection(model=TINY, train=BayesPFLTrainConfig(batch_size=2, mosaic_prob=0.5,
+                                                                                seed=1)), SPEC.smoke)
+    res = train_bayes_pfl(section, protocol, smoke=True, out_dir=tmp_path / "out", live_dir=tmp_path / "live")
+    assert list(res.history.stage) == [1, 2]
     assert (tmp_path / "live" / "stage1" / "metrics.json").is_file() and (tmp_path / "live" / "stage2" / "metrics.json").is_file()
-    assert all(0 <= h["val_pixel_ap"] <= 1 and 0 <= h["val_image_ap"] <= 1 for h in res.history)
-    assert {"val_pixel_ap_grass", "val_image_ap_grass"} <= set(res.history[0])
-    assert torch.load(res.best_path, weights_only=False)["extra"]["protocol"]["val_categories"] == ["grass"]
+    assert res.history.val_pixel_ap.between(0, 1).all() and res.history.val_image_ap.between(0, 1).all()
+    assert {"val_pixel_ap_grass", "val_image_ap_grass"} <= set(res.history)
+    assert torch.load(res.models[0], weights_only=False)["extra"]["protocol"]["val_categories"] == ["grass"]
     with pytest.raises(KeyError, match="unknown categories"):
-        train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), tmp_path / "bad", smoke=True)
+        train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), smoke=True, out_dir=tmp_path / "bad",
+                        live_dir=tmp_path / "bad_live")
 
 
 def test_distribution_ablation_switches_off_samples_and_kl():

@@ -13,10 +13,10 @@ from PIL import Image, ImageDraw
 from fsadlib.captions import Captions, OfflineCaptioner, save_captions
 from fsadlib.captions.vocab import LOCATIONS
 from fsadlib.clip import BackboneConfig, ClipBackbone
-from fsadlib.methods import create, list_methods
+from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.finegrained import FineGrainedAD, FineGrainedConfig, category_model, model_path
 from fsadlib.methods.finegrained.losses import level_losses
+from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, category_model, model_path
 from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts
 from fsadlib.methods.finegrained.regions import dpc_knn, effective_k, region_weights
 from fsadlib.methods.finegrained.train import fit_category
@@ -55,7 +55,7 @@ def supports() -> torch.Tensor:
 def test_registered():
     assert "finegrained" in list_methods()
     m = create("finegrained", backbone={"arch": "tiny"}, captions_dataset="toy")
-    assert isinstance(m, FineGrainedAD) and m.few_shot and m.trainable
+    assert isinstance(m, FineGrainedAD) and m.few_shot and m.per_category and spec_of("finegrained").trainable
     assert FineGrainedConfig().backbone.arch == "ViT-B-16-plus-240" and FineGrainedConfig().logit_scale == 4.6052
 
 

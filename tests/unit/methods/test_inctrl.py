@@ -11,10 +11,9 @@ import torch
 
 from fsadlib.clip import BackboneConfig
 from fsadlib.losses import focal_loss
-from fsadlib.methods import create, list_methods
+from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.inctrl import Inctrl, InctrlConfig
-from fsadlib.methods.inctrl.model import Encoded, legacy_layout
+from fsadlib.methods.inctrl.model import Encoded, Inctrl, InctrlConfig, legacy_layout
 from fsadlib.methods.inctrl.reference import public_forward
 from fsadlib.methods.inctrl.train import (
     CachedImages,
@@ -50,14 +49,14 @@ def method():
 
 
 def test_registered_with_paper_defaults():
-    assert "inctrl" in list_methods() and Inctrl.few_shot and Inctrl.trainable
+    assert "inctrl" in list_methods() and Inctrl.few_shot and spec_of("inctrl").trainable
     cfg = InctrlConfig()
     assert (cfg.backbone.arch, cfg.backbone.pretrained, cfg.backbone.image_size) == \
         ("ViT-B-16-plus-240", "laion400m_e32", 240)
     assert cfg.layers == (7, 9, 11) and cfg.adapter_reduction == 4 and cfg.head_hidden == (128, 64)
     assert cfg.text_scale == 100.0 and cfg.legacy_reshape == 0
     sec = InctrlSection()
-    assert sec.data.shots == (2, 4, 8) and (sec.data.normals_per_batch, sec.data.anomalies_per_batch) == (8, 8)
+    assert sec.ks == (2, 4, 8) and (sec.data.normals_per_batch, sec.data.anomalies_per_batch) == (8, 8)
     assert (sec.train.lr, sec.train.optimizer, sec.train.weight_decay, sec.train.epochs) == (1e-3, "adamw", 0.01, 10)
     assert sec.loss.double_sigmoid == 0 and sec.data.prompts_include_query == 0
 
@@ -239,13 +238,15 @@ def test_two_training_steps_decrease_the_loss(method, tmp_path):
 
 def test_train_inctrl_end_to_end_and_checkpoint_round_trip(method, tmp_path):
     samples, loader = fake_dataset()
-    section = InctrlSection(model=InctrlConfig(backbone=BackboneConfig(arch="tiny")),
+    section = InctrlSection(ks=(2,), model=InctrlConfig(backbone=BackboneConfig(arch="tiny")),
                             train=TrainConfig(epochs=1, steps_per_epoch=2, amp=0, seed=3, select_metric="auroc_mean"),
-                            data=InctrlDataConfig(shots=(2,), normals_per_batch=2, anomalies_per_batch=2))
-    hist = train_inctrl(section, PROTOCOL, samples=samples, loader=loader, out_root=tmp_path / "models",
-                        live_root=tmp_path / "reports", backbone_model=method.backbone)
+                            data=InctrlDataConfig(normals_per_batch=2, anomalies_per_batch=2))
+    report = train_inctrl(section, PROTOCOL, smoke=False, out_dir=tmp_path / "models", live_dir=tmp_path / "reports",
+                          samples=samples, loader=loader, backbone_model=method.backbone)
+    hist = report.history
     assert list(hist.k) == [2] and "val_auroc_grass" in hist and hist.val_auroc_mean.between(0, 1).all()
     final = tmp_path / "models" / "k2" / "final.pt"
+    assert report.models == [final]
     assert final.is_file() and (tmp_path / "reports" / "metrics.json").is_file()
     m = load_checkpoint(final, backbone_model=method.backbone).eval()
     assert isinstance(m, Inctrl) and m.config.backbone.arch == "tiny"

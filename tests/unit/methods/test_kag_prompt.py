@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from fsadlib.clip import BackboneConfig
-from fsadlib.methods import create, list_methods
+from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.kag_prompt import KagPrompt, KagPromptConfig
+from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
 from fsadlib.methods.kag_prompt.train import KagLossConfig, kag_loss
 
 TINY = {"backbone": {"arch": "tiny"}, "layers": [3, 6, 9, 12], "proj_dim": 24, "topk": 5}
@@ -29,7 +29,7 @@ def images(n=3, seed=2):
 
 
 def test_registered_with_paper_defaults():
-    assert "kag_prompt" in list_methods() and KagPrompt.few_shot and KagPrompt.trainable
+    assert "kag_prompt" in list_methods() and KagPrompt.few_shot and spec_of("kag_prompt").trainable
     cfg = KagPromptConfig()
     assert (cfg.backbone.arch, cfg.backbone.pretrained, cfg.backbone.image_size) == \
         ("ViT-H-14", "laion2b_s32b_b79k", 224)

@@ -3,6 +3,8 @@ a smoke training run with validation-only selection and a reloadable final.pt.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ import yaml
 from fsadlib.config import from_dict
 from fsadlib.data import CLIP_MEAN, CLIP_STD, synthetic
 from fsadlib.methods.base import load_checkpoint
+from fsadlib.methods.kag_prompt import SPEC
 from fsadlib.methods.kag_prompt.train import (
     KagDataConfig,
     KagTrainSection,
@@ -19,6 +22,7 @@ from fsadlib.methods.kag_prompt.train import (
     train_kag_prompt,
 )
 from fsadlib.protocol import Protocol
+from fsadlib.smoke import smoke_section
 
 PROTOCOL = Protocol(aux_categories=("stripes", "cross"), val_categories=("grass",), target_categories=("disc",))
 
@@ -78,13 +82,16 @@ def test_smoke_training_writes_a_reloadable_final_checkpoint(repo):
                   "weight_decay": 1e-3, "schedule": "linear", "warmup": 0.1, "grad_clip": 1.0,
                   "select_metric": "auroc_mean"},
         "data": {"batch_size": 2, "val_max_images": 4}}, "kag_prompt")
-    result = train_kag_prompt(section, PROTOCOL, smoke=True, seed=3)
-    assert result.best_path == repo / "models" / "kag_prompt" / "final.pt"
-    assert len(result.history) == 1 and np.isfinite(result.history[0]["train_loss"]), result.history
-    assert 0.0 <= result.history[0]["val_auroc_mean"] <= 1.0, result.history
+    section = smoke_section(replace(section, train=replace(section.train, seed=3)), SPEC.smoke)
+    dirs = {"out_dir": repo / "models" / "kag_prompt", "live_dir": repo / "reports" / "train_kag_prompt"}
+    result = train_kag_prompt(section, PROTOCOL, smoke=True, **dirs)
+    assert result.models == [repo / "models" / "kag_prompt" / "final.pt"]
+    history = result.history
+    assert len(history) == 1 and np.isfinite(history.train_loss).all(), history
+    assert history.val_auroc_mean.between(0, 1).all(), history
     assert (repo / "reports" / "train_kag_prompt" / "metrics.json").is_file()
-    method = load_checkpoint(result.best_path)
+    method = load_checkpoint(result.models[0])
     assert method.config == section.model
-    assert torch.load(result.best_path, weights_only=False)["extra"]["selected_from"] == "best.pt"
+    assert torch.load(result.models[0], weights_only=False)["extra"]["selected_from"] == "best.pt"
     with pytest.raises(ValueError, match="target categories"):
-        train_kag_prompt(section, Protocol(aux_categories=("disc",), target_categories=("disc",)), smoke=True)
+        train_kag_prompt(section, Protocol(aux_categories=("disc",), target_categories=("disc",)), smoke=True, **dirs)

@@ -8,19 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsadlib.clip import BackboneConfig
-from fsadlib.data.shots import ShotsConfig
-from fsadlib.methods import create, list_methods
+from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.winclip import WinClip, WinClipConfig, WinClipPlus
-from fsadlib.methods.winclip.train import WinClipSection, bank_path, train_winclip
+from fsadlib.methods.winclip.model import WinClip, WinClipConfig, WinClipPlus
 from fsadlib.methods.winclip.windows import (
     coverage_matrix,
     encode_windows,
     harmonic_aggregation,
     window_indices,
 )
-from fsadlib.protocol import Protocol
 
 TINY = {"backbone": {"arch": "tiny"}}
 
@@ -45,7 +41,7 @@ def plus(zero):
 
 def test_registered_with_paper_defaults():
     assert {"winclip", "winclip_plus"} <= set(list_methods())
-    assert not WinClip.few_shot and WinClipPlus.few_shot and not WinClip.trainable
+    assert not WinClip.few_shot and WinClipPlus.few_shot and not spec_of("winclip").trainable
     assert issubclass(WinClipPlus, WinClip)
     cfg = WinClipConfig()
     assert (cfg.backbone.arch, cfg.backbone.pretrained, cfg.backbone.image_size) == \
@@ -189,43 +185,15 @@ def test_bad_parameters_name_the_key():
         create("winclip", scales=[2, 3], **TINY)
 
 
-def test_checkpoint_and_bank_round_trip(tmp_path, zero, plus):
+def test_checkpoint_round_trip(tmp_path, zero, plus):
     x = images(2, seed=5)
+    supports = images(2, seed=1)
     for m in (zero, plus):
         ckpt = m.save_checkpoint(tmp_path / m.name / "final.pt")
-        m.save_bank(tmp_path / m.name / "bank.pt")
         loaded = load_checkpoint(ckpt, backbone_model=None if m is zero else zero.backbone)
         assert type(loaded) is type(m) and loaded.config == m.config
-        loaded.load_bank(tmp_path / m.name / "bank.pt")
+        for method in (m, loaded):
+            method.setup_category("metal_nut", supports)
         a, b = m(x), loaded(x)
         torch.testing.assert_close(a.pred_score, b.pred_score)
         torch.testing.assert_close(a.anomaly_map, b.anomaly_map)
-    other = create("winclip_plus", backbone_model=zero.backbone, window_sizes=[2], **TINY)
-    with pytest.raises(ValueError, match="bank.pt"):
-        other.load_bank(tmp_path / "winclip_plus" / "bank.pt")
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        other.load_bank(tmp_path / "missing.pt")
-
-
-def test_train_winclip_writes_and_resumes_banks(tmp_path):
-    section = WinClipSection(model=WinClipConfig(backbone=BackboneConfig(arch="tiny")))
-    shots = ShotsConfig(ks=(1, 2), seeds=(0, 1))
-    protocol = Protocol(aux_categories=("stripes",), val_categories=("grass",), target_categories=("disc",))
-    calls = []
-
-    def fake_supports(dataset, category, k, seed, backbone):
-        calls.append((dataset, category, k, seed))
-        return images(k, seed=100 * k + seed)
-
-    table = train_winclip(section, protocol, shots, out_dir=tmp_path, live_dir=tmp_path / "live", supports=fake_supports)
-    assert len(table) == 1 + 2 * 2 and (table.status == "built").all()
-    assert sorted(calls) == [("synthetic", "disc", k, s) for k in (1, 2) for s in (0, 1)]
-    assert (tmp_path / "winclip" / "final.pt").is_file() and (tmp_path / "winclip_plus" / "final.pt").is_file()
-    assert bank_path(tmp_path, "winclip_plus", "synthetic", "disc", 2, 1).is_file()
-    assert bank_path(tmp_path, "winclip", "synthetic", "disc").is_file()
-    assert table.query("k == 2").patch_rows.eq(2 * 64).all()
-    again = train_winclip(section, protocol, shots, out_dir=tmp_path, live_dir=tmp_path / "live", supports=fake_supports)
-    assert (again.status == "kept").all() and len(calls) == 4
-    smoke = train_winclip(section, protocol, shots, smoke=True, out_dir=tmp_path / "s", live_dir=tmp_path / "live2",
-                          supports=fake_supports)
-    assert sorted(set(smoke.k)) == [0, 1] and set(smoke.seed) == {0}

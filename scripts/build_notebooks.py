@@ -1,0 +1,239 @@
+"""Rebuild every notebook of notebooks/ from its source (``make notebooks``).
+
+The pipeline notebooks that belong to no method are written from the cell sources below; every
+trainable method folder's training notebook (``MethodSpec.notebook``, built-in folders and outside
+packages alike) from the one template :func:`fsadlib.notebooks.training_notebook`. Edit the sources
+here (or the template), never the .ipynb files: ``tests/notebooks`` fails when a committed notebook
+differs from what this script writes.
+
+    python scripts/build_notebooks.py               # rewrite notebooks/
+    python scripts/build_notebooks.py --out DIR     # write to DIR instead (the test compares)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fsadlib.methods import specs
+from fsadlib.notebooks import md, save_notebook, training_notebook, write_notebook
+from fsadlib.paths import repo_root
+
+#: notebook name -> (title, parameters cell, cells)
+NOTEBOOKS = {
+    "10_prepare_data": (
+        '# 10 Prepare data',
+        'smoke = 0  # 1: tiny synthetic data set (64 px, 8/2/6 images per category)',
+        [
+            md("""Generates the embedded synthetic data set (`params.yaml: synthetic`, written to its `datasets` root)
+and indexes every data set configured in `params.yaml: datasets`: images per category and sample
+grids with the masks outlined. Library: `fsadlib/data/` (`synthetic.py`, `samples.py`, `readers/`)."""),
+            """import pandas as pd
+
+from fsadlib import config, data
+from fsadlib.data import figures
+from fsadlib.protocol import Protocol""",
+            """synthetic_config = config.load_section("synthetic", data.SyntheticConfig)
+synthetic_config = synthetic_config.for_smoke() if config.as_flag(smoke) else synthetic_config
+protocol = config.load_section("protocol", Protocol).check()
+shots_config = config.load_section("shots", data.ShotsConfig)
+synthetic_config""",
+            md('## Generate the synthetic data set'),
+            """root = data.synthetic.generate(data.dataset_root("synthetic"), **config.to_dict(synthetic_config))
+root""",
+            md('## Index every configured data set'),
+            """samples = pd.concat([data.load_samples(name) for name in data.dataset_specs()], ignore_index=True)
+counts = figures.count_table(samples)
+counts""",
+            'figures.count_plot(samples);',
+            'figures.sample_grid(samples, per_category=5);',
+            md('## Invariants'),
+            """normal, anomalous = samples[samples.label == 0], samples[samples.label == 1]
+assert (normal.mask_path == "").all(), "normal images carry no mask"
+synthetic_anomalous = anomalous[anomalous.dataset == "synthetic"]
+assert (synthetic_anomalous.mask_path != "").all(), "every synthetic defect has a mask"
+assert all(data.load_mask(p, synthetic_config.image_size).sum() >= 1 for p in synthetic_anomalous.mask_path)
+assert (counts["train good"] >= max(shots_config.ks)).all(), "enough normal training images for the largest k"
+categories_of = samples.groupby("dataset").category.unique().map(set)
+assert set(protocol.aux_categories + protocol.val_categories) <= categories_of[protocol.aux_dataset]
+assert set(protocol.target_categories) <= categories_of[protocol.target_dataset]""",
+        ],
+    ),
+    "15_make_shots": (
+        '# 15 Make k-shot files',
+        'dataset = "synthetic"  # a name of params.yaml: datasets',
+        [
+            md("""Writes the frozen k-shot support files `data/shots/<dataset>/<category>/k<k>_seed<s>.json` for every
+category, k and seed of `params.yaml: shots`, drawn from the normal training images only
+(`fsadlib/data/shots.py`: one seeded shuffle per category and seed, k-shot = its first k, so the sets are nested)."""),
+            'from fsadlib import config, data',
+            """shots_config = config.load_section("shots", data.ShotsConfig)
+samples = data.load_samples(dataset)
+written = data.make_shots(samples, shots_config.ks, shots_config.seeds)
+len(written)""",
+            """table = data.shots.shot_table(dataset, sorted(samples.category.unique()), shots_config.ks, shots_config.seeds)
+table[table.k == 1].pivot(index="category", columns="seed", values="image_path")""",
+            md('## Invariants'),
+            """assert len(shots_config.seeds) >= 3, "the protocol reports mean +- std over at least 3 seeds"
+train_good = samples[(samples.split == "train") & (samples.label == 0)].image_path
+assert table.image_path.isin(train_good).all(), "shots come from train/good only"
+per_file = table.groupby(["category", "k", "seed"]).image_path.nunique()
+assert (per_file.index.get_level_values("k") == per_file.to_numpy()).all(), "k distinct images per file"
+assert len(written) == samples.category.nunique() * len(shots_config.ks) * len(shots_config.seeds)""",
+        ],
+    ),
+    "20_build_captions": (
+        '# 20 Build captions',
+        "dataset = 'synthetic'",
+        [
+            md("""Multi-level fine-grained semantic captions (MFSC, FineGrainedAD) of every category of one data set:
+level 1 foreground / background, level 2 entities with number, location and relation, level 3 colour,
+texture and shape per entity, plus a global caption. The captioner (`captions` section of `params.yaml`)
+is `offline` by default (measured from one normal training image, no model), or a VLM over an
+OpenAI-compatible endpoint or a local transformers model. Writes `data/captions/<dataset>/<category>.json`
+(schema: `fsadlib/captions/schema.py`), validated on write and on load."""),
+            """import seaborn as sns
+
+from fsadlib.captions import CaptionsConfig, build_captions, caption_figure, caption_table, load_captions, token_table
+from fsadlib.config import load_section""",
+            """config = load_section("captions", CaptionsConfig)
+config""",
+            """written = build_captions(dataset, config=config)
+captions = [load_captions(dataset, category) for category in written]
+caption_table(captions)""",
+            md('Per category, the reference image beside its captions at each level.'),
+            'caption_figure(captions);',
+            md("""Token lengths of every caption text in CLIP's BPE (77-token context; MLLP inserts 5 learnable
+tokens, so a text longer than 70 tokens is split into pieces, never cut)."""),
+            """tokens = token_table(captions)
+sns.catplot(data=tokens, x="tokens", y="category", hue="field", kind="strip", height=3.5, aspect=2);""",
+            """assert sorted(written) == sorted(c.category for c in captions) and len(captions) > 0
+assert all(c.dataset == dataset and c.source["captioner"] == config.captioner for c in captions)
+assert all(len(c.entity) == len(c.entity_caption) >= 1 for c in captions)
+print(f"{len(captions)} categories captioned, {sum(c.n_entities for c in captions)} entities, "
+      f"{(tokens.tokens > 70).sum()} texts over the 70-token budget")""",
+        ],
+    ),
+    "40_evaluate": (
+        "# 40 Evaluate a method on the target categories",
+        """method = "winclip"  # a registered method (fsadlib.methods.list_methods())
+folder = "winclip"  # its method folder (fsadlib.methods.spec_of(method).name)
+smoke = 0""",
+        [
+            md("""Evaluates `method` (its trained model(s), or, for a training-free method, a model built from its params
+section) on the protocol's **target** categories, for every k of its folder section's `ks` (k = 0 for a
+zero-shot method) and every k-shot seed of `shots`, with the exact metrics of `fsadlib.metrics`, and
+aggregates mean ± std over seeds. Outputs: `results/<method>/<dataset>/k<k>/seed<s>/` (metrics.json with
+resolution and mask rule, scores.csv, float16 maps) and `results/<method>/<dataset>/k<k>/metrics.json`
+(over seeds). Resumable per category."""),
+            """import seaborn as sns
+
+from fsadlib.config import as_flag
+from fsadlib.evaluate import run_plan
+from fsadlib.methods import method_spec
+from fsadlib.methods.training import entry_ks, load_method_section""",
+            """table = run_plan(method, smoke=as_flag(smoke), folder=folder)
+table[table.category == "mean"].pivot(index="metric", columns="k", values=["mean", "std"])""",
+            md("Per-category image and pixel AUROC (mean over seeds; error bars are not drawn for a single seed)."),
+            """auroc = table[table.metric.isin(["image_auroc", "pixel_auroc"]) & (table.category != "mean")]
+sns.catplot(data=auroc, x="category", y="mean", hue="k", col="metric", kind="bar", height=3, aspect=1.4);""",
+            md("## Invariants"),
+            """spec = method_spec(folder)
+entry = next(m for m in spec.methods if m.name == method)
+scores = table[table.metric.str.startswith("image_") & table["mean"].notna()]
+assert ((scores["mean"] >= 0) & (scores["mean"] <= 1)).all(), "metrics out of [0, 1]"
+assert set(table.k) == set(entry_ks(entry, load_method_section(spec), as_flag(smoke))), "every k of the method"
+""",
+        ],
+    ),
+    "50_ablation_analysis": (
+        '# 50 Ablation analysis: every run in one table, summary, figures, paper comparison',
+        """metric = "image_auroc"  # metric of the k and ablation curves
+num_commits = 1  # experiments (dvc exp) of the last N commits""",
+        [
+            md("""Every saved run (`results/<method>/<dataset>/k<k>/seed<s>/metrics.json`) as one tidy table; the seed
+summary `reports/summary.json` (DVC metrics: method -> dataset -> k -> metric mean/std over seeds, with
+the evaluation resolution); per-category heat maps and metric-vs-k curves (`reports/figures/`, DVC
+plots); ablation curves over DVC experiments (`dvc exp run --queue -S ...`, see the README); our
+numbers beside the published ones; the efficiency table of `benchmarks/bench_methods.py`."""),
+            """from IPython.display import display
+
+from fsadlib import analysis, viz
+from fsadlib.config import load_section
+from fsadlib.paths import reports_dir
+from fsadlib.protocol import Protocol
+
+dataset = load_section("protocol", Protocol).check().target_dataset""",
+            """runs = analysis.load_runs()
+assert not runs.empty, "no saved results: run `dvc repro evaluate` first"
+assert runs["value"].dropna().between(0, 1).all(), "metrics out of [0, 1]"
+runs.groupby(["method", "dataset", "k"]).agg(seeds=("seed", "nunique"), categories=("category", "nunique"),
+                                             eval_size=("eval_size", "first"), random_weights=("random_weights", "first"))""",
+            md('## Summary: mean ± std over seeds (%), category mean'),
+            """summary = analysis.write_summary(runs)
+assert all(e["n_seeds"] >= 1 for m in summary.values() for d in m.values() for e in d.values())
+analysis.summary_table(runs)""",
+            md('## Per-category heat maps (mean over seeds, %)'),
+            """fig = viz.category_heatmaps(runs, dataset)
+viz.save_figure(fig, f"heatmaps_{dataset}")""",
+            md('## Metric versus shots k (error bars: std over seeds)'),
+            """fig = viz.metric_vs_k(runs, dataset, metric)
+viz.save_figure(fig, f"{metric}_vs_k_{dataset}")""",
+            md("""## Ablations (DVC experiments)
+One curve per varied parameter of a method section (e.g. `kag_prompt.model.rounds`); empty until
+experiments have run (README: *Ablations*)."""),
+            """experiments = analysis.load_experiments(num=num_commits)
+curves = viz.ablation_curves(experiments, metric)
+for param, fig in curves.items():
+    viz.save_figure(fig, f"ablation_{param}")
+experiments[["experiment", *analysis.varied_params(experiments)]].drop_duplicates("experiment")""",
+            md("""## Paper comparison
+Published numbers (`fsadlib/analysis/published.csv`; `status` says which are unverified second-hand
+quotes) beside ours for the same method, k and metric. Our data set and weights are in the row:
+with random backbone weights the numbers are **not comparable** (they only show that the code runs)."""),
+            """comparison = analysis.paper_comparison(runs)
+assert comparison.empty or comparison["paper"].between(0, 100).all()
+comparison""",
+            md('## Efficiency (`python benchmarks/bench_methods.py`; not a pipeline dependency)'),
+            """efficiency = analysis.read_efficiency() if (reports_dir() / "efficiency.csv").is_file() else None
+display(efficiency)
+fig = viz.efficiency_plot(efficiency) if efficiency is not None else None""",
+        ],
+    ),
+    "60_explore_anomaly_maps": (
+        '# 60 Explore anomaly maps',
+        'results = ""  # results folder; "" = results/ of this checkout',
+        [
+            md("""Interactive explorer over **saved** results (it never runs a model): pick the data set, category,
+two methods, k and seed; maps are normalised per (method, category) and the ground-truth contour is
+drawn in white. Sort the images by the difference of the two methods' (per-category min-max
+normalised) image scores to find where they disagree. Needs `results/` from `dvc repro evaluate`."""),
+            """from fsadlib.viz.explorer import Explorer
+
+explorer = Explorer(results or None)
+explorer.widget""",
+        ],
+    ),
+}
+
+
+def build(out: Path) -> list[Path]:
+    """Write every notebook into ``out``; returns the paths written."""
+    written = [write_notebook(out / f"{name}.ipynb", parameters, cells, title)
+               for name, (title, parameters, cells) in NOTEBOOKS.items()]
+    for spec in specs().values():
+        if spec.trainable:
+            written.append(save_notebook(out / Path(spec.notebook).name, training_notebook(spec)))
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="folder to write (default: notebooks/)")
+    args = parser.parse_args()
+    for path in build(args.out if args.out is not None else repo_root() / "notebooks"):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

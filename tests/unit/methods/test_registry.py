@@ -1,0 +1,126 @@
+"""Method specs, the registry (folders + the ``fsadlib.methods`` entry point), k declared once, the
+smoke policy and the one train signature."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fsadlib.methods import list_methods, method_class, method_spec, registry, spec_of, specs
+from fsadlib.methods.spec import MethodEntry, MethodSpec
+from fsadlib.methods.training import TrainReport, check_ks, load_method_section, method_ks, train_method
+from fsadlib.smoke import first_only, smoke_section
+
+TOY_SOURCE = Path(__file__).resolve().parents[2] / "toy_method"
+
+
+def install_entry_point(site: Path, name: str, value: str) -> Path:
+    """A distribution in folder ``site`` (on sys.path) declaring ``fsadlib.methods: name = value``."""
+    info = site / f"{name}_fsad-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-fsad\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[fsadlib.methods]\n{name} = {value}\n")
+    return site
+
+
+@pytest.fixture
+def outside(tmp_path, monkeypatch):
+    """The toy method package installed as an outside package through its entry point only."""
+    site = install_entry_point(tmp_path / "site", "toy", "toy_fsad:SPEC")
+    monkeypatch.syspath_prepend(str(TOY_SOURCE))
+    monkeypatch.syspath_prepend(str(site))
+    registry.specs.cache_clear()
+    yield site
+    registry.specs.cache_clear()
+    for module in [m for m in sys.modules if m.startswith("toy_fsad")]:
+        del sys.modules[module]
+
+
+def test_every_method_folder_declares_itself():
+    assert set(specs()) == {"bayes_pfl", "finegrained", "inctrl", "kag_prompt", "winclip"}
+    assert list_methods() == ["bayes_pfl", "finegrained", "inctrl", "kag_prompt", "winclip", "winclip_plus"]
+    assert spec_of("winclip_plus") is method_spec("winclip") and not method_spec("winclip").trainable
+    for name in list_methods():
+        cls = method_class(name)           # the class agrees with its spec entry (checked on import)
+        entry = registry.method_entry(name)
+        assert (cls.name, cls.few_shot, cls.per_category) == (entry.name, entry.few_shot, entry.per_category)
+    for spec in specs().values():
+        assert spec.folder() == Path(__file__).resolve().parents[3] / "fsadlib" / "methods" / spec.name
+        assert spec.few_shot == hasattr(spec.section_class()(), "ks")
+        assert (spec.notebook is None) or Path(spec.notebook).name.endswith(f"_train_{spec.name}.ipynb")
+
+
+def test_unknown_names_and_a_spec_that_disagrees_with_its_class():
+    with pytest.raises(KeyError, match="unknown method 'nope'.*inctrl"):
+        spec_of("nope")
+    with pytest.raises(KeyError, match="unknown method folder 'nope'"):
+        method_spec("nope")
+    with pytest.raises(ValueError, match="train entry point and a training notebook"):
+        MethodSpec("x", "x", (MethodEntry("x", "x:X", few_shot=False),), "x:S", train="x:train")
+
+
+def test_an_outside_package_registers_through_its_entry_point(outside):
+    assert "toy" in specs() and "toy" in list_methods()
+    assert method_spec("toy").folder() == TOY_SOURCE / "toy_fsad"
+    assert method_class("toy").__module__ == "toy_fsad.model"
+
+
+def test_a_duplicate_folder_name_is_an_error_naming_both(tmp_path, monkeypatch):
+    site = install_entry_point(tmp_path / "site", "dup", "fsadlib.methods.inctrl:SPEC")
+    monkeypatch.syspath_prepend(str(site))
+    registry.specs.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="'inctrl' is declared twice.*fsadlib.methods.inctrl.*entry point 'dup'"):
+            specs()
+    finally:
+        registry.specs.cache_clear()
+
+
+def test_ks_must_be_a_subset_of_shots_ks_and_the_error_names_both_keys(tmp_path):
+    assert check_ks("inctrl", (2, 4), (1, 2, 4, 8)) == (2, 4)
+    with pytest.raises(ValueError, match=r"inctrl.ks \[2, 16\]: k = \[16\] not in shots.ks \[1, 2, 4, 8\]"):
+        check_ks("inctrl", (2, 16), (1, 2, 4, 8))
+    with pytest.raises(ValueError, match="at least one k >= 1"):
+        check_ks("kag_prompt", (), (1,))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"shots": {"ks": [1, 2], "seeds": [0, 1, 2]}, "kag_prompt": {"ks": [1, 4]}}))
+    with pytest.raises(ValueError, match=r"kag_prompt.ks \[1, 4\].*shots.ks \[1, 2\]"):
+        load_method_section(method_spec("kag_prompt"), params)
+    params.write_text(yaml.safe_dump({"shots": {"ks": [1, 2, 4]}, "kag_prompt": {"ks": [2, 4]}}))
+    assert method_ks("kag_prompt", params_path=params) == (2, 4)
+    assert method_ks("kag_prompt", smoke=True, params_path=params) == (2,)
+    assert method_ks("bayes_pfl", params_path=params) == (0,) and method_ks("winclip", params_path=params) == (0,)
+    assert method_ks("winclip_plus", params_path=params) == (1, 2, 4)   # the dataclass default
+
+
+def test_smoke_policy_keeps_the_first_k_and_seed_and_applies_the_spec_overrides():
+    from fsadlib.methods.inctrl.train import InctrlSection
+
+    assert first_only((0, 1, 2), True) == (0,) and first_only((0, 1, 2), False) == (0, 1, 2)
+    small = smoke_section(InctrlSection(), method_spec("inctrl").smoke, "inctrl")
+    assert small.ks == (2,) and small.train.epochs == 1 and small.train.steps_per_epoch == 2
+    assert small.data.normals_per_batch == 2 and small.data.val_max_images == 4
+    assert small.model == InctrlSection().model
+    with pytest.raises(KeyError, match="smoke override 'inctrl.train.epoch': no field 'epoch'"):
+        smoke_section(InctrlSection(), {"train.epoch": 1}, "inctrl")
+    for spec in specs().values():   # every declared override names a real field
+        smoke_section(spec.section_class()(), spec.smoke, spec.name)
+
+
+def test_train_method_reads_the_section_applies_the_smoke_policy_and_returns_a_report(outside, tmp_path):
+    root = tmp_path / "bench"
+    root.mkdir()
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({"protocol": {"aux_categories": ["a"], "target_categories": ["b"]},
+                                      "shots": {"ks": [1, 2]},
+                                      "toy": {"ks": [1, 2], "train": {"epochs": 3, "steps_per_epoch": 1, "optimizer": "sgd", "momentum": 0,
+                                                                      "lr": 0.1, "amp": 0}}}))
+    report = train_method("toy", smoke=True, params_path=params, out_dir=root / "models", live_dir=root / "live")
+    assert isinstance(report, TrainReport) and report.models == [root / "models" / "final.pt"]
+    assert list(report.history.epoch) == [1]                       # the toy spec's smoke: 1 epoch
+    full = train_method("toy", smoke=False, params_path=params, out_dir=root / "full", live_dir=root / "live2")
+    assert list(full.history.epoch) == [1, 2, 3]
+    assert full.history.train_loss.is_monotonic_decreasing         # (scale - 1)^2 from 0.25 down

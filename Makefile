@@ -1,11 +1,12 @@
 # Two entry points for a fresh machine: `make run` (whole DVC pipeline on the synthetic default)
-# and `make test` (the test suite). Both create .venv when it is missing.
+# and `make test` (the test suite). Both create .venv when it is missing. `make stages` regenerates
+# dvc.yaml and pipelines/*/dvc.yaml from the method specs, `make notebooks` every notebook.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint venv clean-venv
+.PHONY: run test lint venv clean-venv stages notebooks
 
 venv: $(STAMP)
 
@@ -18,6 +19,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/dvc repro
+
+stages: $(STAMP)
+	$(BIN)/python -m fsadlib.pipeline
+
+notebooks: $(STAMP)
+	$(BIN)/python scripts/build_notebooks.py
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 
+from fsadlib import reads
 from fsadlib.paths import repo_root
 
 T = TypeVar("T")
@@ -62,6 +63,7 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "") -> T
 def load_section(name: str, cls: type[T], path: str | Path | None = None) -> T:
     """``params.yaml[name]`` as a ``cls`` instance (missing section -> all defaults)."""
     params = load_params(path)
+    reads.record("params", name)
     return from_dict(cls, params.get(name), name)
 
 

@@ -10,7 +10,9 @@ Methods with one model per category (``per_category``, FineGrainedAD) are evalua
 
 Per category: seed everything with ``seed``, ``method.setup_category(category_key, supports)``
 (supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
-zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``.
+zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``,
+normalised with the backbone's own mean and std (as in training). Whether the backbone's weights are
+random is recorded as the backbone reports it (``random_weights``).
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
 :mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
@@ -89,7 +91,8 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         test = data.select_categories(test, categories)
     if test.empty:
         raise ValueError(f"dataset '{dataset}' has no test images")
-    image_size = int(method.backbone.image_size)
+    backbone = method.backbone
+    image_size = int(backbone.image_size)
     eval_size = config.eval_size or image_size
     out = Path(out_dir) if out_dir is not None else run_dir(method.name, dataset, k, seed)
     run = {
@@ -97,6 +100,8 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "eval_size": eval_size, "mask_rule": f"{data.MASK_RULE} (M = {eval_size})",
         "map_resize": f"bilinear, align_corners=False, to {eval_size} x {eval_size}",
         "image_transform": data.IMAGE_TRANSFORM, "fpr_limit": config.fpr_limit,
+        "normalisation": {"mean": list(backbone.mean), "std": list(backbone.std)},
+        "random_weights": int(bool(backbone.random_weights)),
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
     }
@@ -129,10 +134,11 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
     for cat, (rows, shots, inputs) in todo.items():
         seed_everything(seed)
         model = models[cat].eval()
-        supports = data.load_images(shots, image_size).to(model.device) if shots else None
+        supports = data.load_images(shots, image_size, backbone.mean, backbone.std).to(model.device) if shots else None
         with torch.inference_mode():
             model.setup_category(cat, supports)
-            loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size),
+            loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size, mean=backbone.mean,
+                                                    std=backbone.std),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
             pred, maps, masks = predict(model, loader, eval_size, bar)
         metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, _has_masks(rows, cat), config)

@@ -11,7 +11,8 @@ first code cell, holding only ``name = <scalar literal>`` lines; no outputs or e
 
 Plain strings are code cells; :func:`md` makes a markdown cell. Cell ids are deterministic, so a
 rebuilt notebook diffs cleanly. :func:`notebook_stages` reads which ``dvc.yaml`` stage runs which
-notebook with which ``-p`` names (templates of ``foreach``/``matrix`` families once, by family name).
+notebook with which ``-p`` names (templates of ``foreach``/``matrix`` families once per stage file, by
+family name), over ``dvc.yaml`` and the generated ``pipelines/<method folder>/dvc.yaml``.
 """
 
 from __future__ import annotations
@@ -198,16 +199,26 @@ def is_pipeline_notebook(path: Path) -> bool:
     return bool(match) and int(match["number"]) in PIPELINE_BLOCKS
 
 
-def stage_templates() -> dict[str, dict]:
-    """Stage name -> its template (the ``do`` of a ``foreach``, else the stage itself)."""
-    stages = (yaml.safe_load((repo_root() / "dvc.yaml").read_text()) or {}).get("stages") or {}
-    return {name: spec.get("do", spec) for name, spec in stages.items()}
+def stage_files() -> list[Path]:
+    """Every stage file: ``dvc.yaml`` and the method folders' ``pipelines/<folder>/dvc.yaml``."""
+    root = repo_root()
+    return [root / "dvc.yaml", *sorted((root / "pipelines").glob("*/dvc.yaml"))]
+
+
+def stage_templates() -> list[tuple[str, dict]]:
+    """(stage name, its template: the ``do`` of a ``foreach``, else the stage itself) of every stage
+    file; a family generated for several method folders (``evaluate``) appears once per file."""
+    found = []
+    for path in stage_files():
+        stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+        found += [(name, spec.get("do", spec)) for name, spec in stages.items()]
+    return found
 
 
 def notebook_stages() -> list[NotebookStage]:
-    """Every stage whose command runs papermill (one entry per stage or stage family)."""
+    """Every stage whose command runs papermill (one entry per stage or stage family and file)."""
     found = []
-    for name, spec in stage_templates().items():
+    for name, spec in stage_templates():
         cmd = " ".join(spec["cmd"]) if isinstance(spec.get("cmd"), list) else str(spec.get("cmd", ""))
         tokens = shlex.split(cmd)
         if "papermill" not in tokens:

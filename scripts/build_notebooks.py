@@ -22,64 +22,67 @@ from fsadlib.paths import repo_root
 #: notebook name -> (title, parameters cell, cells)
 NOTEBOOKS = {
     "10_prepare_data": (
-        '# 10 Prepare data',
-        'smoke = 0  # 1: tiny synthetic data set (64 px, 8/2/6 images per category)',
+        "# 10 Prepare data",
+        "smoke = 0  # 1: tiny synthetic data set (64 px, 8/2/6 images per category)",
         [
-            md("""Generates the embedded synthetic data set (`params.yaml: synthetic`, written to its `datasets` root)
-and indexes every data set configured in `params.yaml: datasets`: images per category and sample
-grids with the masks outlined. Library: `fsadlib/data/` (`synthetic.py`, `samples.py`, `readers/`)."""),
-            """import pandas as pd
-
-from fsadlib import config, data
-from fsadlib.data import figures
-from fsadlib.protocol import Protocol""",
+            md("""Generates the embedded synthetic data set (`params.yaml: synthetic`, written to its `datasets` root):
+images per category and sample grids with the masks outlined. Every configured data set (this one
+included) is indexed and shown by `15_make_shots`. Library: `fsadlib/data/` (`synthetic.py`, `samples.py`)."""),
+            """from fsadlib import config, data
+from fsadlib.data import figures""",
             """synthetic_config = config.load_section("synthetic", data.SyntheticConfig)
 synthetic_config = synthetic_config.for_smoke() if config.as_flag(smoke) else synthetic_config
-protocol = config.load_section("protocol", Protocol).check()
-shots_config = config.load_section("shots", data.ShotsConfig)
 synthetic_config""",
-            md('## Generate the synthetic data set'),
+            md("## Generate the synthetic data set"),
             """root = data.synthetic.generate(data.dataset_root("synthetic"), **config.to_dict(synthetic_config))
-root""",
-            md('## Index every configured data set'),
-            """samples = pd.concat([data.load_samples(name) for name in data.dataset_specs()], ignore_index=True)
+samples = data.load_samples("synthetic")
 counts = figures.count_table(samples)
 counts""",
-            'figures.count_plot(samples);',
-            'figures.sample_grid(samples, per_category=5);',
-            md('## Invariants'),
+            "figures.sample_grid(samples, per_category=5);",
+            md("## Invariants"),
             """normal, anomalous = samples[samples.label == 0], samples[samples.label == 1]
 assert (normal.mask_path == "").all(), "normal images carry no mask"
-synthetic_anomalous = anomalous[anomalous.dataset == "synthetic"]
-assert (synthetic_anomalous.mask_path != "").all(), "every synthetic defect has a mask"
-assert all(data.load_mask(p, synthetic_config.image_size).sum() >= 1 for p in synthetic_anomalous.mask_path)
-assert (counts["train good"] >= max(shots_config.ks)).all(), "enough normal training images for the largest k"
-categories_of = samples.groupby("dataset").category.unique().map(set)
-assert set(protocol.aux_categories + protocol.val_categories) <= categories_of[protocol.aux_dataset]
-assert set(protocol.target_categories) <= categories_of[protocol.target_dataset]""",
+assert (anomalous.mask_path != "").all(), "every synthetic defect has a mask"
+assert all(data.load_mask(p, synthetic_config.image_size).sum() >= 1 for p in anomalous.mask_path)""",
         ],
     ),
     "15_make_shots": (
-        '# 15 Make k-shot files',
+        "# 15 Make k-shot files",
         'dataset = "synthetic"  # a name of params.yaml: datasets',
         [
-            md("""Writes the frozen k-shot support files `data/shots/<dataset>/<category>/k<k>_seed<s>.json` for every
-category, k and seed of `params.yaml: shots`, drawn from the normal training images only
-(`fsadlib/data/shots.py`: one seeded shuffle per category and seed, k-shot = its first k, so the sets are nested)."""),
-            'from fsadlib import config, data',
+            md("""Indexes the data set (`data/index/<dataset>.csv`: its samples with the content hash of every image and
+mask; a stage that reads the data set depends on this index) and writes the frozen k-shot support files
+`data/shots/<dataset>/<category>/k<k>_seed<s>.json` for every category, k and seed of `params.yaml: shots`,
+drawn from the normal training images only (`fsadlib/data/shots.py`: one seeded shuffle per category and
+seed, k-shot = its first k, so the sets are nested)."""),
+            """from fsadlib import config, data
+from fsadlib.data import figures
+from fsadlib.protocol import Protocol""",
             """shots_config = config.load_section("shots", data.ShotsConfig)
+protocol = config.load_section("protocol", Protocol).check()
 samples = data.load_samples(dataset)
-written = data.make_shots(samples, shots_config.ks, shots_config.seeds)
-len(written)""",
-            """table = data.shots.shot_table(dataset, sorted(samples.category.unique()), shots_config.ks, shots_config.seeds)
+index = data.index.write_index(samples)
+counts = figures.count_table(samples)
+counts""",
+            "figures.count_plot(samples);",
+            "figures.sample_grid(samples, per_category=5);",
+            md("## k-shot files"),
+            """written = data.make_shots(samples, shots_config.ks, shots_config.seeds)
+table = data.shots.shot_table(dataset, sorted(samples.category.unique()), shots_config.ks, shots_config.seeds)
 table[table.k == 1].pivot(index="category", columns="seed", values="image_path")""",
-            md('## Invariants'),
+            md("## Invariants"),
             """assert len(shots_config.seeds) >= 3, "the protocol reports mean +- std over at least 3 seeds"
+assert (counts["train good"] >= max(shots_config.ks)).all(), "enough normal training images for the largest k"
 train_good = samples[(samples.split == "train") & (samples.label == 0)].image_path
 assert table.image_path.isin(train_good).all(), "shots come from train/good only"
 per_file = table.groupby(["category", "k", "seed"]).image_path.nunique()
 assert (per_file.index.get_level_values("k") == per_file.to_numpy()).all(), "k distinct images per file"
-assert len(written) == samples.category.nunique() * len(shots_config.ks) * len(shots_config.seeds)""",
+assert len(written) == samples.category.nunique() * len(shots_config.ks) * len(shots_config.seeds)
+assert index.is_file(), "the data set index is written"
+named = {protocol.aux_dataset: protocol.aux_categories + protocol.val_categories,
+         protocol.target_dataset: protocol.target_categories}
+assert set(named.get(dataset, ())) <= set(samples.category), "the protocol's categories of this data set exist"
+""",
         ],
     ),
     "20_build_captions": (

@@ -6,7 +6,7 @@ A run is a folder ``results/<method>/<dataset>/k<k>/seed<s>/metrics.json`` writt
     (method, dataset, k, seed, category, metric) -> value
 
 with the run's evaluation settings (image_size, eval_size, fpr_limit, mask_rule) and ``random_weights``
-(1 when the backbone had no pretrained weights) on every row, so no number travels without its
+(1 when the backbone reported random weights, :attr:`fsadlib.clip.ClipBackbone.random_weights`) on every row, so no number travels without its
 resolution. :func:`summarise` reduces it with the one seed aggregation of the workbench,
 :func:`fsadlib.aggregate.mean_std` (the one :func:`fsadlib.evaluate.aggregate_seeds` uses too), over
 
@@ -46,8 +46,10 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
         differ = {key: (run.get(key), val) for key, val in folder.items() if run.get(key) != val}
         if differ:
             raise ValueError(f"{path}: recorded run differs from its folder (recorded, folder): {differ}")
+        if "random_weights" not in run:
+            raise ValueError(f"{path}: no 'random_weights' in its run (written by an older evaluation; rerun it)")
         settings = {"image_size": run["image_size"], "eval_size": run["eval_size"], "fpr_limit": run["fpr_limit"],
-                    "mask_rule": run["mask_rule"], "random_weights": int(_random_weights(run))}
+                    "mask_rule": run["mask_rule"], "random_weights": int(run["random_weights"])}
         for category, metrics in content["categories"].items():
             for metric, value in metrics.items():
                 if metric not in _NOT_AVERAGED:
@@ -109,9 +111,3 @@ def summary_table(runs: pd.DataFrame, metrics: tuple[str, ...] = ("image_auroc",
     table = cells.unstack("metric").reindex(columns=[m for m in metrics if m in set(stats["metric"])])
     seeds = stats.groupby(["method", "dataset", "k", "eval_size"])["seed"].nunique().rename("seeds")
     return table.join(seeds).reset_index()
-
-
-def _random_weights(run: dict[str, Any]) -> bool:
-    """Whether the run's backbone had no pretrained weights (``pretrained`` null or empty)."""
-    backbone = (run.get("method_config") or {}).get("backbone") or {}
-    return not backbone.get("pretrained")

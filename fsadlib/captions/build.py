@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from fsadlib import reads
 from fsadlib.captions.offline import OfflineCaptioner, OfflineConfig
 from fsadlib.captions.schema import LEVEL3_LISTS, Captions, read_captions, save_captions
 from fsadlib.captions.vlm import VlmCaptioner, VlmConfig, http_chat, transformers_chat
@@ -56,6 +57,7 @@ def captions_path(dataset: str, category: str, root: str | Path | None = None) -
 def load_captions(dataset: str, category: str, root: str | Path | None = None) -> Captions:
     """The validated captions of one category."""
     path = captions_path(dataset, category, root)
+    reads.record("data", f"captions:{dataset}")
     if not path.is_file():
         raise FileNotFoundError(f"captions of {dataset}/{category} not found: {path} "
                                 "(run the build_captions stage: dvc repro build_captions)")

@@ -111,6 +111,11 @@ class ClipBackbone(nn.Module):
     def device(self) -> torch.device:
         return self.model.logit_scale.device
 
+    @property
+    def random_weights(self) -> bool:
+        """Whether the weights are a random initialisation (no pretrained tag or file was loaded)."""
+        return self.config.pretrained is None
+
     def train(self, mode: bool = True) -> ClipBackbone:
         """The backbone always stays in eval mode (frozen); ``train()`` is a no-op for it."""
         super().train(False)

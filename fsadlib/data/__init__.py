@@ -6,11 +6,12 @@ Public API (the contracts other modules code against)::
     AnomalyDataset(samples, image_size, mask_size=None, mean=CLIP_MEAN, std=CLIP_STD)
     load_images(paths, image_size, mean=CLIP_MEAN, std=CLIP_STD) -> Tensor [k, 3, S, S]
     shots.shot_file / shots.make_shots / shots.load_shots
+    index.write_index(samples) -> data/index/<dataset>.csv (samples + content hashes)
     synthetic.generate(root, seed, image_size, n_train, n_test_good, n_test_bad, categories)
     augment.synthesize_anomaly(image, rng, source=None, mode="perlin") -> (image, mask, label)
 """
 
-from fsadlib.data import augment, shots, synthetic
+from fsadlib.data import augment, index, shots, synthetic
 from fsadlib.data.dataset import (
     CLIP_MEAN,
     CLIP_STD,
@@ -40,7 +41,7 @@ from fsadlib.data.synthetic import SyntheticConfig
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "IMAGE_TRANSFORM", "MASK_RULE", "READERS", "SAMPLE_COLUMNS",
     "AnomalyDataset", "DatasetSpec", "ShotsConfig", "SyntheticConfig",
-    "augment", "check_samples", "dataset_root", "dataset_spec", "dataset_specs", "load_images", "load_mask",
+    "augment", "check_samples", "dataset_root", "dataset_spec", "dataset_specs", "index", "load_images", "load_mask",
     "load_samples", "load_shots", "make_shots", "portable_path", "read_image", "read_samples", "resolve_path",
     "select_categories", "shot_file", "shots", "synthetic", "write_meta_json",
 ]

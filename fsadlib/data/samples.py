@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from fsadlib import reads
 from fsadlib.config import from_dict, load_params
 from fsadlib.data.files import image_size, portable_path, resolve_path
 from fsadlib.data.readers import READERS
@@ -53,6 +54,7 @@ def dataset_spec(dataset: str) -> DatasetSpec:
     specs = dataset_specs()
     if dataset not in specs:
         raise KeyError(f"unknown dataset '{dataset}'; configured in params.yaml 'datasets': {sorted(specs)}")
+    reads.record("params", f"datasets.{dataset}")
     return specs[dataset]
 
 
@@ -68,6 +70,7 @@ def load_samples(dataset: str, root: str | Path | None = None,
     ``categories`` keeps only those (``KeyError`` naming an unknown one and the known ones).
     """
     spec = dataset_spec(dataset)
+    reads.record("data", f"samples:{dataset}")
     samples = read_samples(spec.reader, resolve_path(root or spec.root), dataset, **spec.options)
     return samples if categories is None else select_categories(samples, categories)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fsadlib import reads
 from fsadlib.io import read_json, write_json
 from fsadlib.layout import shot_file
 
@@ -72,6 +73,7 @@ def shot_table(dataset: str, categories: list[str] | tuple[str, ...], ks: tuple[
 def load_shots(dataset: str, category: str, k: int, seed: int) -> list[str]:
     """The k support image paths (portable; read them with :func:`fsadlib.data.load_images`)."""
     path = shot_file(dataset, category, k, seed)
+    reads.record("data", f"shots:{dataset}")
     if not path.is_file():
         raise FileNotFoundError(f"k-shot file not found: {path} (written by the make_shots stage: "
                                 "dvc repro make_shots)")

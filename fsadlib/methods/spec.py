@@ -11,7 +11,12 @@ A method folder ``fsadlib/methods/<name>/`` (or an outside package registered un
 - ``train``: its training entry point ``train(section, protocol, *, smoke, out_dir, live_dir) -> TrainReport``,
   or ``None`` for a training-free method (no training stage, no models folder);
 - ``smoke``: dotted overrides of its section for a smoke run (:func:`fsadlib.smoke.smoke_section`);
-- ``params``: the other params sections its training reads besides ``protocol`` (e.g. ``shots``).
+- what its training reads, for its DVC stage (:mod:`fsadlib.pipeline`): ``train_reads``, the protocol's
+  data sets (``"aux"``: ``protocol.aux_dataset``; ``"target"``: ``protocol.target_dataset`` and its
+  k-shot files), ``train_deps``, further DVC paths (``${...}`` interpolated from params.yaml), and
+  ``params``, params sections besides its own, ``protocol`` and (few-shot) ``shots``.
+
+A training-free method's section has a ``model`` field (its ``Config``): the evaluation builds it from that.
 
 Classes are named by ``"module:attribute"`` strings so that listing methods imports no model code.
 """
@@ -54,13 +59,18 @@ class MethodSpec:
     train: str | None = None             # "module:function" with the one train signature; None: training-free
     notebook: str | None = None          # the training notebook (repo-relative), None when training-free
     smoke: Mapping[str, Any] = field(default_factory=dict)
-    params: tuple[str, ...] = ()         # params sections read by training besides `protocol` and its own
+    train_reads: tuple[str, ...] = ("aux",)   # protocol data sets read by training: "aux", "target"
+    train_deps: tuple[str, ...] = ()          # further DVC dependencies of training
+    params: tuple[str, ...] = ()              # params sections read by training besides the implied ones
 
     def __post_init__(self) -> None:
         if (self.train is None) != (self.notebook is None):
             raise ValueError(f"method spec '{self.name}': a train entry point and a training notebook go together")
         if not self.methods:
             raise ValueError(f"method spec '{self.name}' registers no method class")
+        unknown = sorted(set(self.train_reads) - {"aux", "target"})
+        if unknown:
+            raise ValueError(f"method spec '{self.name}': train_reads {unknown} not in ['aux', 'target']")
 
     @property
     def trainable(self) -> bool:

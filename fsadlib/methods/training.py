@@ -36,6 +36,18 @@ class TrainReport:
     #: history columns that identify a model (the first one present colours the curves)
     MODEL_COLUMNS = ("k", "stage", "category", "seed")
 
+    def summary(self) -> dict[str, Any]:
+        """``{"models": n, "runs": {<model>: {"epochs", "train_loss", "val_*" of its last epoch}}}`` with
+        <model> named by its model columns (``k2``, ``stage1``, ``categorydisc/k1/seed0``; ``model`` when
+        there is one model): the DVC metrics of a training stage (``reports/train_<name>/summary.json``)."""
+        keys = [c for c in self.MODEL_COLUMNS if c in self.history]
+        values = [c for c in self.history.columns if c == "train_loss" or c.startswith("val_")]
+        runs = {}
+        for _, row in (self.history.groupby(keys, sort=False).tail(1) if keys else self.history.tail(1)).iterrows():
+            name = "/".join(f"{key}{row[key]}" for key in keys) or "model"
+            runs[name] = {"epochs": int(row["epoch"]), **{v: float(row[v]) for v in values}}
+        return {"models": len(self.models), "runs": runs}
+
     def curves(self):
         """Training curves (a matplotlib Figure): one panel per logged value (``train_loss`` and every
         ``val_*``) against ``epoch``, one line per value of the first model column present; the other
@@ -99,8 +111,10 @@ def method_ks(method: str, smoke: bool = False, params_path: str | Path | None =
 def train_method(name: str, *, smoke: bool = False, params_path: str | Path | None = None,
                  out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainReport:
     """Train method folder ``name`` from params.yaml (its section and ``protocol``), with the smoke
-    policy applied in a smoke run. Defaults: ``models/<name>/`` and ``reports/train_<name>/``."""
+    policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
+    Defaults: ``models/<name>/`` and ``reports/train_<name>/``."""
     from fsadlib.config import load_section
+    from fsadlib.io import write_json
     from fsadlib.layout import model_dir
     from fsadlib.methods.registry import method_spec
     from fsadlib.paths import reports_dir
@@ -113,9 +127,10 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
     if smoke:
         section = smoke_section(section, spec.smoke, name)
     protocol = load_section("protocol", Protocol, params_path).check()
+    live_dir = Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}"
     report = train(section, protocol, smoke=bool(smoke),
-                   out_dir=Path(out_dir) if out_dir is not None else model_dir(name),
-                   live_dir=Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}")
+                   out_dir=Path(out_dir) if out_dir is not None else model_dir(name), live_dir=live_dir)
     if not isinstance(report, TrainReport):
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
+    write_json(live_dir / "summary.json", report.summary())
     return report

@@ -1,6 +1,8 @@
 """Shared fixtures of the pipeline tests: one smoke-mode ``dvc repro`` of a copy of the working tree per
 test session (``smoke_pipeline``), reused by every test that only reads its outputs. A test that changes
-the copy must make its own copy with ``pipeline_support.copy_tree`` instead.
+the copy must make its own copy: ``pipeline_support.copy_tree`` (a fresh clone's view) or
+``pipeline_support.copy_finished`` (the finished tree with its data, models, results and DVC state).
+Every process of the run records what it read (``fsadlib.reads``) into ``env["FSAD_TRACE_READS"]``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def smoke_pipeline(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):  # like a fresh clone
         subprocess.run(git + cmd, cwd=dst, check=True, capture_output=True)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(dst), "FSAD_ROOT": str(dst)}  # the copy's fsadlib, not the installed checkout
+           "PYTHONPATH": str(dst), "FSAD_ROOT": str(dst),  # the copy's fsadlib, not the installed checkout
+           "FSAD_TRACE_READS": str(tmp_path_factory.mktemp("reads"))}
     result = run([str(BIN / "dvc"), "repro"], dst, env, dst / "repro.log")
     log = (dst / "repro.log").read_text()
     assert result.returncode == 0, f"dvc repro failed:\n{log[-6000:]}"

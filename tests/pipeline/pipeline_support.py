@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-TIMEOUT_S = 900
+TIMEOUT_S = 1800  # a guard against a hung run; a loaded shared machine needs more than 15 min
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
     with open(log, "w") as fh:
         return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
                               check=False)
+
+
+def copy_finished(src: Path, dst: Path) -> Path:
+    """Copy a finished pipeline tree whole (data, models, results, dvc.lock files, .dvc, .git), so that
+    ``dvc status`` starts clean there."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def dvc_status(cwd: Path, env: dict[str, str]) -> dict[str, list]:
+    """``dvc status --json``: stage address -> its changes (data.dvc, absent in a fresh clone, left out)."""
+    result = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=cwd, env=env, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {stage: changes for stage, changes in json.loads(result.stdout or "{}").items() if stage != "data.dvc"}
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

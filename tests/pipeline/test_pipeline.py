@@ -1,6 +1,6 @@
 """End to end: the working tree (git-tracked and untracked-but-not-ignored files) is copied to a temp
-dir, ``smoke`` is set to 1 there, and ``dvc repro`` runs every stage of dvc.yaml with papermill, as a
-fresh clone would (no data/, no models/, no DVC cache or remote). This is also the papermill smoke run
+dir, ``smoke`` is set to 1 there, and ``dvc repro`` runs every stage (of dvc.yaml and of every method
+folder's pipelines/<folder>/dvc.yaml, all upstream of the analysis) with papermill, as a fresh clone would (no data/, no models/, no DVC cache or remote). This is also the papermill smoke run
 of every pipeline notebook; interactive notebooks (not run by a stage) are then run once on its outputs.
 """
 
@@ -27,11 +27,15 @@ def clone(smoke_pipeline):
 
 def test_every_stage_ran(clone):
     dst, env = clone
-    listed = subprocess.run([str(BIN / "dvc"), "stage", "list", "--name-only"], cwd=dst, env=env,
+    listed = subprocess.run([str(BIN / "dvc"), "stage", "list", "--all", "--name-only"], cwd=dst, env=env,
                             capture_output=True, text=True, check=True).stdout.split()
-    locked = yaml.safe_load((dst / "dvc.lock").read_text())["stages"]
-    assert listed and set(listed) <= set(locked), f"stages not run: {sorted(set(listed) - set(locked))}"
-    for stage in locked.values():
+    locked = {}
+    for lock in [dst / "dvc.lock", *sorted((dst / "pipelines").glob("*/dvc.lock"))]:
+        prefix = "" if lock.parent == dst else f"{lock.parent.relative_to(dst).as_posix()}/dvc.yaml:"
+        locked |= {prefix + name: stage for name, stage in yaml.safe_load(lock.read_text())["stages"].items()}
+    assert any(name.startswith("pipelines/") for name in listed) and "ablation_analysis" in listed
+    assert set(listed) <= set(locked), f"stages not run: {sorted(set(listed) - set(locked))}"
+    for stage in locked.values():   # every stage runs in the repository root (the generated ones by wdir)
         for out in stage.get("outs", []):
             assert (dst / out["path"]).exists(), out["path"]
 

@@ -19,7 +19,8 @@ def _write_run(root: Path, method: str, dataset: str, k: int, seed: int, categor
     out = root / method / dataset / f"k{k}" / f"seed{seed}"
     run = {"method": method, "dataset": dataset, "k": k, "seed": seed, "image_size": eval_size,
            "eval_size": eval_size, "mask_rule": f"rule (M = {eval_size})", "fpr_limit": 0.3,
-           "method_config": {"backbone": {"arch": "tiny", "pretrained": pretrained}}}
+           "method_config": {"backbone": {"arch": "tiny", "pretrained": pretrained}},
+           "random_weights": int(pretrained is None)}
     cats = {c: m | {"n_images": 4, "inputs": "hash"} for c, m in categories.items()}
     write_json(out / "metrics.json", {"run": run, "categories": cats, "mean": category_mean(cats)})
     if scores is not None:

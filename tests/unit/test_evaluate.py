@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fsadlib.data import load_images
+from fsadlib.data import CLIP_MEAN, CLIP_STD, load_images
 from fsadlib.data.shots import shot_file
 from fsadlib.evaluate import EvalConfig, aggregate_seeds, evaluate
 from fsadlib.io import read_json, write_json
@@ -31,6 +31,8 @@ class FakeConfig:
 class FakeBackbone(nn.Module):
     image_size = SIZE
     device = torch.device("cpu")
+    mean, std = CLIP_MEAN, CLIP_STD
+    random_weights = True
 
 
 class Brightness(AnomalyMethod):
@@ -138,6 +140,21 @@ def test_maps_and_masks_at_another_evaluation_resolution(toy, tmp_path):
     # bilinear upsampling blurs the square's border: no longer perfect, still nearly
     m = result["categories"]["disc"]
     assert 0.9 < m["pixel_aupro"] < 1.0 and 0.99 < m["pixel_auroc"] < 1.0
+
+
+def test_images_are_normalised_with_the_backbone_mean_and_std(toy, tmp_path):
+    """A backbone with mean 0 and std 1 sees raw [0, 1] pixels: Brightness scores the image mean / 255."""
+    class RawBackbone(FakeBackbone):
+        mean, std, random_weights = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), False
+
+    method = Brightness()
+    method.backbone = RawBackbone()
+    evaluate(method, "toy", samples=toy, config=EvalConfig(batch_size=4, save_maps=0), out_dir=tmp_path / "raw")
+    scores = pd.read_csv(tmp_path / "raw" / "scores.csv")
+    expected = [np.asarray(Image.open(p), np.float64).mean() / 255 for p in scores.image_path]
+    np.testing.assert_allclose(scores.score, expected, atol=1e-6)
+    run = read_json(tmp_path / "raw" / "metrics.json")["run"]
+    assert run["normalisation"] == {"mean": [0.0] * 3, "std": [1.0] * 3} and run["random_weights"] == 0
 
 
 def test_resume_skips_finished_categories(toy, tmp_path):

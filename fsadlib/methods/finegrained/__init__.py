@@ -11,5 +11,6 @@ SPEC = MethodSpec(
     train="fsadlib.methods.finegrained.train:train_finegrained",
     notebook="notebooks/34_train_finegrained.ipynb",
     smoke={"train.epochs": 2},
-    params=("shots",),
+    train_reads=("target",),   # the k shots of each target category, nothing auxiliary
+    train_deps=("data/captions/${finegrained.model.captions_dataset}",),
 )

@@ -85,17 +85,18 @@ def inctrl_loss(method: Inctrl, batch: dict[str, Any], cfg: InctrlLossConfig) ->
     return {"loss": loss, "focal_final": final.detach(), "focal_image": image.detach()}
 
 
-def default_loader(paths: Sequence[str], image_size: int) -> torch.Tensor:
-    """[n, 3, S, S] CLIP-normalised images (:func:`fsadlib.data.load_images`)."""
+def backbone_loader(backbone: ClipBackbone) -> ImageLoader:
+    """``loader(paths, S) -> [n, 3, S, S]`` images normalised with the backbone's own mean and std
+    (:func:`fsadlib.data.load_images`)."""
     from fsadlib.data import load_images
 
-    return load_images(list(paths), image_size)
+    return lambda paths, image_size: load_images(list(paths), image_size, backbone.mean, backbone.std)
 
 
 class CachedImages:
     """``load(paths) -> [n, 3, S, S]`` through ``loader``, each path read once (no augmentation in InCTRL)."""
 
-    def __init__(self, image_size: int, loader: ImageLoader = default_loader) -> None:
+    def __init__(self, image_size: int, loader: ImageLoader) -> None:
         self.image_size, self.loader = image_size, loader
         self._store: dict[str, torch.Tensor] = {}
 
@@ -179,14 +180,14 @@ def make_validate(samples: pd.DataFrame, protocol: Protocol, k: int, images: Cac
 
 
 def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out_dir: Path, live_dir: Path,
-                 samples: pd.DataFrame | None = None, loader: ImageLoader = default_loader,
+                 samples: pd.DataFrame | None = None, loader: ImageLoader | None = None,
                  backbone_model: ClipBackbone | None = None) -> TrainReport:
     """Train one InCTRL model per k of ``section.ks`` (the one train signature,
     :mod:`fsadlib.methods.training`); the history has one row per (k, epoch), and
     ``live_dir/metrics.json`` the best validation AUROC per k.
 
     ``samples`` defaults to ``fsadlib.data.load_samples`` of the auxiliary data set, ``loader`` to
-    ``fsadlib.data.load_images``; ``backbone_model`` shares an already-built backbone (it must match
+    :func:`backbone_loader` (images normalised as the backbone expects); ``backbone_model`` shares an already-built backbone (it must match
     ``section.model.backbone``).
     """
     protocol.check()
@@ -196,7 +197,7 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
         samples = load_samples(protocol.aux_dataset)
     out_dir, live_dir = Path(out_dir), Path(live_dir)
     backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
-    images = CachedImages(backbone.image_size, loader)
+    images = CachedImages(backbone.image_size, loader or backbone_loader(backbone))
     aux = training_samples(samples, protocol)
     history, summary, models = [], {}, []
     for k in section.ks:

@@ -20,6 +20,8 @@ class ToyConfig:
 class PixelBackbone(nn.Module):
     """Stands in for the CLIP backbone: the input size and normalisation, nothing else."""
 
+    random_weights = True   # no pretrained weights at all
+
     def __init__(self, image_size: int) -> None:
         super().__init__()
         self.image_size, self.mean, self.std = image_size, CLIP_MEAN, CLIP_STD

@@ -84,6 +84,7 @@ def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa
         InctrlDataConfig,
         InctrlLossConfig,
         PromptedBatches,
+        backbone_loader,
         inctrl_loss,
         make_validate,
     )
@@ -91,7 +92,7 @@ def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa
     _, samples = visa_like
     data = InctrlDataConfig(normals_per_batch=1, anomalies_per_batch=1, val_max_images=2)
     method = Inctrl(InctrlConfig(backbone=TINY))
-    images = CachedImages(method.backbone.image_size)
+    images = CachedImages(method.backbone.image_size, backbone_loader(method.backbone))
     rows = samples[samples.category == key].reset_index(drop=True)
     batch = next(iter(PromptedBatches(rows, 1, images, data)))
     training = recorded(texts, lambda: inctrl_loss(method, batch, InctrlLossConfig()))

@@ -3,6 +3,7 @@ smoke policy and the one train signature."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -121,6 +122,8 @@ def test_train_method_reads_the_section_applies_the_smoke_policy_and_returns_a_r
     report = train_method("toy", smoke=True, params_path=params, out_dir=root / "models", live_dir=root / "live")
     assert isinstance(report, TrainReport) and report.models == [root / "models" / "final.pt"]
     assert list(report.history.epoch) == [1]                       # the toy spec's smoke: 1 epoch
+    summary = json.loads((root / "live" / "summary.json").read_text())
+    assert summary == {"models": 1, "runs": {"model": {"epochs": 1, "train_loss": 0.25}}}
     full = train_method("toy", smoke=False, params_path=params, out_dir=root / "full", live_dir=root / "live2")
     assert list(full.history.epoch) == [1, 2, 3]
     assert full.history.train_loss.is_monotonic_decreasing         # (scale - 1)^2 from 0.25 down

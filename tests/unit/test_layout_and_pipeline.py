@@ -1,0 +1,85 @@
+"""The path owner (fsadlib.layout), the seed aggregation (fsadlib.aggregate), the reads recorder and
+the stage generator's import closure, each against hand-made cases."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fsadlib import reads
+from fsadlib.aggregate import mean_std
+from fsadlib.layout import (
+    RunKey,
+    aggregate_dir,
+    category_model_file,
+    parse_run,
+    per_k_dir,
+    run_dir,
+    run_files,
+)
+from fsadlib.pipeline import import_closure, imported_names, package_data
+
+
+def test_run_paths_are_built_and_parsed_back(tmp_path):
+    folder = run_dir("inctrl", "visa", 4, 2, tmp_path)
+    assert folder == tmp_path / "inctrl" / "visa" / "k4" / "seed2" and folder.parent == aggregate_dir("inctrl", "visa", 4, tmp_path)
+    assert parse_run(folder, tmp_path) == RunKey("inctrl", "visa", 4, 2) == parse_run(folder)
+    (folder / "metrics.json").parent.mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    assert run_files(tmp_path, "metrics.json") == [(RunKey("inctrl", "visa", 4, 2), folder / "metrics.json")]
+    with pytest.raises(ValueError, match="'kx' is not k<int>"):
+        parse_run(tmp_path / "inctrl" / "visa" / "kx" / "seed2", tmp_path)
+    with pytest.raises(ValueError, match="'seed' is not seed<int>"):
+        parse_run(tmp_path / "inctrl" / "visa" / "k1" / "seed", tmp_path)
+    assert per_k_dir(tmp_path, 8) == tmp_path / "k8"
+    assert category_model_file(tmp_path, "visa", "pcb1", 2, 0) == tmp_path / "visa" / "k2" / "seed0" / "pcb1.pt"
+
+
+def test_mean_std_is_the_sample_std_over_seeds():
+    assert mean_std([0.7, 0.8, 0.9]) == pytest.approx({"mean": 0.8, "std": 0.1})
+    assert mean_std([0.5]) == {"mean": 0.5, "std": 0.0}
+    assert math.isnan(mean_std([0.5, float("nan")])["mean"])
+    with pytest.raises(ValueError, match="no seed values"):
+        mean_std([])
+
+
+def test_reads_are_recorded_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.delenv(reads.TRACE_ENV, raising=False)
+    reads.record("params", "ignored")
+    assert reads.write() is None
+    monkeypatch.setenv(reads.TRACE_ENV, str(tmp_path))
+    monkeypatch.setenv("DVC_STAGE", "pipelines/x/dvc.yaml:train_x")
+    monkeypatch.setattr(reads, "_READS", {"params": set(), "data": set()})
+    reads.record("params", "protocol")
+    reads.record("data", "shots:synthetic")
+    content = json.loads(reads.write().read_text())
+    assert (tmp_path / "pipelines~x~dvc.yaml~train_x.json").is_file()
+    assert content["stage"] == "pipelines/x/dvc.yaml:train_x" and content["params"] == ["protocol"]
+    assert content["data"] == ["shots:synthetic"] and "fsadlib/reads.py" in content["modules"]
+
+
+def write(path: Path, text: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_import_closure_follows_every_import_of_the_package_only(tmp_path):
+    pkg = tmp_path / "pkg"
+    write(pkg / "__init__.py")
+    write(pkg / "a.py", "import os\nfrom . import b\n\ndef f():\n    from pkg.sub import c  # function-level\n")
+    write(pkg / "b.py", "from .sub.c import VALUE\n")
+    write(pkg / "sub" / "__init__.py", "from pkg.sub.d import *\n")
+    write(pkg / "sub" / "c.py", "VALUE = 1\n")
+    write(pkg / "sub" / "d.py")
+    write(pkg / "unused.py")
+    write(pkg / "README.md")
+    write(pkg / "sub" / "table.csv", "x\n")
+    assert imported_names(pkg / "b.py", "pkg.b") == {"pkg", "pkg.sub", "pkg.sub.c", "pkg.sub.c.VALUE"}
+    files = import_closure(["pkg.a"], {"pkg": pkg})
+    assert [f.relative_to(tmp_path).as_posix() for f in files] == [
+        "pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/sub/__init__.py", "pkg/sub/c.py", "pkg/sub/d.py"]
+    assert package_data(files) == [pkg / "sub" / "table.csv"]   # data, never the README

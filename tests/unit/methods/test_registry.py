@@ -127,3 +127,19 @@ def test_train_method_reads_the_section_applies_the_smoke_policy_and_returns_a_r
     full = train_method("toy", smoke=False, params_path=params, out_dir=root / "full", live_dir=root / "live2")
     assert list(full.history.epoch) == [1, 2, 3]
     assert full.history.train_loss.is_monotonic_decreasing         # (scale - 1)^2 from 0.25 down
+
+
+def test_a_training_free_method_is_built_from_its_section_without_a_models_folder(tmp_path, monkeypatch):
+    from fsadlib.evaluate import load_method
+
+    root = tmp_path / "bench"
+    root.mkdir()
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({"winclip": {
+        "ks": [1], "model": {"backbone": {"arch": "tiny"}, "window_sizes": [3], "temperature": 0.5}}}))
+    monkeypatch.setenv("FSAD_ROOT", str(root))
+    method = load_method("winclip_plus", "synthetic", k=1, seed=0)
+    assert method.name == "winclip_plus" and method.config.window_sizes == (3,) and method.config.temperature == 0.5
+    assert not (root / "models").exists()
+    with pytest.raises(FileNotFoundError, match="run its train_inctrl stage"):
+        load_method("inctrl", "synthetic", k=2, seed=0)

@@ -50,8 +50,8 @@ def loaded_modules() -> list[str]:
     files = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if not path or not path.endswith(".py"):
-            continue
+        if not path or not path.endswith(".py") or not os.path.isabs(path) or not os.path.isfile(path):
+            continue  # built-ins, extensions, and pseudo-modules with a bare file name (torch._ops)
         path = Path(path).resolve()
         if path.is_relative_to(package):
             files.add(path.relative_to(package.parent).as_posix())

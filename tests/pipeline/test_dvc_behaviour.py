@@ -46,10 +46,10 @@ def test_editing_inctrl_reruns_only_its_training_and_evaluation(finished):
     append(dst / "fsadlib" / "methods" / "inctrl" / "model.py", "\n# a comment\n")
     assert set(dvc_status(dst, env)) == {"pipelines/inctrl/dvc.yaml:train_inctrl",
                                           "pipelines/inctrl/dvc.yaml:evaluate@inctrl"}
-    dry = subprocess.run([str(BIN / "dvc"), "repro", "--dry"], cwd=dst, env=env, capture_output=True, text=True,
-                         check=True).stdout
-    assert {line.split("'")[1] for line in dry.splitlines() if line.startswith("Running stage")} == {
-        "pipelines/inctrl/dvc.yaml:train_inctrl", "pipelines/inctrl/dvc.yaml:evaluate@inctrl", "ablation_analysis"}
+    # ... and then the analysis, which depends on every result folder (dvc only sees it once results change)
+    analysis = yaml.safe_load((dst / "dvc.yaml").read_text())["stages"]["ablation_analysis"]
+    evaluate = yaml.safe_load((dst / "pipelines" / "inctrl" / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    assert "results" in analysis["deps"] and evaluate["outs"][0].startswith("results/")
 
 
 def test_changing_one_target_image_reruns_its_shots_and_every_evaluation(finished):

@@ -44,14 +44,18 @@ def record(kind: str, value: str) -> None:
 
 
 def loaded_modules() -> list[str]:
-    """Files of the loaded modules of fsadlib and of packages outside the Python installation."""
+    """Files of the loaded modules of fsadlib and of packages outside the Python installation (only
+    files where their module name puts them: not code that a library generates into a temporary file)."""
     package = Path(__file__).resolve().parent
     installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     files = set()
-    for module in list(sys.modules.values()):
+    for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if not path or not path.endswith(".py") or not os.path.isabs(path) or not os.path.isfile(path):
-            continue  # built-ins, extensions, and pseudo-modules with a bare file name (torch._ops)
+        if not path or not os.path.isabs(path) or not os.path.isfile(path):
+            continue  # built-ins and pseudo-modules with a bare file name (torch._ops)
+        dotted = Path(*name.split("."))
+        if not (path.endswith(f"{dotted}.py") or path.endswith(str(dotted / "__init__.py"))):
+            continue  # extensions, and code generated into temporary files (torch_geometric's propagate)
         path = Path(path).resolve()
         if path.is_relative_to(package):
             files.add(path.relative_to(package.parent).as_posix())

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsadlib.clip import ImageFeatures
 from fsadlib.config import to_dict
-from fsadlib.io import save_torch
+from fsadlib.io import load_torch, save_torch
 from fsadlib.losses import balanced_focal_loss, dice_loss
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
 from fsadlib.protocol import Protocol, validation_sets
@@ -248,14 +248,14 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str |
                             select_metric="pixel_ap", **common),
                 out_dir / "stage1", validate=validate, param_groups=groups(1),
                 live_dir=live / "stage1" if live else None, desc="bayes_pfl stage 1")
-    method.load_trainable_state(torch.load(first.best_path, map_location="cpu", weights_only=False)["state_dict"])
+    method.load_trainable_state(load_torch(first.best_path)["state_dict"])
     method.stage.fill_(2)
     second = fit(method, batches, stage2_loss,
                  TrainConfig(epochs=cfg.stage2_epochs, lr=cfg.lr_stage2, schedule="constant",
                              select_metric="image_ap", **common),
                  out_dir / "stage2", validate=validate, param_groups=groups(2),
                  live_dir=live / "stage2" if live else None, desc="bayes_pfl stage 2")
-    ckpt = torch.load(second.best_path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(second.best_path)
     ckpt["extra"].update(stage1_history=first.history, stage1_best_epoch=first.best_epoch,
                          stage2_history=second.history, stage2_best_epoch=second.best_epoch,
                          protocol=to_dict(protocol), training_data="auxiliary categories, TEST split")

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.shots import ShotsConfig
-from fsadlib.io import save_torch
+from fsadlib.io import load_torch, save_torch
 from fsadlib.methods.finegrained.losses import mlsa_loss
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
 from fsadlib.methods.finegrained.regions import Regions, region_weights
@@ -78,7 +78,7 @@ def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, t
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
     result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc)
-    save_torch(final_path, torch.load(result.best_path, map_location="cpu", weights_only=False))
+    save_torch(final_path, load_torch(result.best_path))
     return result.history
 
 
@@ -140,7 +140,7 @@ def _kept_history(path: Path, section: FineGrainedSection) -> list[dict[str, flo
     """The history of an existing model file trained with this config and epoch count, else None."""
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path)
     history = ckpt["extra"].get("history", [])
     if ckpt["config"] != to_dict(section.model) or len(history) != section.train.epochs:
         return None
@@ -152,7 +152,7 @@ def history_table(rows: pd.DataFrame) -> pd.DataFrame:
     listed in ``rows`` (the table :func:`train_finegrained` returns)."""
     out = []
     for row in rows.itertuples():
-        ckpt = torch.load(row.path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(row.path)
         for rec in ckpt["extra"]["history"]:
             out += [{"category": row.category, "k": row.k, "seed": row.seed, "epoch": rec["epoch"],
                      "part": key[len("train_"):], "value": value}

@@ -77,12 +77,14 @@ def _missing_shots_hint(dataset: str, k: int, seed: int) -> str:
     """What makes a missing k-shot file: make_shots, once k and seed are in ``params.yaml: shots``."""
     from fsadlib.config import load_section
 
-    config = load_section("shots", ShotsConfig)
+    made_by = f"written by the make_shots stage: dvc repro make_shots@{dataset}"
+    try:
+        config = load_section("shots", ShotsConfig)
+    except FileNotFoundError:  # no params.yaml: nothing to compare with
+        return made_by
     absent = [f"{key} {value} is not in params.yaml shots.{key}s {list(values)}"
               for key, value, values in (("k", k, config.ks), ("seed", seed, config.seeds)) if value not in values]
-    if absent:
-        return "; ".join(absent) + f": add it there, then run dvc repro make_shots@{dataset}"
-    return f"written by the make_shots stage: dvc repro make_shots@{dataset}"
+    return "; ".join(absent) + f": add it there, then run dvc repro make_shots@{dataset}" if absent else made_by
 
 
 def load_shots(dataset: str, category: str, k: int, seed: int) -> list[str]:

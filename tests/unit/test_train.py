@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fsadlib.clip import BackboneConfig
+from fsadlib.io import file_sha1
 from fsadlib.methods import AnomalyOutput
 from fsadlib.methods.base import AnomalyMethod, load_checkpoint
 from fsadlib.train import TrainConfig, fit, lr_factor
@@ -121,6 +122,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
     assert ckpt["config"]["backbone"] == {"arch": "tiny", "pretrained": None, "image_size": None,
                                           "quick_gelu": None, "precision": "auto"}
     again = load_checkpoint(path)
+    assert again.checkpoint_sha1 == file_sha1(path) and m.checkpoint_sha1 == ""
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(m(x).pred_score, again(x).pred_score)
     bad = dict(ckpt["state_dict"], extra=torch.zeros(1))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
+from fsadlib.data.files import files_fingerprint
 from fsadlib.io import load_torch, save_torch, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.tracking import open_live
@@ -151,6 +153,7 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
         warnings.warn(f"{last_path}: {stale}; starting fresh", stacklevel=2)
     if resume and last_path.is_file() and not stale:
         state = _resume(method, opt, last_path)
+        print(f"{desc}: resuming from {last_path} after epoch {state['epoch']}", file=sys.stderr)
     else:
         last_path.unlink(missing_ok=True)
         best_path.unlink(missing_ok=True)
@@ -209,7 +212,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     final = out_dir / "final.pt"
     chosen = best_path if best_path.is_file() and config.select_metric else last_path
     extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],
-             "selected_from": chosen.name, "history": state["history"]}
+             "selected_from": chosen.name, "history": state["history"], "train_config": to_dict(config),
+             "fingerprint": fingerprint}
     if chosen == best_path:
         ckpt = load_torch(best_path)
         ckpt["extra"].update(extra)
@@ -218,6 +222,12 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
         method.save_checkpoint(final, extra=extra)
     write_json(out_dir / "history.json", state["history"])
     return TrainResult(final, state["history"], extra["best_epoch"], bool(stopped and state["epoch"] < config.epochs))
+
+
+def input_fingerprint(files: Iterable[str | Path] = (), **sections: Any) -> dict[str, Any]:
+    """The ``fingerprint`` of :func:`fit`: every named section (dataclasses as plain dicts) and
+    ``files_fingerprint(files)`` (path, size, modification time) of the files the run reads."""
+    return {**{name: to_dict(value) for name, value in sections.items()}, "files": files_fingerprint(files)}
 
 
 def _autocast(device: torch.device, amp: int):

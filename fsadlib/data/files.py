@@ -83,15 +83,13 @@ def outside_root(paths: Iterable[str], root: str | Path) -> list[str]:
 
 
 def files_fingerprint(paths: Iterable[str | Path]) -> str:
-    """sha1 over (path, size, mtime in ns) of every non-empty path, in the given order; a missing file
-    raises ``FileNotFoundError`` naming it."""
+    """sha1 over (path, size, mtime in ns) of every non-empty path, in the given order (a missing
+    file enters as ``missing``; whoever reads it reports it)."""
     digest = hashlib.sha1()
     for path in paths:
         if not path:
             continue
-        try:
-            stat = resolve_path(path).stat()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"file not found: {resolve_path(path)}") from None
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        resolved = resolve_path(path)
+        stat = f"{resolved.stat().st_size}\0{resolved.stat().st_mtime_ns}" if resolved.is_file() else "missing"
+        digest.update(f"{path}\0{stat}\n".encode())
     return digest.hexdigest()

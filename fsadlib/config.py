@@ -109,7 +109,8 @@ def convert(value: Any, hint: Any, key: str) -> Any:
             raise _type_error(key, value, hint)
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
-                raise TypeError(f"params key '{key}' = {value!r}: expected {len(args)} items ({_name(hint)}), got {len(value)}")
+                raise TypeError(f"params key '{key}' = {value!r}: expected {len(args)} items ({_name(hint)}), "
+                                f"got {len(value)}")
             return tuple(convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         item = args[0] if args else Any
         items = [convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
@@ -196,7 +197,9 @@ def _to_str(value: Any) -> str:
 
 
 def _to_bool(value: Any) -> bool:
-    if not isinstance(value, (bool, int, str, np.integer)) or (not isinstance(value, (bool, str)) and value not in (0, 1)):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value not in (0, 1):
+        raise TypeError(value)
+    if not isinstance(value, (bool, int, str, np.integer)):
         raise TypeError(value)
     return as_flag(value)
 

@@ -66,7 +66,8 @@ from fsadlib.prompts import class_name
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
-_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "n_empty_masks", "empty_mask_images"}
+_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "n_empty_masks",
+                 "empty_mask_images"}
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
         metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, has_masks, config)
         empty = empty_mask_images(rows, masks) if has_masks else []
         if empty:
-            warnings.warn(f"category '{cat}' of '{dataset}': {len(empty)} anomalous test image(s) have an empty mask "
-                          f"at {eval_size} px and count as normal in the pixel metrics, e.g. {empty[:3]} "
+            warnings.warn(f"category '{cat}' of '{dataset}': {len(empty)} anomalous test image(s) have an empty "
+                          f"mask at {eval_size} px and count as normal in the pixel metrics, e.g. {empty[:3]} "
                           f"(recorded in {out / 'metrics.json'})", stacklevel=2)
         result["categories"][cat] = metrics | {"n_empty_masks": len(empty), "empty_mask_images": empty,
                                                "inputs": inputs}
@@ -193,8 +194,8 @@ def _drop_stale(out: Path, previous: dict[str, Any], run: dict[str, Any]) -> Non
     if old_run == run or not previous.get("categories"):
         return
     differ = sorted(key for key in old_run.keys() | run.keys() if old_run.get(key) != run.get(key))
-    warnings.warn(f"{out / 'metrics.json'} holds categories {sorted(previous['categories'])} evaluated with other "
-                  f"run settings {differ}; they are dropped with their maps", stacklevel=3)
+    warnings.warn(f"{out / 'metrics.json'} holds categories {sorted(previous['categories'])} evaluated with "
+                  f"other run settings {differ}; they are dropped with their maps", stacklevel=3)
     for cat in previous["categories"]:
         (out / f"maps_{cat}.npz").unlink(missing_ok=True)
 

@@ -112,8 +112,9 @@ def load_torch(path: str | Path, map_location: str | Any = "cpu") -> Any:
         raise ValueError(f"{path}: refused to load: it is corrupt or truncated, or it holds pickled objects "
                          "beyond tensors and plain data (loading those could run code)") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"{path}: unreadable checkpoint, corrupt or truncated "
-                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'end of file'})") from err
+        reason = str(err).splitlines()[0] if str(err) else "end of file"
+        raise ValueError(f"{path}: unreadable checkpoint, corrupt or truncated ({type(err).__name__}: {reason})") \
+            from err
 
 
 @contextmanager

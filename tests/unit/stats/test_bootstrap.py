@@ -11,7 +11,12 @@ from metrics_reference import mvtec_like
 from scipy.special import ndtr
 
 from fsadlib.metrics import image_metrics, pixel_metrics
-from fsadlib.stats import bootstrap_image_metrics, bootstrap_pixel_metrics, percentile_interval, resample_counts
+from fsadlib.stats import (
+    bootstrap_image_metrics,
+    bootstrap_pixel_metrics,
+    percentile_interval,
+    resample_counts,
+)
 
 
 @pytest.mark.parametrize("seed, levels", [(0, None), (1, 6), (2, 40)])

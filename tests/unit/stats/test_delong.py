@@ -56,7 +56,7 @@ def test_published_example_hanley_mcneil_1982():
     labels = np.r_[np.zeros(58), np.ones(51)].astype(int)
     got = delong(scores, labels)
     assert round(float(got.auc[0]), 3) == 0.893
-    auc, cov = slow_delong(scores[None], labels)
+    _, cov = slow_delong(scores[None], labels)
     assert got.covariance[0, 0] == pytest.approx(cov[0, 0], abs=1e-12)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -182,3 +183,23 @@ def test_resume_only_when_everything_matches_else_fresh_with_the_reason(tmp_path
     with pytest.warns(UserWarning, match=r"other training settings \['lr'\]"):
         fit(new_method(), make_batches(2), loss_fn, TrainConfig(epochs=2, steps_per_epoch=2, lr=0.01),
             tmp_path / "run", fingerprint=changed)
+
+
+def test_input_fingerprint_follows_sections_and_file_size_and_mtime(tmp_path):
+    import os
+
+    from fsadlib.protocol import Protocol, training_files
+    from fsadlib.train import input_fingerprint
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"12345")
+    first = input_fingerprint([image], loss={"w": 1}, protocol=Protocol(aux_categories=("a",)))
+    assert first == input_fingerprint([image], loss={"w": 1}, protocol=Protocol(aux_categories=("a",)))
+    assert first["protocol"]["aux_categories"] == ["a"]
+    assert input_fingerprint([image], loss={"w": 2}, protocol=Protocol(aux_categories=("a",))) != first
+    os.utime(image, ns=(0, image.stat().st_mtime_ns + 10**9))
+    assert input_fingerprint([image], loss={"w": 1}, protocol=Protocol(aux_categories=("a",)))["files"] != first["files"]
+    samples = pd.DataFrame({"category": ["a", "b", "v"], "image_path": ["x/a.png", "x/b.png", "x/v.png"],
+                            "mask_path": ["x/a_mask.png", "", ""]})
+    protocol = Protocol(aux_categories=("a",), val_categories=("v",), target_categories=("b",))
+    assert training_files(protocol, samples) == ["x/a.png", "x/a_mask.png", "x/v.png"]

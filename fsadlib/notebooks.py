@@ -3,7 +3,7 @@
 Contract of a notebook in ``notebooks/`` (checked by :func:`contract_problems`, tested for every
 notebook by ``tests/notebooks``): kernel ``python3``; exactly one cell tagged ``parameters``, the
 first code cell, holding only ``name = <scalar literal>`` lines; no outputs or execution counts; no
-``def`` or ``class`` (the library holds the code). Build one with::
+``def`` or ``class`` (the library holds the code); every ``assert`` carries a message. Build one with::
 
     from fsadlib.notebooks import md, write_notebook
     write_notebook("notebooks/15_make_shots.ipynb", "dataset = 'synthetic'",
@@ -116,6 +116,8 @@ def contract_problems(nb: NotebookNode | str | Path) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 problems.append(f"code cell {i} defines '{node.name}' (move code into fsadlib)")
+            if isinstance(node, ast.Assert) and node.msg is None:
+                problems.append(f"code cell {i} line {node.lineno}: assert without a message (say what failed)")
     return problems
 
 
@@ -162,10 +164,13 @@ def training_notebook(spec: Any) -> NotebookNode:
         md("Training curves: the training loss and every validation value per epoch."),
         "report.curves();",
         md("## Invariants"),
-        ("assert report.models and all(path.is_file() for path in report.models), \"every model file is written\"\n"
-        "assert np.isfinite(report.history[\"train_loss\"]).all()\n"
-        "assert report.history.filter(like=\"val_auroc\").stack().between(0, 1).all()\n"
-        "assert all(load_checkpoint(path).config == section.model for path in {report.models[0], report.models[-1]})\n"
+        ("missing = [str(path) for path in report.models if not path.is_file()]\n"
+        "assert report.models and not missing, f\"models not written: {missing or 'none reported'}\"\n"
+        "loss = report.history[\"train_loss\"]\n"
+        "assert np.isfinite(loss).all(), f\"non-finite training loss in rows {report.history.index[~np.isfinite(loss)].tolist()}\"\n"
+        "assert report.history.filter(like=\"val_auroc\").stack().between(0, 1).all(), \"validation AUROC out of [0, 1]\"\n"
+        "other = [str(p) for p in {report.models[0], report.models[-1]} if load_checkpoint(p).config != section.model]\n"
+        f"assert not other, f\"models whose config differs from params.yaml {spec.name}.model: {{other}}\"\n"
          "print(f\"{len(report.models)} model file(s), {len(report.history)} history rows\")"),
     ]
     return build_notebook("smoke = 0", cells, title=f"# {number} Train {spec.name}")

@@ -195,7 +195,8 @@ def train_stage(spec: MethodSpec) -> dict[str, Any]:
         "cmd": papermill(spec.notebook, Path(spec.notebook).name, {"smoke": "${smoke}"}),
         "deps": _unique(deps),
         "params": _unique(params),
-        "outs": [f"models/{spec.name}", f"reports/notebooks/{Path(spec.notebook).name}"],
+        # models persist across reruns: an interrupted training resumes from last.pt (fsadlib.train)
+        "outs": [{f"models/{spec.name}": {"persist": True}}, f"reports/notebooks/{Path(spec.notebook).name}"],
         "metrics": [{f"reports/train_{spec.name}/summary.json": {"cache": False}}],
     }
 

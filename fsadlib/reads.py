@@ -54,7 +54,7 @@ def loaded_modules() -> list[str]:
         if not path or not os.path.isabs(path) or not os.path.isfile(path):
             continue  # built-ins and pseudo-modules with a bare file name (torch._ops)
         dotted = Path(*name.split("."))
-        if not (path.endswith(f"{dotted}.py") or path.endswith(str(dotted / "__init__.py"))):
+        if not path.endswith((f"{dotted}.py", str(dotted / "__init__.py"))):
             continue  # extensions, and code generated into temporary files (torch_geometric's propagate)
         path = Path(path).resolve()
         if path.is_relative_to(package):

@@ -43,7 +43,9 @@ counts""",
             """normal, anomalous = samples[samples.label == 0], samples[samples.label == 1]
 assert (normal.mask_path == "").all(), "normal images carry no mask"
 assert (anomalous.mask_path != "").all(), "every synthetic defect has a mask"
-assert all(data.load_mask(p, synthetic_config.image_size).sum() >= 1 for p in anomalous.mask_path)""",
+empty = [p for p in anomalous.mask_path if data.load_mask(p, synthetic_config.image_size).sum() < 1]
+assert not empty, f"{len(empty)} synthetic defect masks are empty, e.g. {empty[:3]}"
+""",
         ],
     ),
     "15_make_shots": (
@@ -77,11 +79,15 @@ train_good = samples[(samples.split == "train") & (samples.label == 0)].image_pa
 assert table.image_path.isin(train_good).all(), "shots come from train/good only"
 per_file = table.groupby(["category", "k", "seed"]).image_path.nunique()
 assert (per_file.index.get_level_values("k") == per_file.to_numpy()).all(), "k distinct images per file"
-assert len(written) == samples.category.nunique() * len(shots_config.ks) * len(shots_config.seeds)
-assert index.is_file(), "the data set index is written"
-named = {protocol.aux_dataset: protocol.aux_categories + protocol.val_categories,
-         protocol.target_dataset: protocol.target_categories}
-assert set(named.get(dataset, ())) <= set(samples.category), "the protocol's categories of this data set exist"
+expected = samples.category.nunique() * len(shots_config.ks) * len(shots_config.seeds)
+assert len(written) == expected, f"{len(written)} k-shot files written, expected {expected} (categories x shots.ks x shots.seeds)"
+assert index.is_file(), f"the data set index {index} is not written"
+for key, named, wanted in [("aux_categories", protocol.aux_dataset, protocol.aux_categories),
+                           ("val_categories", protocol.aux_dataset, protocol.val_categories),
+                           ("target_categories", protocol.target_dataset, protocol.target_categories)]:
+    unknown = sorted(set(wanted) - set(samples.category)) if named == dataset else []
+    assert not unknown, (f"params.yaml protocol.{key}: {unknown} not in dataset {dataset!r}; "
+                         f"its categories: {sorted(set(samples.category))}")
 """,
         ],
     ),
@@ -110,9 +116,11 @@ caption_table(captions)""",
 tokens, so a text longer than 70 tokens is split into pieces, never cut)."""),
             """tokens = token_table(captions)
 sns.catplot(data=tokens, x="tokens", y="category", hue="field", kind="strip", height=3.5, aspect=2);""",
-            """assert sorted(written) == sorted(c.category for c in captions) and len(captions) > 0
-assert all(c.dataset == dataset and c.source["captioner"] == config.captioner for c in captions)
-assert all(len(c.entity) == len(c.entity_caption) >= 1 for c in captions)
+            """assert captions and sorted(written) == sorted(c.category for c in captions), f"captions written for {sorted(written)}"
+wrong = [str(written[c.category]) for c in captions if c.dataset != dataset or c.source["captioner"] != config.captioner]
+assert not wrong, f"captions of another dataset or captioner than {dataset!r} / {config.captioner!r}: {wrong}"
+uneven = [str(written[c.category]) for c in captions if not len(c.entity) == len(c.entity_caption) >= 1]
+assert not uneven, f"captions without entities or with one caption per entity missing: {uneven}"
 print(f"{len(captions)} categories captioned, {sum(c.n_entities for c in captions)} entities, "
       f"{(tokens.tokens > 70).sum()} texts over the 70-token budget")""",
         ],
@@ -145,7 +153,8 @@ sns.catplot(data=auroc, x="category", y="mean", hue="k", col="metric", kind="bar
 entry = next(m for m in spec.methods if m.name == method)
 scores = table[table.metric.str.startswith("image_") & table["mean"].notna()]
 assert ((scores["mean"] >= 0) & (scores["mean"] <= 1)).all(), "metrics out of [0, 1]"
-assert set(table.k) == set(entry_ks(entry, load_method_section(spec), as_flag(smoke))), "every k of the method"
+planned = entry_ks(entry, load_method_section(spec), as_flag(smoke))
+assert set(table.k) == set(planned), f"evaluated k {sorted(set(table.k))}, planned {list(planned)} ({folder}.ks)"
 """,
         ],
     ),
@@ -174,7 +183,8 @@ runs.groupby(["method", "dataset", "k"]).agg(seeds=("seed", "nunique"), categori
                                              eval_size=("eval_size", "first"), random_weights=("random_weights", "first"))""",
             md('## Summary: mean ± std over seeds (%), category mean'),
             """summary = analysis.write_summary(runs)
-assert all(e["n_seeds"] >= 1 for m in summary.values() for d in m.values() for e in d.values())
+empty = [(m, d, k) for m, ds in summary.items() for d, ks in ds.items() for k, e in ks.items() if e["n_seeds"] < 1]
+assert not empty, f"summary entries (method, dataset, k) without a seed: {empty}"
 analysis.summary_table(runs)""",
             md('## Per-category heat maps (mean over seeds, %)'),
             """fig = viz.category_heatmaps(runs, dataset)
@@ -195,7 +205,7 @@ Published numbers (`fsadlib/analysis/published.csv`; `status` says which are unv
 quotes) beside ours for the same method, k and metric. Our data set and weights are in the row:
 with random backbone weights the numbers are **not comparable** (they only show that the code runs)."""),
             """comparison = analysis.paper_comparison(runs)
-assert comparison.empty or comparison["paper"].between(0, 100).all()
+assert comparison.empty or comparison["paper"].between(0, 100).all(), "published numbers out of [0, 100]: check fsadlib/analysis/published.csv"
 comparison""",
             md('## Efficiency (`python benchmarks/bench_methods.py`; not a pipeline dependency)'),
             """efficiency = analysis.read_efficiency() if (reports_dir() / "efficiency.csv").is_file() else None
@@ -205,7 +215,7 @@ fig = viz.efficiency_plot(efficiency) if efficiency is not None else None""",
     ),
     "60_explore_anomaly_maps": (
         '# 60 Explore anomaly maps',
-        'results = ""  # results folder; "" = results/ of this checkout',
+        """results = ""  # results folder; "" = results/ of this checkout""",
         [
             md("""Interactive explorer over **saved** results (it never runs a model): pick the data set, category,
 two methods, k and seed; maps are normalised per (method, category) and the ground-truth contour is

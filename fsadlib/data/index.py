@@ -11,13 +11,12 @@ Columns: the samples table (:data:`fsadlib.data.samples.SAMPLE_COLUMNS`) + ``ima
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 
 from fsadlib.data.files import resolve_path
-from fsadlib.io import atomic_path
+from fsadlib.io import atomic_path, file_sha1
 from fsadlib.paths import data_dir
 
 
@@ -25,21 +24,13 @@ def index_file(dataset: str) -> Path:
     return data_dir() / "index" / f"{dataset}.csv"
 
 
-def file_sha1(path: str | Path) -> str:
-    """sha1 of a file's bytes (``FileNotFoundError`` naming it)."""
-    resolved = resolve_path(path)
-    if not resolved.is_file():
-        raise FileNotFoundError(f"file not found: {resolved}")
-    return hashlib.sha1(resolved.read_bytes()).hexdigest()
-
-
 def write_index(samples: pd.DataFrame) -> Path:
     """Write the index of the one data set of ``samples`` atomically; returns its path."""
     datasets = samples["dataset"].unique()
     if len(datasets) != 1:
         raise ValueError(f"write_index takes the samples of one dataset, got {list(datasets)}")
-    table = samples.assign(image_sha1=[file_sha1(p) for p in samples["image_path"]],
-                           mask_sha1=[file_sha1(p) if p else "" for p in samples["mask_path"]])
+    table = samples.assign(image_sha1=[file_sha1(resolve_path(p)) for p in samples["image_path"]],
+                           mask_sha1=[file_sha1(resolve_path(p)) if p else "" for p in samples["mask_path"]])
     with atomic_path(index_file(str(datasets[0])), suffix=".csv") as tmp:
         table.to_csv(tmp, index=False)
     return index_file(str(datasets[0]))

@@ -39,8 +39,8 @@ from fsadlib.layout import k_name, per_k_dir
 from fsadlib.losses import focal_loss, focal_loss_with_logits
 from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
 from fsadlib.methods.training import TrainReport
-from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, fit
+from fsadlib.protocol import Protocol, training_files, validation_sets
+from fsadlib.train import TrainConfig, fit, input_fingerprint
 
 ImageLoader = Callable[[Sequence[str], int], torch.Tensor]
 
@@ -199,6 +199,7 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
     backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
     images = CachedImages(backbone.image_size, loader or backbone_loader(backbone))
     aux = training_samples(samples, protocol)
+    files = training_files(protocol, samples)
     history, summary, models = [], {}, []
     for k in section.ks:
         seed_everything(section.train.seed)  # the same head initialisation for every k
@@ -206,7 +207,9 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
         validate = make_validate(samples, protocol, k, images, section.data) if protocol.val_categories else None
         result = fit(method, PromptedBatches(aux, k, images, section.data),
                      lambda m, b: inctrl_loss(m, b, section.loss), section.train, per_k_dir(out_dir, k),
-                     validate=validate, live_dir=live_dir / k_name(k), desc=f"inctrl k={k}")
+                     validate=validate, live_dir=live_dir / k_name(k), desc=f"inctrl k={k}",
+                     fingerprint=input_fingerprint(files, loss=section.loss, data=section.data, protocol=protocol,
+                                                   k=k))
         history += [{"k": k, **rec} for rec in result.history]
         models.append(result.best_path)
         summary[k_name(k)] = {"best_epoch": result.best_epoch,

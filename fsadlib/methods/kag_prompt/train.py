@@ -30,8 +30,8 @@ from fsadlib.config import seed_everything
 from fsadlib.losses import dice_loss, focal_loss
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
 from fsadlib.methods.training import TrainReport
-from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, fit
+from fsadlib.protocol import Protocol, training_files, validation_sets
+from fsadlib.train import TrainConfig, fit, input_fingerprint
 
 
 @dataclass(frozen=True)
@@ -191,6 +191,7 @@ def train_kag_prompt(section: KagTrainSection, protocol: Protocol, *, smoke: boo
     data = section.data
     batches = SyntheticAnomalyBatches(aux_normal_samples(protocol), size, data.batch_size, data.synthesis, mean, std)
     validate = make_validate(protocol, data, size, mean, std) if protocol.val_categories else None
+    fingerprint = input_fingerprint(training_files(protocol), loss=section.loss, data=data, protocol=protocol)
     result = fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), section.train, out_dir,
-                 validate=validate, live_dir=live_dir, desc="kag_prompt")
+                 validate=validate, live_dir=live_dir, desc="kag_prompt", fingerprint=fingerprint)
     return TrainReport(pd.DataFrame(result.history), [result.best_path])

@@ -240,7 +240,7 @@ def test_two_stage_training_and_checkpoint_round_trip(tmp_path):
                           batches=[synthetic_batch(4)], validate=validate)
     assert res.models == [tmp_path / "final.pt"]
     assert list(res.history.stage) == [1, 1, 2, 2] and list(res.history.epoch) == [1, 2, 1, 2]
-    ckpt = torch.load(res.models[0], weights_only=False)
+    ckpt = torch.load(res.models[0], weights_only=True)
     assert ckpt["extra"]["stage1_best_epoch"] == 1 and ckpt["extra"]["stage2_best_epoch"] == 2
     assert int(ckpt["state_dict"]["stage"]) == 2
     assert ckpt["extra"]["training_data"].endswith("TEST split")
@@ -288,7 +288,7 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     assert (tmp_path / "live" / "stage1" / "metrics.json").is_file() and (tmp_path / "live" / "stage2" / "metrics.json").is_file()
     assert res.history.val_pixel_ap.between(0, 1).all() and res.history.val_image_ap.between(0, 1).all()
     assert {"val_pixel_ap_grass", "val_image_ap_grass"} <= set(res.history)
-    assert torch.load(res.models[0], weights_only=False)["extra"]["protocol"]["val_categories"] == ["grass"]
+    assert torch.load(res.models[0], weights_only=True)["extra"]["protocol"]["val_categories"] == ["grass"]
     with pytest.raises(KeyError, match="unknown categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), smoke=True, out_dir=tmp_path / "bad",
                         live_dir=tmp_path / "bad_live")

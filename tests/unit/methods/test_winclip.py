@@ -1,6 +1,6 @@
 """WinCLIP / WinCLIP+ on the tiny backbone (8 x 8 grid): windows and harmonic aggregation on a
 hand-computed 3 x 3 grid, window embeddings against an explicit attention mask, the zero-shot map
-against a slow loop reference, batch invariance, few-shot behaviour, bank and checkpoint round trips."""
+against a slow loop reference, batch invariance, few-shot behaviour, checkpoint round trips."""
 
 from __future__ import annotations
 

@@ -310,12 +310,12 @@ def test_changed_image_mask_or_model_file_is_evaluated_again(toy, tmp_path):
     overwrite_image(mask, 0)
     after_mask = Brightness()
     third = evaluate(after_mask, "toy", samples=toy, config=cfg, out_dir=out)
-    assert [c for c, _ in after_mask.calls] == ["metal nut"]
+    assert [c for c, _ in after_mask.calls] == ["metal_nut"]
     assert third["categories"]["metal_nut"]["n_empty_masks"] == 1
     reloaded = Brightness()
     reloaded.checkpoint_sha1 = "another model file"
     evaluate(reloaded, "toy", samples=toy, config=cfg, out_dir=out)
-    assert [c for c, _ in reloaded.calls] == ["disc", "metal nut"]
+    assert [c for c, _ in reloaded.calls] == ["disc", "metal_nut"]
 
 
 def test_category_subsets_merge_and_other_settings_replace(toy, tmp_path):

@@ -32,7 +32,8 @@ class Mutation:
     path: str
     old: str
     new: str
-    tests: tuple[str, ...]
+    tests: tuple[str, ...]   # the method's test files (reference first)
+    first: str = ""          # a test expected to catch it, run alone first (saves time when it does)
 
 
 # reference tests first: with -x a killed mutant stops at its first failure
@@ -41,40 +42,45 @@ WINCLIP = (R + "test_winclip_reference.py", T + "test_winclip.py")
 KAG = (R + "test_kag_prompt_reference.py", T + "test_kag_prompt.py", T + "test_kag_prompt_train.py")
 BAYES = (R + "test_bayes_pfl_reference.py", T + "test_bayes_pfl.py")
 FINE = (R + "test_finegrained_reference.py", T + "test_finegrained.py")
+INCTRL_FIRST = R + "test_inctrl_reference.py::test_paper_preset_equals_the_public_test_path_at_batch_3"
+WINCLIP_FIRST = R + "test_winclip_reference.py::test_equals_the_port[winclip_plus-workbench]"
+KAG_FIRST = R + "test_kag_prompt_reference.py::test_test_loop_equals_the_port_under_both_presets"
+BAYES_LOSS_FIRST = R + "test_bayes_pfl_reference.py::test_stage1_loss_and_gradients_equal_the_port[paper]"
+BAYES_TEST_FIRST = R + "test_bayes_pfl_reference.py::test_workbench_test_path_equals_the_port_with_shared_noise"
 
 MUTATIONS = [
     Mutation("inctrl: BN/ReLU order swapped in both heads", M + "inctrl/model.py",
              "nn.Linear(dim_in, h1), nn.ReLU(), nn.BatchNorm1d(h1),\n"
              "                                 nn.Linear(h1, h2), nn.ReLU(), nn.BatchNorm1d(h2),",
              "nn.Linear(dim_in, h1), nn.BatchNorm1d(h1), nn.ReLU(),\n"
-             "                                 nn.Linear(h1, h2), nn.BatchNorm1d(h2), nn.ReLU(),", INCTRL),
+             "                                 nn.Linear(h1, h2), nn.BatchNorm1d(h2), nn.ReLU(),", INCTRL, INCTRL_FIRST),
     Mutation("inctrl: adapter's last ReLU dropped", M + "inctrl/model.py",
              "nn.Linear(dim // reduction, dim, bias=False), nn.ReLU())",
-             "nn.Linear(dim // reduction, dim, bias=False))", INCTRL),
+             "nn.Linear(dim // reduction, dim, bias=False))", INCTRL, INCTRL_FIRST),
     Mutation("inctrl: a bias added to the adapter", M + "inctrl/model.py",
-             "nn.Linear(dim, dim // reduction, bias=False)", "nn.Linear(dim, dim // reduction, bias=True)", INCTRL),
+             "nn.Linear(dim, dim // reduction, bias=False)", "nn.Linear(dim, dim // reduction, bias=True)", INCTRL, INCTRL_FIRST),
     Mutation("winclip+: mean over the few-shot scales replaced by max", M + "winclip/model.py",
-             "return torch.stack(maps).mean(0)", "return torch.stack(maps).amax(0)", WINCLIP),
+             "return torch.stack(maps).mean(0)", "return torch.stack(maps).amax(0)", WINCLIP, WINCLIP_FIRST),
     Mutation("winclip+: window scales dropped from the few-shot map", M + "winclip/model.py",
-             "return torch.stack(maps).mean(0)", "return maps[0]", WINCLIP),
+             "return torch.stack(maps).mean(0)", "return maps[0]", WINCLIP, WINCLIP_FIRST),
     Mutation("kag: MMCI resized with align_corners=False", M + "kag_prompt/modules.py",
              'F.interpolate(conv(flat), size=size, mode="bilinear", align_corners=True)',
-             'F.interpolate(conv(flat), size=size, mode="bilinear", align_corners=False)', KAG),
+             'F.interpolate(conv(flat), size=size, mode="bilinear", align_corners=False)', KAG, KAG_FIRST),
     Mutation("kag: MMCI summed instead of averaged", M + "kag_prompt/modules.py",
-             "for conv in self.convs) / len(self.convs)", "for conv in self.convs)", KAG),
+             "for conv in self.convs) / len(self.convs)", "for conv in self.convs)", KAG, KAG_FIRST),
     Mutation("kag: LayerProjection without its transpose", M + "kag_prompt/modules.py",
-             "x.transpose(2, 3).reshape(", "x.reshape(", KAG),
+             "x.transpose(2, 3).reshape(", "x.reshape(", KAG, KAG_FIRST),
     Mutation("kag: projection without ReLU", M + "kag_prompt/modules.py",
-             "maps = [F.relu(lin(t))", "maps = [lin(t)", KAG),
+             "maps = [F.relu(lin(t))", "maps = [lin(t)", KAG, KAG_FIRST),
     Mutation("bayes_pfl: KL term removed from the stage-1 loss", M + "bayes_pfl/train.py",
              "loss = ce + focal + dice + cfg.kl_weight * kl + cfg.orth_weight * orth",
-             "loss = ce + focal + dice + cfg.orth_weight * orth", BAYES),
+             "loss = ce + focal + dice + cfg.orth_weight * orth", BAYES, BAYES_LOSS_FIRST),
     Mutation("bayes_pfl: images scored with the normal-state probability", M + "bayes_pfl/model.py",
              "text_prob = self.image_logits(feats, text).softmax(dim=2)[:, :, 1]",
-             "text_prob = self.image_logits(feats, text).softmax(dim=2)[:, :, 0]", BAYES),
+             "text_prob = self.image_logits(feats, text).softmax(dim=2)[:, :, 0]", BAYES, BAYES_TEST_FIRST),
     Mutation("bayes_pfl: map from the last layer only", M + "bayes_pfl/model.py",
              "raw = torch.stack([self.upsample(gaps[:, l]).mean(1) for l in range(gaps.shape[1])], 1).mean(1)",
-             "raw = self.upsample(gaps[:, -1]).mean(1)", BAYES),
+             "raw = self.upsample(gaps[:, -1]).mean(1)", BAYES, BAYES_TEST_FIRST),
     Mutation("finegrained: arithmetic instead of harmonic fusion", M + "finegrained/model.py",
              "patch = harmonic_mean(text, visual)", "patch = (text + visual) / 2", FINE),
     Mutation("finegrained: image score from the visual term alone", M + "finegrained/model.py",
@@ -109,18 +115,25 @@ def scratch_copy(dst: Path) -> None:
         shutil.copy2(ROOT / name, dst / name)
 
 
+def fails(tests: list[str], copy: Path) -> bool:
+    env = {**os.environ, "PYTHONPATH": str(copy), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *tests],
+                          cwd=copy, env=env, capture_output=True, text=True)
+    return proc.returncode != 0
+
+
 def run(mutation: Mutation, copy: Path) -> str:
-    """'KILLED', 'SURVIVED' or 'NOT APPLIED' (the text to replace does not occur exactly once)."""
+    """'KILLED', 'SURVIVED' or 'NOT APPLIED' (the text to replace does not occur exactly once).
+    The ``first`` test runs alone; if it passes, every test file of the method runs."""
     target = copy / mutation.path
     original = target.read_text()
     if original.count(mutation.old) != 1:
         return "NOT APPLIED"
     target.write_text(original.replace(mutation.old, mutation.new))
     try:
-        env = {**os.environ, "PYTHONPATH": str(copy), "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *mutation.tests],
-                              cwd=copy, env=env, capture_output=True, text=True)
-        return "SURVIVED" if proc.returncode == 0 else "KILLED"
+        if mutation.first and fails([mutation.first], copy):
+            return "KILLED"
+        return "KILLED" if fails(list(mutation.tests), copy) else "SURVIVED"
     finally:
         target.write_text(original)
 

@@ -42,14 +42,18 @@ def test_patch_text_probs_and_map():
     assert m.shape == (1, 4, 4) and torch.isclose(m[0, 0, 0], p[0, 0])
 
 
-def test_gaussian_blur_matches_scipy():
-    x = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
-    got = gaussian_blur(torch.from_numpy(x), 2.0).numpy()
-    want = np.stack([gaussian_filter(m, 2.0, mode="reflect", truncate=4.0) for m in x])
-    # scipy 'reflect' = half-sample symmetric; torch 'reflect' mirrors about the edge pixel
-    assert np.abs(got - want)[:, 8:-8, 8:-8].max() < 1e-5
+@pytest.mark.parametrize("mode", ["mirror", "reflect"])
+def test_gaussian_blur_matches_scipy_borders_included(mode):
+    x = np.random.default_rng(0).random((2, 32, 20)).astype(np.float32)
+    got = gaussian_blur(torch.from_numpy(x), 2.0, mode).numpy()
+    want = np.stack([gaussian_filter(m, 2.0, mode=mode, truncate=4.0) for m in x])
+    assert np.abs(got - want).max() < 1e-5
+    other = np.stack([gaussian_filter(m, 2.0, mode={"mirror": "reflect", "reflect": "mirror"}[mode]) for m in x])
+    assert np.abs(got - other)[:, 0].max() > 1e-3          # the two border rules differ at the edges
     t = torch.from_numpy(x)
     assert gaussian_blur(t, 0) is t
+    with pytest.raises(ValueError, match="mode"):
+        gaussian_blur(t, 1.0, "nearest")
 
 
 def test_harmonic_and_topk():

@@ -46,6 +46,8 @@ INCTRL_FIRST = R + "test_inctrl_reference.py::test_paper_preset_equals_the_publi
 WINCLIP_FIRST = R + "test_winclip_reference.py::test_equals_the_port[winclip_plus-workbench]"
 KAG_FIRST = R + "test_kag_prompt_reference.py::test_test_loop_equals_the_port_under_both_presets"
 BAYES_LOSS_FIRST = R + "test_bayes_pfl_reference.py::test_stage1_loss_and_gradients_equal_the_port[paper]"
+FINE_FORWARD_FIRST = R + "test_finegrained_reference.py::test_forward_equals_the_port"
+FINE_LOSS_FIRST = R + "test_finegrained_reference.py::test_training_loss_gradients_and_regions_equal_the_port"
 BAYES_TEST_FIRST = R + "test_bayes_pfl_reference.py::test_workbench_test_path_equals_the_port_with_shared_noise"
 
 MUTATIONS = [
@@ -82,29 +84,29 @@ MUTATIONS = [
              "raw = torch.stack([self.upsample(gaps[:, l]).mean(1) for l in range(gaps.shape[1])], 1).mean(1)",
              "raw = self.upsample(gaps[:, -1]).mean(1)", BAYES, BAYES_TEST_FIRST),
     Mutation("finegrained: arithmetic instead of harmonic fusion", M + "finegrained/model.py",
-             "patch = harmonic_mean(text, visual)", "patch = (text + visual) / 2", FINE),
+             "patch = harmonic_mean(text, visual)", "patch = (text + visual) / 2", FINE, FINE_FORWARD_FIRST),
     Mutation("finegrained: image score from the visual term alone", M + "finegrained/model.py",
              "score = harmonic_mean(self.text_scores(enc.embedding, pairs), visual.amax(1))",
-             "score = visual.amax(1)", FINE),
+             "score = visual.amax(1)", FINE, FINE_FORWARD_FIRST),
     Mutation("finegrained: no Gaussian blur", M + "finegrained/model.py",
              "amap = gaussian_blur(to_map(patch, self.backbone.grid, self.backbone.image_size), self.config.sigma)",
-             "amap = to_map(patch, self.backbone.grid, self.backbone.image_size)", FINE),
+             "amap = to_map(patch, self.backbone.grid, self.backbone.image_size)", FINE, FINE_FORWARD_FIRST),
     Mutation("finegrained: L_reg without its background term", M + "finegrained/losses.py",
-             "- levels[1].normal.mean(0)).norm()", ").norm()", FINE),
+             "- levels[1].normal.mean(0)).norm()", ").norm()", FINE, FINE_LOSS_FIRST),
     Mutation("finegrained: background level with entity 0's weights", M + "finegrained/losses.py",
-             "[tokens * weights[:, -1, :, None]]", "[tokens * weights[:, 0, :, None]]", FINE),
+             "[tokens * weights[:, -1, :, None]]", "[tokens * weights[:, 0, :, None]]", FINE, FINE_LOSS_FIRST),
     Mutation("finegrained: wrong attribute-weight row (normal prompts)", M + "finegrained/prompts.py",
-             "e_n = e_n + weights[0, a]", "e_n = e_n + weights[1, a]", FINE),
+             "e_n = e_n + weights[0, a]", "e_n = e_n + weights[1, a]", FINE, FINE_LOSS_FIRST),
     Mutation("finegrained: wrong attribute-weight row (abnormal prompts)", M + "finegrained/prompts.py",
-             "e_h = e_h + weights[1, a]", "e_h = e_h + weights[0, a]", FINE),
+             "e_h = e_h + weights[1, a]", "e_h = e_h + weights[0, a]", FINE, FINE_LOSS_FIRST),
     Mutation("finegrained: a single memory layer", M + "finegrained/model.py",
              "for q, bank in zip(enc.memory, self.memory)]", "for q, bank in zip(enc.memory[:1], self.memory[:1])]",
-             FINE),
+             FINE, FINE_FORWARD_FIRST),
     Mutation("finegrained: memory bank from the V-V tokens", M + "finegrained/model.py",
              "memory=[F.normalize(t, dim=-1) for t in feats.tokens]",
-             "memory=[F.normalize(feats.vv_tokens[0], dim=-1) for t in feats.tokens]", FINE),
+             "memory=[F.normalize(feats.vv_tokens[0], dim=-1) for t in feats.tokens]", FINE, FINE_FORWARD_FIRST),
     Mutation("finegrained: regions guided by the abnormal background text", M + "finegrained/train.py",
-             "levels[1].pair()[0]", "levels[1].pair()[1]", FINE),
+             "levels[1].pair()[0]", "levels[1].pair()[1]", FINE, FINE_LOSS_FIRST),
 ]
 
 

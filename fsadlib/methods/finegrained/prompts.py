@@ -75,7 +75,8 @@ class MllpTexts:
         return asdict(self)
 
 
-def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2, 3)) -> MllpTexts:
+def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2, 3),
+                one_abnormal_per_entity: bool = False) -> MllpTexts:
     """Normal and handcrafted-abnormal texts of every level (table in the module docstring).
 
     ``caption_levels`` (ablation) names the MFSC levels whose fine-grained content is used:
@@ -83,6 +84,9 @@ def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2,
     the bare entity names (no number, location or relation) and the relation attribute is dropped;
     without 3 the colour / texture / shape attributes are dropped. The level structure (image,
     background, entities) stays, so routing and MLSA work unchanged.
+
+    ``one_abnormal_per_entity`` (the public code, ``preset: paper``): each entity level gets ONE
+    handcrafted abnormal text, built with one seeded random defect phrase, instead of one per phrase.
     """
     rng = np.random.default_rng(seed)
     phrases = c.anomaly_phrases
@@ -98,7 +102,8 @@ def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2,
             continue
         others = [w for w in LOCATIONS if w != loc]
         abnormal = []
-        for p in phrases:
+        chosen = (phrases[rng.integers(len(phrases))],) if one_abnormal_per_entity else phrases
+        for p in chosen:
             head, _, tail = text.rpartition(loc)  # the location word is replaced at its last occurrence
             moved = f"{head}{others[rng.integers(len(others))]}{tail}"
             abnormal.append(moved.replace(name, p.format(name), 1))
@@ -190,11 +195,14 @@ class MultiLevelPrompts(nn.Module):
     ViT-B-16-plus defaults: 4 * 640 + 4 * 640 + 8)."""
 
     def __init__(self, width: int, n_ctx: int = 4, n_pro: int = 1, n_ctx_ab: int = 1, n_pro_ab: int = 4,
-                 init_std: float = 0.02) -> None:
+                 init_std: float = 0.02, randn_attribute_logits: bool = False) -> None:
+        """``randn_attribute_logits``: the attribute logits start N(0, 1) (the public code) instead of
+        0 (every weight sigmoid(0) = 0.5); drawn from the global RNG after the context tokens."""
         super().__init__()
         self.normal_ctx = LearnableTokens(n_pro, n_ctx, width, std=init_std)
         self.abnormal_ctx = LearnableTokens(n_pro_ab, n_ctx_ab, width, std=init_std)
-        self.attribute_logits = nn.Parameter(torch.zeros(2, len(ATTRIBUTES)))
+        init = torch.randn if randn_attribute_logits else torch.zeros
+        self.attribute_logits = nn.Parameter(init(2, len(ATTRIBUTES)))
 
     @property
     def budget_tokens(self) -> int:

@@ -68,7 +68,8 @@ def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, 
     """:func:`fsadlib.methods.finegrained.losses.mlsa_loss` of the current prompts on ``batch``."""
     cfg = method.config
     return mlsa_loss(method.level_features(), batch["tokens"], batch["weights"], cfg.n_pro * cfg.n_pro_ab,
-                     cfg.logit_scale, cfg.triplet_margin, cfg.match_weight, cfg.reg_weight)
+                     cfg.logit_scale, cfg.triplet_margin, cfg.match_weight, cfg.reg_weight,
+                     triplet_over_tokens=cfg.preset == "paper")
 
 
 def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,

@@ -289,6 +289,8 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     assert torch.load(res.best_path, weights_only=False)["extra"]["protocol"]["val_categories"] == ["grass"]
     with pytest.raises(KeyError, match="unknown categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), tmp_path / "bad", smoke=True)
+    with pytest.raises(ValueError, match="protocol.val_categories is empty"):
+        train_bayes_pfl(section, replace(protocol, val_categories=()), tmp_path / "empty", smoke=True)
 
 
 def test_distribution_ablation_switches_off_samples_and_kl():

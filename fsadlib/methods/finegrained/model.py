@@ -146,7 +146,12 @@ class FineGrainedAD(AnomalyMethod):
             if self.captions_locked:
                 raise ValueError(f"this finegrained model was trained for category "
                                  f"'{self.captions.category}', not '{class_name}'")
-            self.set_captions(load_captions(self.config.captions_dataset, class_name))
+            captions = load_captions(self.config.captions_dataset, class_name)
+            if captions.dataset != self.config.captions_dataset:
+                raise ValueError(f"captions of '{class_name}' under data/captions/{self.config.captions_dataset}/ "
+                                 f"describe data set '{captions.dataset}', not finegrained.captions_dataset "
+                                 f"'{self.config.captions_dataset}'")
+            self.set_captions(captions)
         with torch.no_grad():
             enc = self.encode(supports)
         self.memory = [m.reshape(-1, m.shape[-1]) for m in enc.memory]

@@ -9,6 +9,10 @@ are computed once; a step re-encodes only the prompts.
 Model selection: none. The model after the fixed epoch count is the model (the public code picks
 the epoch with the best TEST pixel-AUROC; that is not done here and no test data is read).
 
+Captions are those of the data set trained on: ``model.captions_dataset`` is set to it (a category
+of the same name in another data set never lends its captions). A model file is reused only when
+its method config, captions, k-shot images and training config are all unchanged.
+
 Files: ``models/finegrained/<dataset>/k<k>/seed<s>/<category>.pt`` (the model, see
 :func:`fsadlib.methods.finegrained.model.category_model`) and, beside it, ``<category>/`` with the
 resumable ``last.pt``, ``history.json`` and ``train_config.json`` of :func:`fsadlib.train.fit`.
@@ -73,14 +77,23 @@ def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, 
 
 
 def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,
-                 final_path: str | Path, desc: str = "finegrained") -> list[dict[str, float]]:
-    """Set up ``category``, train, write the model to ``final_path``; returns the history."""
+                 final_path: str | Path, desc: str = "finegrained", extra: dict[str, Any] | None = None
+                 ) -> list[dict[str, float]]:
+    """Set up ``category``, train, write the model to ``final_path`` (``extra`` added to the
+    checkpoint's extra); returns the history."""
     final_path = Path(final_path)
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
     result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc)
-    save_torch(final_path, torch.load(result.best_path, map_location="cpu", weights_only=False))
+    ckpt = torch.load(result.best_path, map_location="cpu", weights_only=False)
+    ckpt["extra"].update(extra or {})
+    save_torch(final_path, ckpt)
     return result.history
+
+
+def model_config(section: FineGrainedSection, dataset: str) -> FineGrainedConfig:
+    """The section's model config with the captions of ``dataset`` (the data set trained on)."""
+    return dataclasses.replace(section.model, captions_dataset=dataset)
 
 
 def train_category(dataset: str, category: str, k: int, shot_seed: int, section: FineGrainedSection,
@@ -90,11 +103,13 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
     from fsadlib.data.shots import load_shots
 
     seed_everything(section.train.seed)  # the prompt initialisation draws from the global RNG
-    method = FineGrainedAD(section.model, backbone_model=backbone_model)
+    method = FineGrainedAD(model_config(section, dataset), backbone_model=backbone_model)
     bb = method.backbone
-    supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std)
+    shots = load_shots(dataset, category, k, shot_seed)
+    supports = load_images(shots, bb.image_size, mean=bb.mean, std=bb.std)
     return fit_category(method, category, supports.to(method.device), section.train,
-                        model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}")
+                        model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}",
+                        extra={"shots": list(shots), "train": to_dict(section.train)})
 
 
 def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig, smoke: bool = False,
@@ -120,7 +135,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
         path = model_path(dataset, category, k, seed, root)
         start = time.perf_counter()
-        history = _kept_history(path, section)
+        history = _kept_history(path, section, dataset, category, k, seed)
         status = "kept"
         if history is None:
             history, status = train_category(dataset, category, k, seed, section, root, backbone), "trained"
@@ -137,15 +152,27 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     return pd.DataFrame(rows)
 
 
-def _kept_history(path: Path, section: FineGrainedSection) -> list[dict[str, float]] | None:
-    """The history of an existing model file trained with this config and epoch count, else None."""
+def _kept_history(path: Path, section: FineGrainedSection, dataset: str, category: str, k: int, seed: int
+                  ) -> list[dict[str, float]] | None:
+    """The history of an existing model file trained with this method config, captions, k-shot
+    images and training config (epoch count included), else None (the model is retrained)."""
+    from fsadlib.captions import Captions, load_captions
+    from fsadlib.data.shots import load_shots
+
     if not path.is_file():
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    history = ckpt["extra"].get("history", [])
-    if ckpt["config"] != to_dict(section.model) or len(history) != section.train.epochs:
+    extra = ckpt["extra"]
+    history = extra.get("history", [])
+    if (ckpt["config"] != to_dict(model_config(section, dataset)) or len(history) != section.train.epochs
+            or extra.get("train") != to_dict(section.train) or extra.get("shots") != load_shots(dataset, category, k, seed)
+            or "captions" not in extra):
         return None
-    return history
+    try:
+        current = load_captions(dataset, category)
+    except FileNotFoundError:
+        return None
+    return history if Captions.from_json(extra["captions"], where=str(path)) == current else None
 
 
 def history_table(rows: pd.DataFrame) -> pd.DataFrame:

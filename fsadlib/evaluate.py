@@ -14,24 +14,44 @@ Maps are resized bilinearly (align_corners=False) to the evaluation resolution E
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
 :mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
 
-Layout (all writes atomic, rewritten after every category so an interrupted run resumes):
+Layout (all writes atomic, rewritten after every category so an interrupted run resumes; the folder
+is locked by ``fsadlib.io.locked`` while a run writes it, so a second run waits):
 
     results/<method>/<dataset>/k<k>/seed<s>/
-        metrics.json           {"run": settings, E, mask rule, metric definitions;
-                                "categories": {category: flat metrics}, "mean": category mean}
+        metrics.json           {"run": settings, E, mask rule, metric definitions, bootstrap settings;
+                                "categories": {category: flat metrics}, "mean": category mean,
+                                "intervals": {"categories": {category: {metric: [low, high]}},
+                                              "mean": {metric: [low, high]}}}
         scores.csv             image_path, category, defect, label, score
         maps_<category>.npz    maps float16 [N, E, E] and image_path [N], in scores.csv order
-    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds (aggregate_seeds)
+        bootstrap_<category>.npz   the metrics under the shared image resamples (fsadlib.stats.replicates)
+    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds and the seed-mean
+                                                       interval ci_low, ci_high (aggregate_seeds)
+
+Intervals (``evaluate.bootstrap`` > 0): percentile bootstrap over the test images, stratified by label,
+pixel metrics resampling whole images, exact for every metric (:mod:`fsadlib.stats.bootstrap`), on the
+maps at their stored float16 precision; the seed aggregate adds the support-seed spread (two-stage
+bootstrap, :mod:`fsadlib.stats.intervals`).
 
 Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
-config, trainable weights, data set, k, seed, evaluation settings, test images, supports) and its
-maps file exists.
+config, trainable weights, the sha1 of the checkpoint file the model was loaded from, the backbone's
+weights file (size + mtime), data set, k, seed, evaluation settings, the test images and masks and the
+supports by path, size and modification time) and its maps file exists.
+
+Subsets: categories already in the folder but not in this run are kept when they were evaluated with
+the same run settings (metrics.json and scores.csv then hold the union); with other settings they are
+dropped with their maps files, and a warning says so.
+
+Empty masks: an anomalous test image whose mask has no anomalous pixel at E counts as normal in every
+pixel metric. Such images are counted (``n_empty_masks``), listed (``empty_mask_images``) in the
+category's entry of metrics.json, and a warning names them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,17 +64,31 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fsadlib import data
+from fsadlib import data, stats
 from fsadlib.config import as_flag, seed_everything, to_dict
-from fsadlib.io import atomic_path, read_json, write_json
+from fsadlib.data.files import files_fingerprint
+from fsadlib.io import atomic_path, locked, read_json, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.paths import results_dir
 from fsadlib.prompts import class_name
+from fsadlib.stats.intervals import percentile_interval
+from fsadlib.stats.replicates import (
+    category_mean_replicates,
+    category_replicates,
+    intervals,
+    read_replicates,
+    read_seed_replicates,
+    replicates_file,
+    save_replicates,
+    seed_mean,
+    stored_precision,
+)
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
-_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs"}
+_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "n_empty_masks",
+                 "empty_mask_images"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,9 @@ class EvalConfig:
     fpr_limit: float = 0.3        # AUPRO integration limit
     save_maps: int = 1            # write maps_<category>.npz (float16) for the explorer
     legacy_aupro: int = 0         # also report the cflow-style 200-threshold AUPRO (comparison only)
+    bootstrap: int = 1000         # image resamples for the intervals (fsadlib.stats); 0 = no intervals
+    bootstrap_seed: int = 0       # seed of the shared resamples (same for every method and support seed)
+    confidence: float = 0.95      # level of the percentile intervals
 
 
 def run_dir(method: str, dataset: str, k: int, seed: int) -> Path:
@@ -100,29 +137,45 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "image_transform": data.IMAGE_TRANSFORM, "fpr_limit": config.fpr_limit,
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
+        "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,
+                      "confidence": config.confidence, "method": stats.INTERVAL_METHOD} if config.bootstrap else None,
     }
+    with locked(out):
+        return _evaluate_locked(method, dataset, k, seed, config, test, out, run, image_size, eval_size,
+                                category_models)
+
+
+def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, config: EvalConfig,
+                     test: pd.DataFrame, out: Path, run: dict[str, Any], image_size: int, eval_size: int,
+                     category_models: Callable[[str], AnomalyMethod] | None) -> dict[str, Any]:
+    """The body of :func:`evaluate`, run while ``out`` is locked."""
     previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
     done = previous.get("categories", {}) if previous.get("run") == run else {}
+    _drop_stale(out, previous, run)
     has_scores = bool(done) and (out / "scores.csv").is_file()
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False) if has_scores \
         else pd.DataFrame(columns=SCORE_COLUMNS)
     model_of = category_models if category_models is not None else (lambda _cat: method)
     models: dict[str, AnomalyMethod] = {}
-    result: dict[str, Any] = {"run": run, "categories": {}}
     cats = list(dict.fromkeys(test["category"]))
+    # categories of earlier runs with the same settings stay (a subset run adds to them)
+    result: dict[str, Any] = {"run": run, "categories": {c: v for c, v in done.items() if c not in cats}}
     todo = {}
     for cat in cats:
         rows = test[test["category"] == cat].reset_index(drop=True)
         shots = data.load_shots(dataset, cat, k, seed) if k > 0 else []
         models[cat] = model_of(cat)
-        inputs = _hash([run, _weights_hash(models[cat]), rows["image_path"].tolist(), shots])
+        inputs = _hash([run, _model_fingerprint(models[cat]), rows["image_path"].tolist(), shots,
+                        files_fingerprint([*rows["image_path"], *rows["mask_path"], *shots])])
         finished = (done.get(cat, {}).get("inputs") == inputs
                     and (scores["category"] == cat).sum() == len(rows)
-                    and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file()))
+                    and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file())
+                    and (not config.bootstrap or replicates_file(out, cat).is_file()))
         if finished:
             result["categories"][cat] = done[cat]
         else:
             todo[cat] = (rows, shots, inputs)
+    order = [*(c for c in done if c not in cats), *cats]
     scores = scores[scores["category"].isin(list(result["categories"]))]
 
     bar = tqdm(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
@@ -136,16 +189,49 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
             loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
             pred, maps, masks = predict(model, loader, eval_size, bar)
-        metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, _has_masks(rows, cat), config)
-        result["categories"][cat] = metrics | {"inputs": inputs}
+        has_masks = _has_masks(rows, cat)
+        metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, has_masks, config)
+        empty = empty_mask_images(rows, masks) if has_masks else []
+        if empty:
+            warnings.warn(f"category '{cat}' of '{dataset}': {len(empty)} anomalous test image(s) have an empty "
+                          f"mask at {eval_size} px and count as normal in the pixel metrics, e.g. {empty[:3]} "
+                          f"(recorded in {out / 'metrics.json'})", stacklevel=2)
+        result["categories"][cat] = metrics | {"n_empty_masks": len(empty), "empty_mask_images": empty,
+                                               "inputs": inputs}
+        if config.bootstrap:
+            paths = rows["image_path"].tolist()
+            counts = stats.image_resamples(paths, rows["label"].to_numpy(), config.bootstrap, config.bootstrap_seed)
+            save_replicates(replicates_file(out, cat), category_replicates(
+                pred, rows["label"].to_numpy(), stored_precision(maps), masks, has_masks, counts,
+                config.fpr_limit), stats.image_list_hash(paths))
         if as_flag(config.save_maps):
             with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
                 np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
         cat_scores = rows[SCORE_COLUMNS[:-1]].assign(score=pred.numpy())
         scores = pd.concat([scores, cat_scores], ignore_index=True) if len(scores) else cat_scores
-        _write(out, result, scores, cats)
+        _write(out, result, scores, order, config)
     bar.close()
-    return _write(out, result, scores, cats)
+    return _write(out, result, scores, order, config)
+
+
+def empty_mask_images(rows: pd.DataFrame, masks: torch.Tensor) -> list[str]:
+    """Image paths of the anomalous ``rows`` whose mask (``masks`` [N, E, E], in row order) is all zero."""
+    empty = (rows["label"].to_numpy() == 1) & ~masks.flatten(1).any(1).cpu().numpy()
+    return rows.loc[empty, "image_path"].astype(str).tolist()
+
+
+def _drop_stale(out: Path, previous: dict[str, Any], run: dict[str, Any]) -> None:
+    """Warn about and delete the maps and bootstrap files of the categories of ``previous``
+    (metrics.json content) that were evaluated with other run settings than ``run``."""
+    old_run = previous.get("run") or {}
+    if old_run == run or not previous.get("categories"):
+        return
+    differ = sorted(key for key in old_run.keys() | run.keys() if old_run.get(key) != run.get(key))
+    warnings.warn(f"{out / 'metrics.json'} holds categories {sorted(previous['categories'])} evaluated with "
+                  f"other run settings {differ}; they are dropped with their maps", stacklevel=3)
+    for cat in previous["categories"]:
+        (out / f"maps_{cat}.npz").unlink(missing_ok=True)
+        replicates_file(out, cat).unlink(missing_ok=True)
 
 
 def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
@@ -205,12 +291,12 @@ def run_plan(name: str, smoke: bool = False, params_path: str | Path | None = No
 
 
 def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
-    """A seed aggregate (:func:`aggregate_seeds`) as rows (category, metric, mean, std); the category
-    mean appears as category ``"mean"``."""
+    """A seed aggregate (:func:`aggregate_seeds`) as rows (category, metric, mean, std, ci_low, ci_high;
+    the interval NaN without bootstrap replicates); the category mean appears as category ``"mean"``."""
     rows = [{"category": cat, "metric": m, **v}
             for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
             for m, v in metrics.items()]
-    return pd.DataFrame(rows, columns=["category", "metric", "mean", "std"])
+    return pd.DataFrame(rows, columns=["category", "metric", "mean", "std", "ci_low", "ci_high"])
 
 
 def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm | None = None
@@ -255,7 +341,8 @@ def category_mean(categories: dict[str, dict[str, Any]]) -> dict[str, float]:
 def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[int, ...],
                     out_dir: str | Path | None = None) -> dict[str, Any]:
     """Mean and sample std (ddof = 1; 0 for one seed) over seeds of every per-category metric and of
-    the category mean; writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
+    the category mean, and, when the runs have bootstrap replicates, the percentile interval of the
+    seed mean (``ci_low``, ``ci_high``; :func:`fsadlib.stats.replicates.seed_mean`); writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
     overrides that folder, which holds the ``seed<s>/`` runs) and returns it.
 
     The seed runs must share everything but the seed (same categories, resolution, mask rule ...);
@@ -280,13 +367,25 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
     run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": 1}
     result = {"run": run, "categories": cats,
               "mean": {m: stats([runs[s]["mean"][m] for s in seeds]) for m in first["mean"]}}
+    if first["run"].get("bootstrap"):
+        per_seed = read_seed_replicates({s: root / f"seed{s}" for s in seeds}, list(first["categories"]))
+        seed_means = seed_mean(per_seed, first["run"]["bootstrap"]["seed"])
+        confidence = first["run"]["bootstrap"]["confidence"]
+        for entry, reps in [*((cats[c], seed_means[c]) for c in cats), (result["mean"], category_mean_replicates(seed_means))]:
+            for m, r in reps.items():
+                if m in entry:
+                    entry[m]["ci_low"], entry[m]["ci_high"] = percentile_interval(r, confidence)
     write_json(root / "metrics.json", result)
     return result
 
 
-def _write(out: Path, result: dict[str, Any], scores: pd.DataFrame, order: list[str]) -> dict[str, Any]:
+def _write(out: Path, result: dict[str, Any], scores: pd.DataFrame, order: list[str], config: EvalConfig
+           ) -> dict[str, Any]:
     result["categories"] = {c: result["categories"][c] for c in order if c in result["categories"]}
     result["mean"] = category_mean(result["categories"])
+    if config.bootstrap:
+        replicates = {c: read_replicates(replicates_file(out, c))[0] for c in result["categories"]}
+        result["intervals"] = intervals(replicates, config.confidence)
     rank = {c: i for i, c in enumerate(order)}
     scores = scores.sort_values("category", key=lambda s: s.map(rank), kind="stable")
     with atomic_path(out / "scores.csv", suffix=".csv") as tmp:
@@ -303,6 +402,15 @@ def _has_masks(rows: pd.DataFrame, category: str) -> bool:
         raise ValueError(f"category '{category}': {len(anomalous) - with_mask} of {len(anomalous)} anomalous "
                          "test images have no mask; pixel metrics would count their defects as normal")
     return with_mask > 0
+
+
+def _model_fingerprint(method: AnomalyMethod) -> list[str]:
+    """What identifies a model beyond its config: the hash of its trainable state, the sha1 of the
+    checkpoint file it was loaded from, and the size + mtime of its backbone's weights file."""
+    pretrained = getattr(getattr(method.backbone, "config", None), "pretrained", None)
+    weights_file = Path(pretrained).expanduser() if isinstance(pretrained, str) else None
+    weights_file = weights_file if weights_file is not None and weights_file.is_file() else ""
+    return [_weights_hash(method), getattr(method, "checkpoint_sha1", ""), files_fingerprint([weights_file])]
 
 
 def _weights_hash(method: AnomalyMethod) -> str:

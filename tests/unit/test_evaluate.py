@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,7 @@ from fsadlib.io import read_json, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.metrics import image_metrics
+from fsadlib.stats import bootstrap_image_metrics, image_resamples, percentile_interval, seed_draws
 
 SIZE = 16
 
@@ -179,10 +182,18 @@ def test_aggregate_over_seeds(toy, tmp_path):
     agg = aggregate_seeds("brightness", "toy", 0, (0, 1, 2), out_dir=root)
     values = [r["categories"]["disc"]["image_auroc"] for r in runs]
     assert len(set(values)) > 1  # the seed changes the noisy scores
-    assert agg["categories"]["disc"]["image_auroc"] == pytest.approx(
-        {"mean": np.mean(values), "std": np.std(values, ddof=1)})
+    disc = agg["categories"]["disc"]["image_auroc"]
+    assert {k: disc[k] for k in ("mean", "std")} == pytest.approx({"mean": np.mean(values), "std": np.std(values, ddof=1)})
     means = [r["mean"]["pixel_aupro"] for r in runs]
-    assert agg["mean"]["pixel_aupro"] == pytest.approx({"mean": np.mean(means), "std": np.std(means, ddof=1)})
+    aupro = agg["mean"]["pixel_aupro"]
+    assert {k: aupro[k] for k in ("mean", "std")} == pytest.approx({"mean": np.mean(means), "std": np.std(means, ddof=1)})
+    # seed-mean interval: per-seed replicates [S, B], seeds drawn with replacement per resample
+    per_seed = np.stack([np.load(root / f"seed{s}" / "bootstrap_disc.npz")["values"][0] for s in (0, 1, 2)])
+    assert np.load(root / "seed0" / "bootstrap_disc.npz")["metrics"][0] == "image_ap"
+    draws = seed_draws(3, per_seed.shape[1], 0)
+    combined = per_seed[draws, np.arange(per_seed.shape[1])[:, None]].mean(1)
+    assert (disc := agg["categories"]["disc"]["image_ap"])["ci_low"] == pytest.approx(np.quantile(combined, 0.025))
+    assert disc["ci_high"] == pytest.approx(np.quantile(combined, 0.975))
     assert agg["run"]["seeds"] == [0, 1, 2] and read_json(root / "metrics.json") == agg
     rerun = evaluate(Brightness(FakeConfig(noise=2.0)), "toy", seed=1, samples=toy, out_dir=root / "seed1")
     assert rerun == runs[1]
@@ -190,6 +201,28 @@ def test_aggregate_over_seeds(toy, tmp_path):
              out_dir=root / "seed2")
     with pytest.raises(ValueError, match=r"seed 2 .* in \['eval_size', 'map_resize', 'mask_rule'\]"):
         aggregate_seeds("brightness", "toy", 0, (0, 1, 2), out_dir=root)
+
+
+def test_intervals_come_from_the_shared_image_resamples(toy, tmp_path):
+    out = tmp_path / "run"
+    result = evaluate(Brightness(FakeConfig(noise=0.3)), "toy", samples=toy, config=EvalConfig(bootstrap=200), out_dir=out)
+    assert result["run"]["bootstrap"]["resamples"] == 200 and "stratified" in result["run"]["bootstrap"]["method"]
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    disc = scores[scores.category == "disc"]
+    counts = image_resamples(disc.image_path.tolist(), disc.label.to_numpy(), 200)
+    assert (counts[:, disc.label.to_numpy() == 1].sum(1) == 3).all()
+    want = bootstrap_image_metrics(disc.score.to_numpy(np.float32), disc.label.to_numpy(), counts)["auroc"]
+    saved = np.load(out / "bootstrap_disc.npz")
+    np.testing.assert_array_equal(saved["values"][list(saved["metrics"]).index("image_auroc")], want)
+    assert result["intervals"]["categories"]["disc"]["image_auroc"] == list(percentile_interval(want, 0.95))
+    low, high = result["intervals"]["mean"]["pixel_aupro"]
+    assert low <= result["mean"]["pixel_aupro"] <= high
+    (out / "bootstrap_disc.npz").unlink()                                   # a missing file reruns the category
+    again = Brightness(FakeConfig(noise=0.3))
+    evaluate(again, "toy", samples=toy, config=EvalConfig(bootstrap=200), out_dir=out)
+    assert again.images_seen == 6
+    off = evaluate(Brightness(), "toy", samples=toy, config=EvalConfig(bootstrap=0), out_dir=tmp_path / "off")
+    assert "intervals" not in off and off["run"]["bootstrap"] is None
 
 
 def test_image_level_only_and_partial_masks(tmp_path, monkeypatch):
@@ -237,3 +270,86 @@ def test_weights_hash_handles_scalar_buffers():
             self.register_buffer("num_batches_tracked", torch.tensor(n))
 
     assert _weights_hash(WithScalar(1)) != _weights_hash(WithScalar(2))
+
+
+def overwrite_image(path: str, value: int) -> None:
+    """New pixels at the same path; the modification time moves on by a second (coarse file systems)."""
+    stat = os.stat(path)
+    Image.fromarray(np.full((SIZE, SIZE, 3), value, np.uint8)).save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_changed_image_mask_or_model_file_is_evaluated_again(toy, tmp_path):
+    out, cfg = tmp_path / "run", EvalConfig(batch_size=4)
+    first = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out)
+    assert first["categories"]["disc"]["image_auroc"] == 1.0
+    normal = toy[(toy.category == "disc") & (toy.split == "test") & (toy.label == 0)].image_path.iloc[0]
+    overwrite_image(normal, 255)  # now the brightest image of disc: AUROC falls
+    again = Brightness()
+    second = evaluate(again, "toy", samples=toy, config=cfg, out_dir=out)
+    assert [c for c, _ in again.calls] == ["disc"], "only the changed category runs again"
+    assert second["categories"]["disc"]["image_auroc"] < 1.0
+    mask = toy[(toy.category == "metal_nut") & (toy.label == 1)].mask_path.iloc[0]
+    overwrite_image(mask, 0)
+    after_mask = Brightness()
+    third = evaluate(after_mask, "toy", samples=toy, config=cfg, out_dir=out)
+    assert [c for c, _ in after_mask.calls] == ["metal nut"]
+    assert third["categories"]["metal_nut"]["n_empty_masks"] == 1
+    reloaded = Brightness()
+    reloaded.checkpoint_sha1 = "another model file"
+    evaluate(reloaded, "toy", samples=toy, config=cfg, out_dir=out)
+    assert [c for c, _ in reloaded.calls] == ["disc", "metal nut"]
+
+
+def test_category_subsets_merge_and_other_settings_replace(toy, tmp_path):
+    out, cfg = tmp_path / "run", EvalConfig(batch_size=4)
+    evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out, categories=["metal_nut"])
+    merged = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out, categories=["disc"])
+    whole = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=tmp_path / "whole")
+    assert list(merged["categories"]) == ["metal_nut", "disc"]
+    assert merged["mean"] == whole["mean"] and read_json(out / "metrics.json") == merged
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    assert scores.groupby("category").size().to_dict() == {"disc": 6, "metal_nut": 6}
+    assert {p.name for p in out.glob("maps_*.npz")} == {"maps_disc.npz", "maps_metal_nut.npz"}
+    with pytest.warns(UserWarning, match=r"holds categories \['disc', 'metal_nut'\] evaluated with other run "
+                                         r"settings \['fpr_limit'\]; they are dropped with their maps"):
+        other = evaluate(Brightness(), "toy", samples=toy, config=EvalConfig(fpr_limit=0.1), out_dir=out,
+                         categories=["disc"])
+    assert list(other["categories"]) == ["disc"] and not (out / "maps_metal_nut.npz").exists()
+    assert set(pd.read_csv(out / "scores.csv").category) == {"disc"}
+
+
+class LockProbe(Brightness):
+    """Records whether the results folder's lock is free while the model runs."""
+
+    def forward(self, images):
+        with open(self.lock_file, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.lock_was_free = True
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError:
+                self.lock_was_free = False
+        return super().forward(images)
+
+
+def test_results_folder_is_locked_while_written(toy, tmp_path):
+    probe = LockProbe()
+    probe.lock_file = tmp_path / "run" / ".lock"
+    evaluate(probe, "toy", samples=toy, out_dir=tmp_path / "run", categories=["disc"])
+    assert probe.lock_was_free is False
+    with open(probe.lock_file, "a+") as fh:  # and released afterwards
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_empty_masks_are_counted_warned_and_recorded(toy, tmp_path):
+    bad = toy[(toy.category == "disc") & (toy.label == 1)].iloc[:2]
+    for mask in bad.mask_path:
+        Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(mask)
+    with pytest.warns(UserWarning, match=r"category 'disc' of 'toy': 2 anomalous test image\(s\) have an empty "
+                                         r"mask at 16 px .*000\.png"):
+        result = evaluate(Brightness(), "toy", samples=toy, out_dir=tmp_path / "run")
+    disc = read_json(tmp_path / "run" / "metrics.json")["categories"]["disc"]
+    assert disc["n_empty_masks"] == 2 and disc["empty_mask_images"] == bad.image_path.tolist()
+    assert result["categories"]["metal_nut"]["n_empty_masks"] == 0
+    assert "n_empty_masks" not in result["mean"]

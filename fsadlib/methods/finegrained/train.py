@@ -10,8 +10,7 @@ Model selection: none. The model after the fixed epoch count is the model (the p
 the epoch with the best TEST pixel-AUROC; that is not done here and no test data is read).
 
 Captions are those of the data set trained on: ``model.captions_dataset`` is set to it (a category
-of the same name in another data set never lends its captions). A model file is reused only when
-its method config, captions, k-shot images and training config are all unchanged.
+of the same name in another data set never lends its captions).
 
 Files: ``models/finegrained/<dataset>/k<k>/seed<s>/<category>.pt`` (the model, see
 :func:`fsadlib.methods.finegrained.model.category_model`) and, beside it, ``<category>/`` with the
@@ -32,13 +31,13 @@ from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.shots import ShotsConfig
-from fsadlib.io import save_torch
+from fsadlib.io import load_torch, save_torch
 from fsadlib.methods.finegrained.losses import mlsa_loss
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
 from fsadlib.methods.finegrained.regions import Regions, region_weights
 from fsadlib.protocol import Protocol
 from fsadlib.tracking import open_live
-from fsadlib.train import TrainConfig, fit
+from fsadlib.train import TrainConfig, fit, input_fingerprint
 
 
 def _paper_schedule() -> TrainConfig:
@@ -77,17 +76,16 @@ def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, 
 
 
 def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,
-                 final_path: str | Path, desc: str = "finegrained", extra: dict[str, Any] | None = None
-                 ) -> list[dict[str, float]]:
-    """Set up ``category``, train, write the model to ``final_path`` (``extra`` added to the
-    checkpoint's extra); returns the history."""
+                 final_path: str | Path, desc: str = "finegrained",
+                 fingerprint: dict[str, Any] | None = None) -> list[dict[str, float]]:
+    """Set up ``category``, train, write the model to ``final_path``; returns the history.
+    ``fingerprint``: the inputs beyond the configs (``fsadlib.train.fit``), checked on resume."""
     final_path = Path(final_path)
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
-    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc)
-    ckpt = torch.load(result.best_path, map_location="cpu", weights_only=False)
-    ckpt["extra"].update(extra or {})
-    save_torch(final_path, ckpt)
+    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc,
+                 fingerprint=fingerprint)
+    save_torch(final_path, load_torch(result.best_path))
     return result.history
 
 
@@ -105,11 +103,22 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
     seed_everything(section.train.seed)  # the prompt initialisation draws from the global RNG
     method = FineGrainedAD(model_config(section, dataset), backbone_model=backbone_model)
     bb = method.backbone
-    shots = load_shots(dataset, category, k, shot_seed)
-    supports = load_images(shots, bb.image_size, mean=bb.mean, std=bb.std)
+    supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std)
     return fit_category(method, category, supports.to(method.device), section.train,
                         model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}",
-                        extra={"shots": list(shots), "train": to_dict(section.train)})
+                        fingerprint=category_fingerprint(dataset, category, k, shot_seed, section))
+
+
+def category_fingerprint(dataset: str, category: str, k: int, shot_seed: int,
+                         section: FineGrainedSection) -> dict[str, Any]:
+    """What a category's model depends on beyond its configs: which k-shot file, and the shot file,
+    its images and the captions file by size and modification time."""
+    from fsadlib.captions import captions_path
+    from fsadlib.data.shots import load_shots, shot_file
+
+    files = [shot_file(dataset, category, k, shot_seed), *load_shots(dataset, category, k, shot_seed),
+             captions_path(dataset, category)]
+    return input_fingerprint(files, dataset=dataset, category=category, k=k, seed=shot_seed)
 
 
 def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig, smoke: bool = False,
@@ -117,8 +126,8 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     """Train one model per (target category of ``protocol``, k, seed of ``shots``).
 
     ``smoke``: every target category, the first k and seed, at most 2 epochs. A model file with the
-    same method config and epoch count is kept (resume; an interrupted model resumes from its
-    ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
+    same method and training configs and the same inputs (:func:`category_fingerprint`) is kept
+    (resume; an interrupted model resumes from its ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
     call. Returns one row per model: category, k, seed, epochs, first/last loss, seconds, status, path.
     """
     from fsadlib.clip import ClipBackbone
@@ -135,7 +144,8 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
         path = model_path(dataset, category, k, seed, root)
         start = time.perf_counter()
-        history = _kept_history(path, section, dataset, category, k, seed)
+        history = _kept_history(path, model_config(section, dataset), section.train,
+                                category_fingerprint(dataset, category, k, seed, section))
         status = "kept"
         if history is None:
             history, status = train_category(dataset, category, k, seed, section, root, backbone), "trained"
@@ -152,27 +162,16 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     return pd.DataFrame(rows)
 
 
-def _kept_history(path: Path, section: FineGrainedSection, dataset: str, category: str, k: int, seed: int
+def _kept_history(path: Path, model: FineGrainedConfig, train: TrainConfig, fingerprint: dict[str, Any]
                   ) -> list[dict[str, float]] | None:
-    """The history of an existing model file trained with this method config, captions, k-shot
-    images and training config (epoch count included), else None (the model is retrained)."""
-    from fsadlib.captions import Captions, load_captions
-    from fsadlib.data.shots import load_shots
-
+    """The history of an existing model file trained with these configs and inputs, else None."""
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path)
     extra = ckpt["extra"]
-    history = extra.get("history", [])
-    if (ckpt["config"] != to_dict(model_config(section, dataset)) or len(history) != section.train.epochs
-            or extra.get("train") != to_dict(section.train) or extra.get("shots") != load_shots(dataset, category, k, seed)
-            or "captions" not in extra):
-        return None
-    try:
-        current = load_captions(dataset, category)
-    except FileNotFoundError:
-        return None
-    return history if Captions.from_json(extra["captions"], where=str(path)) == current else None
+    same = (ckpt["config"] == to_dict(model) and extra.get("train_config") == to_dict(train)
+            and extra.get("fingerprint") == fingerprint and len(extra.get("history", [])) == train.epochs)
+    return extra["history"] if same else None
 
 
 def history_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -180,7 +179,7 @@ def history_table(rows: pd.DataFrame) -> pd.DataFrame:
     listed in ``rows`` (the table :func:`train_finegrained` returns)."""
     out = []
     for row in rows.itertuples():
-        ckpt = torch.load(row.path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(row.path)
         for rec in ckpt["extra"]["history"]:
             out += [{"category": row.category, "k": row.k, "seed": row.seed, "epoch": rec["epoch"],
                      "part": key[len("train_"):], "value": value}

@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 from fsadlib.captions import Captions, OfflineCaptioner, save_captions
 from fsadlib.captions.vocab import LOCATIONS
 from fsadlib.clip import BackboneConfig, ClipBackbone
-from fsadlib.config import to_dict
 from fsadlib.methods import create, list_methods
 from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.finegrained import FineGrainedAD, FineGrainedConfig, category_model, model_path
@@ -268,34 +267,6 @@ def test_caption_level_ablation_texts_and_forward(backbone, supports):
         "color", "texture", "shape"]
     with pytest.raises(ValueError, match="caption_levels"):
         FineGrainedConfig(caption_levels=(4,))
-
-
-def test_kept_model_requires_the_same_captions_shots_and_training(tmp_path, backbone, supports, monkeypatch):
-    from dataclasses import replace
-
-    from fsadlib.methods.finegrained.train import FineGrainedSection, _kept_history
-
-    train = TrainConfig(epochs=1, steps_per_epoch=1, lr=0.01, optimizer="sgd", seed=111)
-    state = {"captions": widget(), "shots": ["a.png", "b.png"]}
-    monkeypatch.setattr("fsadlib.captions.load_captions", lambda ds, cat: state["captions"])
-    monkeypatch.setattr("fsadlib.data.shots.load_shots", lambda ds, cat, k, seed: list(state["shots"]))
-    torch.manual_seed(0)
-    m = FineGrainedAD(CONFIG, backbone_model=backbone)
-    m.set_captions(widget())
-    path = model_path("toy", "widget", 2, 0, root=tmp_path)
-    fit_category(m, "widget", supports, train, path, extra={"shots": state["shots"], "train": to_dict(train)})
-    section = FineGrainedSection(model=replace(CONFIG, captions_dataset="elsewhere"), train=train)
-
-    def kept():
-        return _kept_history(path, section, "toy", "widget", 2, 0)
-
-    assert kept() is not None and len(kept()) == 1          # captions_dataset follows the data set trained on
-    assert _kept_history(path, replace(section, train=replace(train, lr=0.02)), "toy", "widget", 2, 0) is None
-    state["shots"] = ["a.png", "c.png"]
-    assert kept() is None
-    state["shots"] = ["a.png", "b.png"]
-    state["captions"] = Captions(**{**widget().__dict__, "relation": "the cap is beside the body"})
-    assert kept() is None
 
 
 def test_captions_of_another_data_set_are_refused(backbone, supports, monkeypatch):

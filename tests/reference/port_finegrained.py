@@ -22,7 +22,6 @@ Losses per level (v = tokens weighted by the level's region map): L_v2t = CE(s [
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter

@@ -27,7 +27,7 @@ def pair(name: str, **config):
     return out
 
 
-def test_change(models, category, supports, x):
+def output_change(models, category, supports, x):
     outs = []
     for m in models:
         m.eval()
@@ -38,6 +38,14 @@ def test_change(models, category, supports, x):
             float((outs[0].anomaly_map - outs[1].anomaly_map).abs().max()))
 
 
+def report(label: str, **values: float) -> None:
+    print(f"{label}: " + ", ".join(f"{key.replace('_', ' ')} {value:.2e}" for key, value in values.items()))
+
+
+def report_outputs(label: str, change: tuple[float, float]) -> None:
+    report(label, score=change[0], map=change[1])
+
+
 def loss_change(losses) -> float:
     a, b = (float(v) for v in losses)
     return abs(b - a) / abs(a)
@@ -45,34 +53,33 @@ def loss_change(losses) -> float:
 
 def winclip():
     for name in ("winclip", "winclip_plus"):
-        print(name, "test: score %.2e, map %.2e" % test_change(pair(name), "metal_nut", images(2, 1), images(4, 2)))
+        report_outputs(f"{name} test", output_change(pair(name), "metal_nut", images(2, 1), images(4, 2)))
 
 
 def inctrl():
     from fsadlib.methods.inctrl.train import InctrlLossConfig, inctrl_loss
 
-    print("inctrl test (batch 4): score %.2e, map %.2e" % test_change(pair("inctrl"), "metal_nut", images(2, 1),
-                                                                      images(4, 2)))
+    report_outputs("inctrl test (batch 4)", output_change(pair("inctrl"), "metal_nut", images(2, 1), images(4, 2)))
     batch = {"image": images(4, 3), "prompts": images(8, 4).view(4, 2, 3, 64, 64),
              "label": torch.tensor([0.0, 0.0, 1.0, 1.0]), "category": ["metal_nut"] * 4}
     losses = [inctrl_loss(m.train(), batch, InctrlLossConfig())["loss"].detach() for m in pair("inctrl")]
-    print("inctrl training loss (legacy layout + double sigmoid): relative change %.2e" % loss_change(losses))
+    report("inctrl training loss (legacy layout + double sigmoid)", relative_change=loss_change(losses))
 
 
 def kag_prompt():
     from fsadlib.methods.kag_prompt.train import KagLossConfig, kag_loss
 
     cfg = {"layers": [3, 6, 9, 12], "proj_dim": 24, "topk": 5}
-    print("kag_prompt test: score %.2e, map %.2e (BatchNorm in eval mode: identical)"
-          % test_change(pair("kag_prompt", **cfg), "metal_nut", images(1, 1), images(2, 2)))
+    report_outputs("kag_prompt test (BatchNorm in eval mode)",
+                output_change(pair("kag_prompt", **cfg), "metal_nut", images(1, 1), images(2, 2)))
     mask = torch.zeros(4, 64, 64)
     mask[1, 10:30, 20:40] = 1
     batch = {"image": images(4, 3), "mask": mask, "category": ["metal_nut"] * 4}
     models = pair("kag_prompt", **cfg)
     outs = [m.train().prompt_branch(m.encode(batch["image"]), m.text_for("metal_nut"))[0] for m in models]
-    print("kag_prompt training-mode maps: max change %.2e" % float((outs[0] - outs[1]).abs().max()))
+    report("kag_prompt training-mode maps", max_change=float((outs[0] - outs[1]).abs().max()))
     losses = [kag_loss(m, batch, KagLossConfig())["loss"].detach() for m in models]
-    print("kag_prompt training loss: relative change %.2e" % loss_change(losses))
+    report("kag_prompt training loss", relative_change=loss_change(losses))
 
 
 def bayes_pfl():
@@ -80,8 +87,7 @@ def bayes_pfl():
     from fsadlib.methods.bayes_pfl.train import stage1_loss
 
     cfg = {"layers": [3, 12], "test_samples": 2, "topk": 30, "sigma": 1.5}
-    print("bayes_pfl test (4 images): score %.2e, map %.2e"
-          % test_change(pair("bayes_pfl", **cfg), "metal_nut", None, images(4, 2)))
+    report_outputs("bayes_pfl test (4 images)", output_change(pair("bayes_pfl", **cfg), "metal_nut", None, images(4, 2)))
     mask = torch.zeros(4, 64, 64)
     mask[1, 8:30, 20:44] = 1
     batch = {"image": images(4, 3), "mask": mask, "label": torch.tensor([0, 1, 0, 1]), "category": ["metal_nut"] * 4}
@@ -89,7 +95,7 @@ def bayes_pfl():
     for m in pair("bayes_pfl", **cfg):
         torch.manual_seed(11)
         kls.append(stage1_loss(m.train(), batch, BayesPFLTrainConfig())["kl"])
-    print("bayes_pfl KL term (N = 4): relative change %.2e" % loss_change(kls))
+    report("bayes_pfl KL term (N = 4)", relative_change=loss_change(kls))
 
 
 def finegrained():
@@ -104,13 +110,12 @@ def finegrained():
     models = pair("finegrained", captions_dataset="toy", region_upscale=2, sigma=1.5)
     for m in models:
         m.set_captions(captions)
-    print("finegrained test (untrained prompts): score %.2e, map %.2e"
-          % test_change(models, "widget", images(2, 1), images(2, 2)))
+    report_outputs("finegrained test (untrained prompts)", output_change(models, "widget", images(2, 1), images(2, 2)))
     losses = []
     for m in models:
         batch, _ = training_batch(m.train(), images(2, 1), 0)
         losses.append(finegrained_loss(m, batch)["loss"].detach())
-    print("finegrained training loss (untrained prompts): relative change %.2e" % loss_change(losses))
+    report("finegrained training loss (untrained prompts)", relative_change=loss_change(losses))
 
 
 METHODS = {"winclip": winclip, "inctrl": inctrl, "kag_prompt": kag_prompt, "bayes_pfl": bayes_pfl,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import port_bayes_pfl
 import pytest
 import torch
 
-import port_bayes_pfl
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.methods.bayes_pfl import BayesPFL, BayesPFLConfig, BayesPFLTrainConfig
 from fsadlib.methods.bayes_pfl.train import stage1_loss

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import port_finegrained
 import pytest
 import torch
 
-import port_finegrained
 from fsadlib.captions import Captions
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.methods.finegrained import FineGrainedAD, FineGrainedConfig

@@ -4,10 +4,10 @@ at batch 1 (where the public layout is correct) and at any batch size query by q
 
 from __future__ import annotations
 
+import port_inctrl
 import pytest
 import torch
 
-import port_inctrl
 from fsadlib.methods import create
 from fsadlib.methods.inctrl.train import InctrlLossConfig, inctrl_loss
 

@@ -4,10 +4,10 @@ and under ``preset: paper`` the training loss and every gradient, to 1e-5."""
 
 from __future__ import annotations
 
+import port_kag_prompt
 import pytest
 import torch
 
-import port_kag_prompt
 from fsadlib.methods import create
 from fsadlib.methods.kag_prompt.train import KagLossConfig, kag_loss
 

@@ -3,10 +3,10 @@ tiny random CLIP (8 x 8 grid), to 1e-5; the presets differ where the README says
 
 from __future__ import annotations
 
+import port_winclip
 import pytest
 import torch
 
-import port_winclip
 from fsadlib.methods import create
 from fsadlib.methods.winclip.model import TEMPLATES_ANOMALIB
 

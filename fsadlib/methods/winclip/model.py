@@ -53,8 +53,8 @@ from fsadlib.methods.winclip.windows import (
     window_indices,
 )
 from fsadlib.paths import models_dir
-from fsadlib.prompts import class_name as prompt_class_name
 from fsadlib.prompts import build_prompts, ensemble_text_features
+from fsadlib.prompts import class_name as prompt_class_name
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
 
 BANK_FORMAT = 1

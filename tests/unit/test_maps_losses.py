@@ -9,7 +9,15 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from fsadlib.losses import dice_loss, focal_loss, focal_loss_with_logits
-from fsadlib.maps import gaussian_blur, harmonic_mean, nearest_distance, patch_text_probs, to_map, topk_mean
+from fsadlib.maps import (
+    fused_image_score,
+    gaussian_blur,
+    harmonic_mean,
+    nearest_distance,
+    patch_text_probs,
+    to_map,
+    topk_mean,
+)
 
 
 def test_nearest_distance_against_loops_and_zero_for_identical_patch():
@@ -69,3 +77,9 @@ def test_losses_by_hand():
     logits = torch.logit(p)
     assert float(focal_loss_with_logits(logits, y)) == pytest.approx(want, rel=1e-4)
     assert float(dice_loss(torch.ones(1, 4), torch.tensor([[1.0, 1.0, 0.0, 0.0]]), smooth=0)) == pytest.approx(1 / 3)
+
+
+def test_fused_image_score_by_hand():
+    maps = torch.tensor([[[1.0, 4.0], [3.0, 2.0]], [[0.0, 0.0], [0.0, 8.0]]])
+    got = fused_image_score(torch.tensor([0.5, 1.0]), maps, k=2, text_weight=0.25)
+    assert torch.allclose(got, torch.tensor([0.25 * 0.5 + 0.75 * 3.5, 0.25 * 1.0 + 0.75 * 4.0]))

@@ -1,10 +1,11 @@
 """DVC experiments (``dvc exp run --queue -S ...``) as one table for ablation curves.
 
 Every experiment runs the whole pipeline, so its ``reports/summary.json`` (declared as DVC metrics)
-holds ``<method>.<dataset>.k<k>.<metric>.{mean,std}``; ``dvc.api.exp_show`` returns one flat record per
+holds ``<method>.<dataset>.k<k>.<metric>.{mean,std[,ci_low,ci_high]}``; ``dvc.api.exp_show`` returns one flat record per
 experiment with those keys, every params.yaml key (``kag_prompt.model.rounds`` ...) and bookkeeping
 fields. :func:`experiments_table` turns the records into one row per
-(experiment, method, dataset, k, metric) with ``mean``, ``std`` and every parameter as a column.
+(experiment, method, dataset, k, metric) with ``mean``, ``std``, the interval ``ci_low``, ``ci_high``
+(NaN without one) and every parameter as a column.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import pandas as pd
 #: bookkeeping fields of a dvc.api.exp_show record
 META_FIELDS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
 SUMMARY_KEY = re.compile(r"(?:[^:]+:)?(?P<method>[^.]+)\.(?P<dataset>[^.]+)\.k(?P<k>\d+)\."
-                         r"(?P<metric>[A-Za-z0-9_]+)\.(?P<stat>mean|std)")
-EXPERIMENT_COLUMNS = ["experiment", "rev", "method", "dataset", "k", "metric", "mean", "std"]
+                         r"(?P<metric>[A-Za-z0-9_]+)\.(?P<stat>mean|std|ci_low|ci_high)")
+EXPERIMENT_COLUMNS = ["experiment", "rev", "method", "dataset", "k", "metric", "mean", "std", "ci_low", "ci_high"]
 
 
 def experiments_table(records: list[dict[str, Any]], params: list[str] | None = None) -> pd.DataFrame:
@@ -45,7 +46,7 @@ def experiments_table(records: list[dict[str, Any]], params: list[str] | None = 
         param_values[name] = others
         for (method, dataset, k, metric), stat in stats.items():
             rows.append({"experiment": name, "rev": record.get("rev"), "method": method, "dataset": dataset,
-                         "k": k, "metric": metric, "mean": stat.get("mean"), "std": stat.get("std")})
+                         "k": k, "metric": metric, **{s: stat.get(s) for s in ("mean", "std", "ci_low", "ci_high")}})
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
     names = params if params is not None else sorted({p for v in param_values.values() for p in v})
     values = pd.DataFrame([{p: param_values[e].get(p) for p in names} for e in table["experiment"]],

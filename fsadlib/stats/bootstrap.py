@@ -42,6 +42,7 @@ from fsadlib.metrics.sweep import check_fpr_limit, score_bits, trapezoid_to
 _BIAS = 1 << 31           # int32 score bits -> non-negative, so (image << 32) | bits sorts by image, then score
 _QUERY_BUDGET = 1 << 22   # (image, step) pairs searched at once
 _OUTPUT_BUDGET = 1 << 21  # (resample, step) values per product block
+_SMALL_WORK = 1 << 24     # below this many pixels x resamples on CPU: one thread (hand-offs cost more than the work)
 
 
 def resample_counts(labels: Any, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,6 +94,18 @@ def _resampled(maps: torch.Tensor, masks: torch.Tensor, counts: Any,
                regions: tuple[torch.Tensor, torch.Tensor] | None, fpr_limit: float) -> dict[str, np.ndarray]:
     """The module docstring's computation. maps [N, H, W], masks bool [N, H, W], counts [B, N];
     regions: (1 / area per pixel [N, H, W] float64, 0 off defects; regions per image [N]) or None."""
+    small = maps.device.type == "cpu" and maps.numel() * len(counts) < _SMALL_WORK
+    threads = torch.get_num_threads()
+    if small:
+        torch.set_num_threads(1)
+    try:
+        return _resampled_on(maps, masks, counts, regions, fpr_limit)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resampled_on(maps: torch.Tensor, masks: torch.Tensor, counts: Any,
+                  regions: tuple[torch.Tensor, torch.Tensor] | None, fpr_limit: float) -> dict[str, np.ndarray]:
     device = maps.device
     n_img, n_px = maps.shape[0], maps[0].numel()
     c = torch.as_tensor(np.asarray(counts) if not isinstance(counts, torch.Tensor) else counts)

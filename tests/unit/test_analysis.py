@@ -83,7 +83,9 @@ def test_experiments_table_from_exp_show_records():
         {"Experiment": None, "rev": "workspace", "typ": "baseline", "kag_prompt.model.rounds": 5,
          "kag_prompt.synthetic.k1.image_auroc.mean": 0.9, "kag_prompt.synthetic.k1.image_auroc.std": 0.1},
         {"Experiment": None, "rev": "main", "typ": "baseline", "kag_prompt.model.rounds": 5, "fsadlib": "0" * 32,
-         "kag_prompt.synthetic.k1.image_auroc.mean": 0.8, "kag_prompt.synthetic.k1.image_auroc.std": 0.05},
+         "kag_prompt.synthetic.k1.image_auroc.mean": 0.8, "kag_prompt.synthetic.k1.image_auroc.std": 0.05,
+         "kag_prompt.synthetic.k1.image_auroc.ci_low": 0.7, "kag_prompt.synthetic.k1.image_auroc.ci_high": 0.85,
+         "kag_prompt.synthetic.k1.ci_level": 0.95},
         {"Experiment": "exp-a", "rev": "abc1234", "typ": "branch_base", "kag_prompt.model.rounds": 1,
          "kag_prompt.synthetic.k1.image_auroc.mean": 0.6, "kag_prompt.synthetic.k1.image_auroc.std": "!",
          "reports/summary.json:kag_prompt.synthetic.k2.pixel_auroc.mean": 0.7, "results": None},
@@ -93,6 +95,8 @@ def test_experiments_table_from_exp_show_records():
     row = table[(table.experiment == "exp-a") & (table.metric == "image_auroc")].iloc[0]
     assert (row["mean"], row["kag_prompt.model.rounds"], row["k"]) == (0.6, 1, 1) and pd.isna(row["std"])
     assert table[table.metric == "pixel_auroc"].iloc[0]["mean"] == 0.7
+    main = table[(table.experiment == "main")].iloc[0]
+    assert (main["ci_low"], main["ci_high"]) == (0.7, 0.85) and pd.isna(row["ci_low"])
     assert "fsadlib" not in table.columns and "results" not in table.columns
     assert varied_params(table) == ["kag_prompt.model.rounds"]
 

@@ -147,7 +147,10 @@ def _resampled_on(maps: torch.Tensor, masks: torch.Tensor, counts: Any,
         f1 = torch.maximum(f1, (2 * tp / (above + n_pos[:, None])).amax(1))
         tp_prev = tp[:, -1]
         if w_ge is not None and bool((x_prev <= fpr_limit).any()):               # past the limit: no more area
-            pro = (c @ w_ge) / n_regions[:, None]
+            # FPR grows along the steps: only the steps up to the first beyond the limit add area
+            within = int((fp_before / n_neg[:, None] <= fpr_limit).any(0).sum()) + 1
+            fp_before, fp = fp_before[:, :within], fp[:, :within]
+            pro = (c @ w_ge[:, :within]) / n_regions[:, None]
             x = torch.stack([fp_before, fp], 2).reshape(n_res, -1) / n_neg[:, None]
             y = torch.stack([torch.cat([y_prev[:, None], pro[:, :-1]], 1), pro], 2).reshape(n_res, -1)
             area += trapezoid_to(torch.cat([x_prev[:, None], x], 1), torch.cat([y_prev[:, None], y], 1), fpr_limit)

@@ -21,11 +21,13 @@ adds nothing to AUROC or AP and cannot raise F1 or move PRO, so the values equal
 :func:`fsadlib.metrics.pixel_metrics` / :func:`~fsadlib.metrics.image_metrics` of the replicated
 data exactly (float64 rounding only; tested). All B resamples are four float64 matrix products
 C [B, N] x M^T [N, G] (integer counts, exact below 2^53), run on the device the maps are on, in blocks of
-steps so temporaries stay below about 100 MB.
+at most 2^21 (resample, step) values; AUPRO stops at the first step past ``fpr_limit``.
 
-Cost: one sort of the negatives' keys (image, score), O(N_px log N_px), then O(N G B) for the
-products. G <= 65,536 for float16 maps (the precision ``fsadlib.evaluate`` stores); float32 maps
-with many distinct positive scores make G, and the time, proportionally larger.
+Cost: a score-bits copy of the maps sorted per image (4 B/pixel, numpy's in-place sort on CPU), then
+O(N G B) for the products. G <= 65,536 for float16 maps (the precision ``fsadlib.evaluate`` stores);
+float32 maps with many distinct defect scores make G, and the time, proportionally larger.
+``benchmarks/bench_bootstrap.py``: 200 x 256^2 maps, B = 1000, about 2 single ``pixel_metrics`` calls
+of time and 0.6 GB of peak RSS growth.
 """
 
 from __future__ import annotations

@@ -401,8 +401,8 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
         per_seed = read_seed_replicates({s: root / seed_name(s) for s in seeds}, list(first["categories"]))
         seed_means = seed_mean(per_seed, first["run"]["bootstrap"]["seed"])
         confidence = first["run"]["bootstrap"]["confidence"]
-        for entry, reps in [*((cats[c], seed_means[c]) for c in cats),
-                            (result["mean"], category_mean_replicates(seed_means))]:
+        pairs = [*((cats[c], seed_means[c]) for c in cats), (result["mean"], category_mean_replicates(seed_means))]
+        for entry, reps in pairs:
             for m, r in reps.items():
                 if m in entry:
                     entry[m]["ci_low"], entry[m]["ci_high"] = percentile_interval(r, confidence)

@@ -19,6 +19,7 @@ resumable ``last.pt``, ``history.json`` and ``train_config.json`` of :func:`fsad
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -24,7 +24,7 @@ with ``val_seed``), never on target data. Layout: ``<out_dir>/k<k>/{last,best,fi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 

@@ -42,7 +42,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from fsadlib import data
 from fsadlib.config import as_flag, seed_everything, to_dict
@@ -50,6 +49,7 @@ from fsadlib.io import atomic_path, read_json, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.paths import results_dir
+from fsadlib.progress import Bar, progress
 from fsadlib.prompts import class_name
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
@@ -125,8 +125,8 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
             todo[cat] = (rows, shots, inputs)
     scores = scores[scores["category"].isin(list(result["categories"]))]
 
-    bar = tqdm(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
-               desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
+    bar = progress(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
+                   desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
     for cat, (rows, shots, inputs) in todo.items():
         seed_everything(seed)
         model = models[cat].eval()
@@ -213,7 +213,7 @@ def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["category", "metric", "mean", "std"])
 
 
-def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm | None = None
+def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: Bar | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``method`` over ``loader`` (items of ``fsadlib.data.AnomalyDataset``): scores [N] float32
     (CPU), maps [N, E, E] float32 resized bilinearly to E and masks [N, E, E] bool, both on the

@@ -21,7 +21,8 @@ Checkpoints are atomic (``fsadlib.io``): ``last.pt`` after every epoch holds the
 plus optimizer, scheduler, epoch, RNG states and the history, so an interrupted run resumes where the
 last completed epoch ended (``resume=True``, the default); ``best.pt`` (or ``last.pt`` when there is
 no validation) is the model the evaluation uses, and ``final.pt`` is written when training finishes.
-Metrics go to DVCLive (``fsadlib.tracking``) and a tqdm bar shows the loss.
+Metrics go to DVCLive (``fsadlib.tracking``); a progress bar (:mod:`fsadlib.progress`: a widget in
+JupyterLab, text elsewhere) counts the steps and shows the epoch and the loss.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.io import save_torch, write_json
 from fsadlib.methods.base import AnomalyMethod
+from fsadlib.progress import progress
 from fsadlib.tracking import open_live
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -120,11 +121,14 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossFn, config: TrainConfig,
         out_dir: str | Path, validate: ValidateFn | None = None, param_groups: list[dict] | None = None,
-        resume: bool = True, live_dir: str | Path | None = None, desc: str = "train") -> TrainResult:
+        resume: bool = True, live_dir: str | Path | None = None, desc: str = "train", leave: bool = True
+        ) -> TrainResult:
     """Train ``method`` (see the module docstring). ``batches`` is re-iterated as needed.
 
     ``param_groups``: optional ``[{"params": [...], "lr": ...}, ...]``; a group's ``lr`` is its peak
-    learning rate (the schedule multiplies every group). Returns the path of the model to evaluate.
+    learning rate (the schedule multiplies every group). One progress bar counts the run's steps
+    (``desc``, epoch and loss beside it); ``leave=False`` removes it when done (for callers that
+    train many models under a bar of their own). Returns the path of the model to evaluate.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,13 +146,14 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config)})
     stream = _cycle(batches)
     stopped = state["epoch"] >= config.epochs or (config.patience and state["bad"] >= config.patience)
+    bar = progress(total=total, initial=state["step"], desc=desc, unit="step", leave=leave)
     with open_live(live_dir, resume=state["epoch"] > 0) as live:
         while not stopped and state["epoch"] < config.epochs:
             epoch = state["epoch"] + 1
             method.train()
             sums: dict[str, float] = {}
-            bar = tqdm(range(config.steps_per_epoch), desc=f"{desc} {epoch}/{config.epochs}", leave=False)
-            for _ in bar:
+            bar.set_description(f"{desc} epoch {epoch}/{config.epochs}", refresh=False)
+            for _ in range(config.steps_per_epoch):
                 for g, base in zip(opt.param_groups, base_lrs):
                     g["lr"] = base * lr_factor(state["step"], total, config)
                 batch = to_device(next(stream), method.device)
@@ -166,7 +171,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
                 state["step"] += 1
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+                bar.update()
             record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
             record.update({f"train_{k}": v / config.steps_per_epoch for k, v in sums.items()})
             method.eval()
@@ -191,6 +197,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
             _save_last(method, opt, state, config, last_path)
             if config.patience and state["bad"] >= config.patience:
                 stopped = True
+    bar.total = bar.n  # early stopping ends the run here: a complete bar, not a failed one
+    bar.close()
     final = out_dir / "final.pt"
     chosen = best_path if best_path.is_file() and config.select_metric else last_path
     extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],

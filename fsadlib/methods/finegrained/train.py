@@ -24,7 +24,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.shots import ShotsConfig
@@ -32,6 +31,7 @@ from fsadlib.io import save_torch
 from fsadlib.methods.finegrained.losses import mlsa_loss
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
 from fsadlib.methods.finegrained.regions import Regions, region_weights
+from fsadlib.progress import progress
 from fsadlib.protocol import Protocol
 from fsadlib.tracking import open_live
 from fsadlib.train import TrainConfig, fit
@@ -77,7 +77,7 @@ def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, t
     final_path = Path(final_path)
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
-    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc)
+    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc, leave=False)
     save_torch(final_path, torch.load(result.best_path, map_location="cpu", weights_only=False))
     return result.history
 
@@ -116,7 +116,8 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     dataset = protocol.target_dataset
     backbone = ClipBackbone(section.model.backbone)
     rows, trained = [], []
-    for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
+    jobs = [(c, k, s) for c in categories for k in ks for s in seeds]
+    for category, k, seed in progress(jobs, desc="finegrained models"):
         path = model_path(dataset, category, k, seed, root)
         start = time.perf_counter()
         history = _kept_history(path, section)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from fsadlib.clip import ClipBackbone
 from fsadlib.data.shots import ShotsConfig
 from fsadlib.methods.winclip.model import WinClip, WinClipConfig, WinClipPlus
+from fsadlib.progress import progress
 from fsadlib.protocol import Protocol
 from fsadlib.tracking import open_live
 
@@ -79,7 +79,7 @@ def train_winclip(section: WinClipSection, protocol: Protocol, shots: ShotsConfi
     jobs = [(zero, c, 0, 0) for c in protocol.target_categories]
     jobs += [(plus, c, k, s) for c in protocol.target_categories for k in ks for s in seeds]
     rows = []
-    for method, category, k, seed in tqdm(jobs, desc="winclip banks"):
+    for method, category, k, seed in progress(jobs, desc="winclip banks"):
         path = bank_path(out_dir, method.name, dataset, category, k, seed)
         start = time.perf_counter()
         try:  # resume: keep a bank written earlier with the same method config

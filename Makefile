@@ -1,11 +1,13 @@
-# Two entry points for a fresh machine: `make run` (whole DVC pipeline on the synthetic default)
-# and `make test` (the test suite). Both create .venv when it is missing.
+# Entry points for a fresh machine: `make run` (whole DVC pipeline on the synthetic default),
+# `make test` (the test suite, browser tests included) and `make lab` (JupyterLab on notebooks/).
+# All create .venv when it is missing.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LAB_PORT ?= 8888
 
-.PHONY: run test lint venv clean-venv
+.PHONY: run test lint venv clean-venv lab browser screenshots
 
 venv: $(STAMP)
 
@@ -19,8 +21,24 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/dvc repro
 
-test: $(STAMP)
+test: $(STAMP) browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# JupyterLab from the venv on 127.0.0.1:$(LAB_PORT), serving notebooks/ with the project kernel.
+lab: $(STAMP)
+	$(BIN)/python -m fsadlib.lab --port $(LAB_PORT)
+
+# Debian's Chromium for the browser tests (tests/ui drive it with Playwright); installed once, as root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	  else echo "tests/ui need Debian's chromium (sudo apt-get install chromium); they skip without it" >&2; fi; }
+
+# Browser tests, then the README's screenshots (docs/img/) from what they saved in reports/ui/.
+screenshots: $(STAMP) browser
+	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/ui
+	$(BIN)/python docs/readme_images.py reports/ui docs/img
 
 lint: $(STAMP)
 	$(BIN)/ruff check fsadlib tests benchmarks

@@ -12,7 +12,11 @@ Per category: seed everything with ``seed``, ``method.setup_category(class_name,
 zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``.
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
-:mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
+:mod:`fsadlib.metrics`. A metric family that is undefined for a category is *not applicable*, never
+computed on a stand-in: pixel metrics when its anomalous images have no masks (image-level-only data
+sets; not all-zero masks), image metrics when its test images are all anomalous or all normal
+(pixel-only sets such as ISIC or the polyp sets). The category records which, and why, under
+``"not_applicable"`` (``{"image" | "pixel": reason}``); the analysis shows those cells as n/a.
 
 Layout (all writes atomic, rewritten after every category so an interrupted run resumes):
 
@@ -54,7 +58,12 @@ from fsadlib.prompts import class_name
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
-_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs"}
+_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "not_applicable"}
+#: the metrics of each family, as named in metrics.json (what "not applicable" stands for)
+METRIC_FAMILIES: dict[str, tuple[str, ...]] = {
+    "image": ("image_auroc", "image_ap", "image_f1_max"),
+    "pixel": ("pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro"),
+}
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,7 @@ def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
     mean appears as category ``"mean"``."""
     rows = [{"category": cat, "metric": m, **v}
             for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
-            for m, v in metrics.items()]
+            for m, v in metrics.items() if m != "not_applicable"]
     return pd.DataFrame(rows, columns=["category", "metric", "mean", "std"])
 
 
@@ -235,14 +244,27 @@ def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm
 
 def category_metrics(scores: torch.Tensor, labels: np.ndarray, maps: torch.Tensor, masks: torch.Tensor,
                      has_masks: bool, config: EvalConfig = EvalConfig()) -> dict[str, float]:
-    """Flat metrics of one category: ``image_*`` always, ``pixel_*`` when the category has masks."""
-    metrics: dict[str, float] = {"n_images": len(labels), "n_anomalous": int(labels.sum())}
-    metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
-    if has_masks:
+    """Flat metrics of one category: ``image_*`` when its test images hold both labels, ``pixel_*`` when
+    its anomalous images have masks; each missing family is named under ``not_applicable`` with why."""
+    n_anomalous = int(labels.sum())
+    metrics: dict[str, Any] = {"n_images": len(labels), "n_anomalous": n_anomalous}
+    not_applicable = {}
+    if 0 < n_anomalous < len(labels):
+        metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
+    else:
+        kind = "anomalous" if n_anomalous else "normal"
+        not_applicable["image"] = f"all {len(labels)} test images are {kind}"
+    if not has_masks:
+        not_applicable["pixel"] = "no masks (image-level labels only)"
+    elif not masks.any():
+        not_applicable["pixel"] = "every mask is empty"
+    else:
         metrics.update({f"pixel_{k}": v for k, v in pixel_metrics(maps, masks, config.fpr_limit).items()})
         if as_flag(config.legacy_aupro):
             metrics["pixel_aupro_cflow200_legacy"] = legacy_cflow_aupro(maps, masks,
                                                                         expect_fpr=config.fpr_limit)
+    if not_applicable:
+        metrics["not_applicable"] = not_applicable
     return metrics
 
 
@@ -277,6 +299,9 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
 
     cats = {c: {m: stats([runs[s]["categories"][c].get(m, np.nan) for s in seeds]) for m in first["mean"]}
             for c in first["categories"]}
+    for c, metrics in first["categories"].items():
+        if "not_applicable" in metrics:
+            cats[c]["not_applicable"] = metrics["not_applicable"]
     run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": 1}
     result = {"run": run, "categories": cats,
               "mean": {m: stats([runs[s]["mean"][m] for s in seeds]) for m in first["mean"]}}

@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint venv clean-venv
+.PHONY: run test lint venv clean-venv data
 
 venv: $(STAMP)
 
@@ -17,7 +17,14 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/dvc repro
+
+# Pin the real data under data/real in data.dvc (refuses symbolic links, which DVC cannot track).
+data: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
+	$(BIN)/dvc commit -f data.dvc
+	$(BIN)/dvc checkout --relink data.dvc
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -248,17 +248,12 @@ def category_metrics(scores: torch.Tensor, labels: np.ndarray, maps: torch.Tenso
     its anomalous images have masks; each missing family is named under ``not_applicable`` with why."""
     n_anomalous = int(labels.sum())
     metrics: dict[str, Any] = {"n_images": len(labels), "n_anomalous": n_anomalous}
-    not_applicable = {}
-    if 0 < n_anomalous < len(labels):
-        metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
-    else:
-        kind = "anomalous" if n_anomalous else "normal"
-        not_applicable["image"] = f"all {len(labels)} test images are {kind}"
-    if not has_masks:
-        not_applicable["pixel"] = "no masks (image-level labels only)"
-    elif not masks.any():
+    not_applicable = data.not_applicable(len(labels), n_anomalous, has_masks)
+    if "pixel" not in not_applicable and not masks.any():
         not_applicable["pixel"] = "every mask is empty"
-    else:
+    if "image" not in not_applicable:
+        metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
+    if "pixel" not in not_applicable:
         metrics.update({f"pixel_{k}": v for k, v in pixel_metrics(maps, masks, config.fpr_limit).items()})
         if as_flag(config.legacy_aupro):
             metrics["pixel_aupro_cflow200_legacy"] = legacy_cflow_aupro(maps, masks,

@@ -17,13 +17,19 @@ from dataclasses import dataclass
 import pandas as pd
 
 from fsadlib.data.files import ROW_COLUMNS
-from fsadlib.data.readers.common import INCTRL_SPLIT
+from fsadlib.data.readers.aitex import read_aitex
+from fsadlib.data.readers.common import BALANCED_SPLIT, INCTRL_SPLIT
+from fsadlib.data.readers.dagm import read_dagm
 from fsadlib.data.readers.elpv import read_elpv
 from fsadlib.data.readers.folder import read_folder
+from fsadlib.data.readers.kolektor import read_ksdd, read_ksdd2
+from fsadlib.data.readers.loco import read_loco
 from fsadlib.data.readers.medical import read_br35h, read_brainmri, read_headct
 from fsadlib.data.readers.meta_json import read_meta_json, write_meta_json
 from fsadlib.data.readers.mvtec import read_bayes_pfl, read_btad, read_dtd_synthetic, read_mpdd, read_mvtec
+from fsadlib.data.readers.rsdd import read_rsdd
 from fsadlib.data.readers.segmentation import read_clinicdb, read_colondb, read_endo, read_isic, read_kvasir
+from fsadlib.data.readers.semantic import read_cifar10, read_mnist
 from fsadlib.data.readers.visa import read_visa
 
 
@@ -53,6 +59,12 @@ READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "btad": read_btad,
     "dtd_synthetic": read_dtd_synthetic,
     "bayes_pfl": read_bayes_pfl,
+    "ksdd": read_ksdd,
+    "ksdd2": read_ksdd2,
+    "rsdd": read_rsdd,
+    "dagm": read_dagm,
+    "aitex": read_aitex,
+    "loco": read_loco,
     "elpv": read_elpv,
     "headct": read_headct,
     "brainmri": read_brainmri,
@@ -62,6 +74,8 @@ READERS: dict[str, Callable[..., pd.DataFrame]] = {
     "colondb": read_colondb,
     "kvasir": read_kvasir,
     "endo": read_endo,
+    "mnist": read_mnist,
+    "cifar10": read_cifar10,
 }
 
 CARDS: dict[str, ReaderCard] = {
@@ -83,6 +97,33 @@ CARDS: dict[str, ReaderCard] = {
     "bayes_pfl": ReaderCard("Bayes-PFL standardised set", "DATA_three.zip of xiaozhen228/Bayes-PFL",
                             "that of the source data set", "Qu et al., Bayes-PFL, CVPR 2025",
                             "the authors' frozen split (normals sampled once by them)"),
+    "ksdd": ReaderCard("KolektorSDD", "https://www.vicos.si/resources/kolektorsdd/", "CC BY-NC-SA 4.0 (not verified here: check the source)",
+                       "Tabernik et al., Segmentation-based deep-learning approach for surface-defect detection, "
+                       "J. Intell. Manuf. 2019",
+                       "images cut into 3 bands; bands with label pixels anomalous; normal bands: " + INCTRL_SPLIT
+                       + " (InCTRL convert_SDD.py)"),
+    "ksdd2": ReaderCard("KolektorSDD2", "https://www.vicos.si/resources/kolektorsdd2/", "CC BY-NC-SA 4.0 (not verified here: check the source)",
+                        "Bozic et al., Mixed supervision for surface-defect detection, Computers in Industry 2021",
+                        "split=bayes_pfl: anomalous images of train/ and test/; " + BALANCED_SPLIT
+                        + " (Bayes-PFL); split=official: train/ normals train, test/ tests"),
+    "rsdd": ReaderCard("RSDDs", "Gan et al. (Beijing Jiaotong University) RSDDs dataset", "research use (not verified here: check the source)",
+                       "Gan et al., A hierarchical extractor-based visual rail surface inspection system, "
+                       "IEEE Sensors J. 2017",
+                       "rails cut into square tiles; tiles with mask pixels anomalous; " + BALANCED_SPLIT
+                       + ", per rail type (deterministic Bayes-PFL rule)"),
+    "dagm": ReaderCard("DAGM 2007", "https://hci.iwr.uni-heidelberg.de/content/weakly-supervised-learning-industrial-"
+                       "optical-inspection", "research use (not verified here: check the source)",
+                       "Wieler & Hahn, Weakly supervised learning for industrial optical inspection, DAGM 2007",
+                       "split=bayes_pfl: Train+Test pooled per class; " + BALANCED_SPLIT
+                       + " (Bayes-PFL / AdaCLIP); split=official: Train normals train, Test tests"),
+    "aitex": ReaderCard("AITEX", "https://www.aitex.es/afid/", "research use (not verified here: check the source)",
+                        "Silvestre-Blanes et al., A public fabric database for defect detection methods, "
+                        "AUTEX Research Journal 2019",
+                        "normal images cut into 16 tiles of 256 px, " + INCTRL_SPLIT + "; defect images tiled "
+                        "the same way, tiles with mask pixels kept as anomalous (InCTRL convert_AITEX.py)"),
+    "loco": ReaderCard("MVTec LOCO AD", "https://www.mvtec.com/company/research/datasets/mvtec-loco",
+                       "CC BY-NC-SA 4.0", "Bergmann et al., Beyond dents and scratches, IJCV 2022",
+                       _OFFICIAL + " (validation/good left out unless validation_as_train=1)"),
     "elpv": ReaderCard("ELPV", "https://github.com/zae-bayern/elpv-dataset (PyPI elpv-dataset)", "CC BY-NC-SA 4.0",
                        "Deitsch et al., Solar Energy 185, 2019; Buerhop-Lutz et al., EU PVSEC 2018",
                        "probability 0 normal, " + INCTRL_SPLIT + " in labels.csv order; probability 1 "
@@ -106,6 +147,14 @@ CARDS: dict[str, ReaderCard] = {
                          "Jha et al., Kvasir-SEG, MMM 2020", _SEGMENTATION),
     "endo": ReaderCard("EndoTect 2020 (segmentation test)", "https://endotect.com", "research use (not verified here: check the source)",
                        "Hicks et al., The EndoTect 2020 challenge, ICPR workshops 2021", _SEGMENTATION),
+    "mnist": ReaderCard("MNIST", "http://yann.lecun.com/exdb/mnist/", "CC BY-SA 3.0 (not verified here: check the source)",
+                        "LeCun et al., Gradient-based learning applied to document recognition, Proc. IEEE 1998",
+                        "one-vs-all (InCTRL): class c's training images train category c; every test image "
+                        "tests every category, normal iff of class c"),
+    "cifar10": ReaderCard("CIFAR-10", "https://www.cs.toronto.edu/~kriz/cifar.html", "none stated (not verified here: check the source)",
+                          "Krizhevsky, Learning multiple layers of features from tiny images, 2009",
+                          "one-vs-all (InCTRL): class c's training images train category c; every test image "
+                          "tests every category, normal iff of class c"),
 }
 
 __all__ = ["CARDS", "READERS", "ROW_COLUMNS", "ReaderCard", "read_folder", "read_meta_json", "read_mvtec",

@@ -51,10 +51,10 @@ def derived_dir(reader: str, root: Path) -> Path:
     return data_dir() / "derived" / reader / digest
 
 
-def derived_file(folder: Path, name: str, source: Path) -> Path:
-    """``<folder>/<name>.<fingerprint of source>.png``: the path of a piece cut from ``source``."""
-    stat = source.stat()
-    fingerprint = hashlib.sha1(f"{stat.st_size}-{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+def derived_file(folder: Path, name: str, *sources: Path) -> Path:
+    """``<folder>/<name>.<fingerprint of the sources>.png``: the path of a piece made from ``sources``."""
+    stats = [p.stat() for p in sources]
+    fingerprint = hashlib.sha1(";".join(f"{s.st_size}-{s.st_mtime_ns}" for s in stats).encode()).hexdigest()[:8]
     return folder / f"{name}.{fingerprint}.png"
 
 
@@ -87,3 +87,39 @@ def require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     return path
+
+
+BALANCED_SPLIT = ("every anomalous image in test with as many normal images, drawn by "
+                  "RandomState(42).permutation over the sorted normals; the other normals in train")
+
+
+def balanced_split(normals: Sequence[T], n_anomalous: int, seed: int = 42) -> tuple[list[T], list[T]]:
+    """``(train, test)`` normals: ``min(n_anomalous, len - 1)`` of them, the first of
+    ``RandomState(seed).permutation``, go to test (the deterministic form of Bayes-PFL's / AdaCLIP's
+    "sample as many normal test images as anomalous ones"); at least one stays in train."""
+    if len(normals) < 2:
+        raise ValueError(f"cannot split {len(normals)} normal image(s) into train and test")
+    n_test = min(n_anomalous, len(normals) - 1)
+    perm = np.random.RandomState(seed).permutation(len(normals))
+    return [normals[i] for i in sorted(perm[n_test:])], [normals[i] for i in sorted(perm[:n_test])]
+
+
+def cut_tiles(out: Path, name: str, image: Path, label: np.ndarray | None,
+              boxes: Sequence[tuple[int, int, int, int]]) -> list[tuple[str, str, int]]:
+    """Cut ``image`` (and its ``label`` array, when given) into ``boxes`` ``(top, bottom, left, right)``;
+    a tile is anomalous when its label crop has a non-zero pixel. Writes each tile
+    ``<name>_<i>`` (and each anomalous tile's 0/255 mask ``<name>_<i>_mask``) under ``out`` once and
+    returns ``(tile path, mask path or "", label)`` per box."""
+    pixels: np.ndarray | None = None
+    tiles = []
+    for i, (top, bottom, left, right) in enumerate(boxes):
+        crop = label[top:bottom, left:right] if label is not None else None
+        anomalous = crop is not None and bool(crop.any())
+        target = derived_file(out, f"{name}_{i}", image)
+        if not target.is_file():
+            pixels = read_array(image) if pixels is None else pixels
+            save_png(target, pixels[top:bottom, left:right])
+        mask = save_png(derived_file(out, f"{name}_{i}_mask", image), ((crop > 0) * 255).astype(np.uint8)) \
+            if anomalous else ""
+        tiles.append((str(target), str(mask), int(anomalous)))
+    return tiles

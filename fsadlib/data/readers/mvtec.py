@@ -12,7 +12,7 @@ Data sets distributed in this layout (the official archives, unpacked):
 - ``btad``: BTAD / ``BTech_Dataset_transformed`` (categories ``01 02 03``, normal folder ``ok``,
   defect folder ``ko``, masks ``ground_truth/ko/<stem>.png`` or ``.bmp``: no suffix).
 - ``dtd_synthetic``: DTD-Synthetic (Aota et al. 2023; 12 textures, ``test/bad``, masks
-  ``ground_truth/bad/<stem>.png``).
+  ``ground_truth/bad/<stem>.png``; ``<stem>_mask.png`` is accepted too).
 - ``bayes_pfl``: a data set of the Bayes-PFL authors' standardised copy (``DATA_three.zip``, the frozen
   KSDD2 / RSDD / DAGM splits; also what their ``make_dataset.py`` writes): ``test/anomaly`` images
   ``*.bmp`` with masks ``ground_truth/anomaly/<stem>.png``.
@@ -27,9 +27,9 @@ import pandas as pd
 from fsadlib.data.files import ROW_COLUMNS, list_images
 
 
-def read_mvtec_layout(root: Path, good: str = "good", mask_suffix: str = "_mask") -> pd.DataFrame:
+def read_mvtec_layout(root: Path, good: str = "good", mask_suffix: str | tuple[str, ...] = "_mask") -> pd.DataFrame:
     """Rows of an MVTec-shaped tree whose normal folders are named ``good`` and whose masks are
-    ``<image stem><mask_suffix>.*`` (see the module docstring)."""
+    ``<image stem><mask_suffix>.*`` (one of the suffixes, when a tuple; see the module docstring)."""
     categories = sorted(d for d in root.iterdir() if d.is_dir() and ((d / "train").is_dir() or (d / "test").is_dir()))
     if not categories:
         raise FileNotFoundError(f"{root}: no MVTec-style category folder (<category>/train/{good} or <category>/test)")
@@ -43,7 +43,7 @@ def read_mvtec_layout(root: Path, good: str = "good", mask_suffix: str = "_mask"
             for image in list_images(defect_dir):
                 mask = "" if defect == "good" else str(_mask_of(image, folder / "ground_truth" / defect, mask_suffix))
                 rows.append((category, "test", int(defect != "good"), defect, str(image), mask))
-        _check_no_orphan_masks(folder, good, mask_suffix)
+        _check_no_orphan_masks(folder, mask_suffix)
         if not any(r[0] == category for r in rows):
             raise ValueError(f"empty category {folder}: no images under train/{good} or test/*")
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
@@ -62,29 +62,33 @@ def read_btad(root: Path) -> pd.DataFrame:
 
 
 def read_dtd_synthetic(root: Path) -> pd.DataFrame:
-    return read_mvtec_layout(root, mask_suffix="")
+    return read_mvtec_layout(root, mask_suffix=("", "_mask"))
 
 
 def read_bayes_pfl(root: Path) -> pd.DataFrame:
     return read_mvtec_layout(root, mask_suffix="")
 
 
-def _mask_of(image: Path, mask_dir: Path, mask_suffix: str) -> Path:
-    found = [p for p in list_images(mask_dir) if p.stem == f"{image.stem}{mask_suffix}"]
+def _mask_of(image: Path, mask_dir: Path, mask_suffix: str | tuple[str, ...]) -> Path:
+    suffixes = (mask_suffix,) if isinstance(mask_suffix, str) else mask_suffix
+    found = [p for p in list_images(mask_dir) if p.stem in {image.stem + s for s in suffixes}]
     if not found:
         raise FileNotFoundError(f"anomalous image {image} has no mask: expected "
-                                f"{mask_dir / (image.stem + mask_suffix + '.png')}")
+                                f"{mask_dir / (image.stem + suffixes[0] + '.png')}")
     if len(found) > 1:
         raise ValueError(f"anomalous image {image} has several masks: {[str(p) for p in found]}")
     return found[0]
 
 
-def _check_no_orphan_masks(folder: Path, good: str, mask_suffix: str) -> None:
+def _check_no_orphan_masks(folder: Path, mask_suffix: str | tuple[str, ...]) -> None:
     """A mask whose image is missing means the tree is damaged (or pairs were renamed)."""
+    suffixes = (mask_suffix,) if isinstance(mask_suffix, str) else mask_suffix
     gt = folder / "ground_truth"
     for mask_dir in sorted(d for d in gt.iterdir() if d.is_dir()) if gt.is_dir() else []:
         stems = {p.stem for p in list_images(folder / "test" / mask_dir.name)}
         for mask in list_images(mask_dir):
-            stem = mask.stem.removesuffix(mask_suffix) if mask_suffix else mask.stem
-            if stem not in stems:
-                raise ValueError(f"mask {mask} has no image test/{mask_dir.name}/{stem}.* in {folder}")
+            candidates = [mask.stem.removesuffix(s) for s in suffixes if s and mask.stem.endswith(s)]
+            candidates += [mask.stem] if "" in suffixes else []
+            if not stems & set(candidates):
+                raise ValueError(f"mask {mask} has no image test/{mask_dir.name}/{candidates[0] if candidates else mask.stem}.* "
+                                 f"in {folder}")

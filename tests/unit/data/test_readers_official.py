@@ -197,3 +197,16 @@ def test_polyp_sets(workbench, reader, images, masks, suffix):
     write_png(root / masks / f"7{suffix}", noisy_mask(1))
     with pytest.raises(ValueError, match=rf"mask .*7\{suffix} has no image"):
         read_samples(reader, root, reader)
+
+
+def test_dtd_synthetic_masks_with_or_without_suffix(tmp_path):
+    base = tmp_path / "DTD-Synthetic" / "Woven_001"
+    write_png(base / "train" / "good" / "000.png", rgb(0))
+    for stem, mask_name, area in (("000", "000.png", 2), ("001", "001_mask.png", 4)):
+        write_png(base / "test" / "bad" / f"{stem}.png", rgb(area))
+        write_png(base / "ground_truth" / "bad" / mask_name, mask_with(area))
+    s = read_samples("dtd_synthetic", tmp_path / "DTD-Synthetic", "dtd")
+    assert names(s[s.label == 1].mask_path) == ["000.png", "001_mask.png"]
+    write_png(base / "ground_truth" / "bad" / "002.png", mask_with(1))
+    with pytest.raises(ValueError, match=r"mask .*bad/002\.png has no image test/bad/002\.\*"):
+        read_samples("dtd_synthetic", tmp_path / "DTD-Synthetic", "dtd")

@@ -4,7 +4,8 @@
 reader made, derived tiles and binarised masks included) as ``<out_dir>/meta.json`` in the schema of
 :mod:`fsadlib.data.readers.meta_json`, with Bayes-PFL's ``dataset_name``. Paths are relative to
 ``out_dir`` (default: the data set's root), with ``..`` parts for files outside it, so handing
-``out_dir`` to those tools as the data root loads exactly our images, masks and split.
+``out_dir`` to those tools as the data root loads exactly our images, masks and split (read back with
+the ``meta_json`` reader, such a file needs ``allow_outside_root: 1``).
 """
 
 from __future__ import annotations

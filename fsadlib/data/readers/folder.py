@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import IMAGE_SUFFIXES, ROW_COLUMNS
+from fsadlib.data.files import IMAGE_SUFFIXES, ROW_COLUMNS, check_name
 from fsadlib.data.readers.common import inctrl_split
 
 Patterns = str | list[str]
@@ -56,6 +56,7 @@ def read_folder(root: Path, train_normal: Patterns = "", test_normal: Patterns =
         categories = sorted(d.name for d in root.iterdir() if d.is_dir()) if per_category else [root.name]
     rows = []
     for category in categories:
+        check_name(category, "category", f"folder reader, {root}")
         skip = _glob(root, excluded, category)
         mask_files = _glob(root, mask_patterns, category) - skip
         found = {role: sorted(_glob(root, patterns, category) - skip - mask_files) for role, patterns in roles.items()}

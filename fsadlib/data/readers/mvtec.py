@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS, list_images
+from fsadlib.data.files import ROW_COLUMNS, check_name, list_images
 
 
 def read_mvtec_layout(root: Path, good: str = "good", mask_suffix: str | tuple[str, ...] = "_mask") -> pd.DataFrame:
@@ -35,7 +35,7 @@ def read_mvtec_layout(root: Path, good: str = "good", mask_suffix: str | tuple[s
         raise FileNotFoundError(f"{root}: no MVTec-style category folder (<category>/train/{good} or <category>/test)")
     rows = []
     for folder in categories:
-        category = folder.name
+        category = check_name(folder.name, "category", f"mvtec reader, {folder}")
         rows += [(category, "train", 0, "good", str(p), "") for p in list_images(folder / "train" / good)]
         defects = sorted(d for d in (folder / "test").iterdir() if d.is_dir()) if (folder / "test").is_dir() else []
         for defect_dir in defects:

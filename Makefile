@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 LAB_PORT ?= 8888
 
-.PHONY: run test lint venv clean-venv lab browser screenshots
+.PHONY: run test lint venv clean-venv data mutants listed-mutations lab browser screenshots
 
 venv: $(STAMP)
 
@@ -19,6 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/dvc repro
 
 test: $(STAMP) browser
@@ -39,6 +40,19 @@ browser:
 screenshots: $(STAMP) browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/ui
 	$(BIN)/python docs/readme_images.py reports/ui docs/img
+
+# Record the real data under data/real in data.dvc (refuses symbolic links, which DVC cannot track).
+data: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
+	$(BIN)/dvc commit -f data.dvc
+
+# mutation testing (slow, not in CI): cosmic-ray per formula module with its tests; MODULE=<substring>
+mutants: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/reference/mutants.py --only "$(MODULE)"
+
+# the formula changes listed in issue 15 must each make a test fail
+listed-mutations: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/reference/listed_mutations.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check fsadlib tests benchmarks

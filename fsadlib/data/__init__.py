@@ -7,10 +7,11 @@ Public API (the contracts other modules code against)::
     load_images(paths, image_size, mean=CLIP_MEAN, std=CLIP_STD) -> Tensor [k, 3, S, S]
     shots.shot_file / shots.make_shots / shots.load_shots
     synthetic.generate(root, seed, image_size, n_train, n_test_good, n_test_bad, categories)
-    augment.synthesize_anomaly(image, rng, source=None, mode="perlin") -> (image, mask, label)
+    augment.synthesize_anomaly(image, rng, source=None, mode="perlin", nsa=None) -> (image, mask, label)
+    nsa.nsa_anomaly(dest_u8, source_u8, rng, nsa.nsa_params(category)) -> (image, soft label, patches)
 """
 
-from fsadlib.data import augment, shots, synthetic
+from fsadlib.data import augment, nsa, shots, synthetic
 from fsadlib.data.dataset import (
     CLIP_MEAN,
     CLIP_STD,
@@ -41,6 +42,6 @@ __all__ = [
     "CLIP_MEAN", "CLIP_STD", "IMAGE_TRANSFORM", "MASK_RULE", "READERS", "SAMPLE_COLUMNS",
     "AnomalyDataset", "DatasetSpec", "ShotsConfig", "SyntheticConfig",
     "augment", "check_samples", "dataset_root", "dataset_spec", "dataset_specs", "load_images", "load_mask",
-    "load_samples", "load_shots", "make_shots", "portable_path", "read_image", "read_samples", "resolve_path",
+    "load_samples", "load_shots", "make_shots", "nsa", "portable_path", "read_image", "read_samples", "resolve_path",
     "select_categories", "shot_file", "shots", "synthetic", "write_meta_json",
 ]

@@ -51,8 +51,9 @@ class BayesPFLTrainConfig:
     epochs: int = 30                 # stage-1 maximum (public: 30 epochs shared by both stages)
     stage2_epochs: int = 30          # stage-2 maximum
     patience: int = 3                # validations without improvement before switching / stopping
-    batch_size: int = 32
-    max_steps_per_epoch: int = 0     # 0 = one pass over the training set
+    batch_size: int = 32             # images per micro-batch
+    accumulate: int = 1              # micro-batches per optimizer step (the paper: 1 x 32 on one 3090)
+    max_steps_per_epoch: int = 0     # optimizer steps; 0 = one pass over the training set
     lr_prompt: float = 1e-3
     lr_temperature: float = 1e-2
     lr_flow: float = 1e-3
@@ -232,10 +233,10 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str |
     method = BayesPFL(section.model)
     batches = train_loader(method, protocol, cfg) if batches is None else batches
     validate = validation_fn(protocol, cfg) if validate is None else validate
-    steps = len(batches) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
+    steps = max(1, len(batches) // cfg.accumulate) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
     steps = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
     common = {"steps_per_epoch": steps, "optimizer": "adam", "betas": cfg.betas, "seed": cfg.seed, "amp": cfg.amp,
-              "patience": cfg.patience}
+              "patience": cfg.patience, "accumulate": cfg.accumulate}
     lrs = {"prompt": cfg.lr_prompt, "temperature": cfg.lr_temperature, "flow": cfg.lr_flow, "other": cfg.lr_other,
            "image": cfg.lr_stage2}
 

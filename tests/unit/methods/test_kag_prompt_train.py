@@ -66,9 +66,26 @@ def test_batches_pair_clean_and_synthetic_images(repo, mode):
         SyntheticAnomalyBatches(aux_normal_samples(PROTOCOL), 64, 9, mode, CLIP_MEAN, CLIP_STD)
 
 
+def test_nsa_batches_carry_soft_labels_and_keep_the_clean_half(repo):
+    """NSA (the paper's synthesis): soft masks in [0, 1), the clean half untouched, a function of the seed."""
+    rows = aux_normal_samples(PROTOCOL)
+    batches = SyntheticAnomalyBatches(rows, 64, 4, "nsa", CLIP_MEAN, CLIP_STD)
+    np.random.seed(1)
+    first = next(iter(batches))
+    np.random.seed(1)
+    again = next(iter(batches))
+    torch.testing.assert_close(first["image"], again["image"])
+    torch.testing.assert_close(first["mask"], again["mask"])
+    mask = first["mask"]
+    assert (mask[:4] == 0).all() and mask.min() >= 0 and mask.max() < 1 and mask[4:].amax() > 0
+    assert (first["image"][4:] != first["image"][:4]).any()
+    np.random.seed(2)
+    assert not torch.equal(next(iter(batches))["image"], first["image"])
+
+
 def test_bad_data_parameters_name_the_key():
     with pytest.raises(ValueError, match="kag_prompt.data.synthesis"):
-        KagDataConfig(synthesis="nsa")
+        KagDataConfig(synthesis="blur")
 
 
 def test_smoke_training_writes_a_reloadable_final_checkpoint(repo):

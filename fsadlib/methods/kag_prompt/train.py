@@ -146,6 +146,28 @@ class SyntheticAnomalyBatches:
             }
 
 
+def training_preview(section: KagTrainSection, protocol: Protocol, n: int = 6, seed: int = 0) -> dict[str, Any]:
+    """``n`` normal training images, each followed by its synthetic anomaly, as the training batches
+    make them (``data.synthesis`` at the backbone's input size), in [0, 1], for
+    :func:`fsadlib.data.figures.training_grid`; the global numpy RNG is left as it was."""
+    from fsadlib.clip.backbone import input_size
+
+    rows = aux_normal_samples(protocol)
+    batches = SyntheticAnomalyBatches(rows, input_size(section.model.backbone), min(n, len(rows)),
+                                      section.data.synthesis, (0.0,) * 3, (1.0,) * 3)
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        batch = next(iter(batches))
+    finally:
+        np.random.set_state(state)
+    b = len(batch["category"]) // 2
+    order = [i for pair in zip(range(b), range(b, 2 * b)) for i in pair]
+    titles = [f"{c} normal" for c in batch["category"][:b]] + [f"{c} {section.data.synthesis}"
+                                                              for c in batch["category"][b:]]
+    return {"image": batch["image"][order], "mask": batch["mask"][order], "title": [titles[i] for i in order]}
+
+
 def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean: tuple[float, ...],
                   std: tuple[float, ...]) -> Callable[[KagPrompt], dict[str, float]]:
     """Validation on the held-out auxiliary categories (test split): mean image and pixel AUROC.

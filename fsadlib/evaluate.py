@@ -17,11 +17,20 @@ model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are th
 Layout (all writes atomic, rewritten after every category so an interrupted run resumes):
 
     results/<method>/<dataset>/k<k>/seed<s>/
-        metrics.json           {"run": settings, E, mask rule, metric definitions;
-                                "categories": {category: flat metrics}, "mean": category mean}
+        metrics.json           {"run": settings, E, mask rule, metric definitions, bootstrap settings;
+                                "categories": {category: flat metrics}, "mean": category mean,
+                                "intervals": {"categories": {category: {metric: [low, high]}},
+                                              "mean": {metric: [low, high]}}}
         scores.csv             image_path, category, defect, label, score
         maps_<category>.npz    maps float16 [N, E, E] and image_path [N], in scores.csv order
-    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds (aggregate_seeds)
+        bootstrap_<category>.npz   the metrics under the shared image resamples (fsadlib.stats.replicates)
+    results/<method>/<dataset>/k<k>/metrics.json      mean +- std over seeds and the seed-mean
+                                                       interval ci_low, ci_high (aggregate_seeds)
+
+Intervals (``evaluate.bootstrap`` > 0): percentile bootstrap over the test images, stratified by label,
+pixel metrics resampling whole images, exact for every metric (:mod:`fsadlib.stats.bootstrap`), on the
+maps at their stored float16 precision; the seed aggregate adds the support-seed spread (two-stage
+bootstrap, :mod:`fsadlib.stats.intervals`).
 
 Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
 config, trainable weights, data set, k, seed, evaluation settings, test images, supports) and its
@@ -44,13 +53,25 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fsadlib import data
+from fsadlib import data, stats
 from fsadlib.config import as_flag, seed_everything, to_dict
 from fsadlib.io import atomic_path, read_json, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.paths import results_dir
 from fsadlib.prompts import class_name
+from fsadlib.stats.intervals import percentile_interval
+from fsadlib.stats.replicates import (
+    category_mean_replicates,
+    category_replicates,
+    intervals,
+    read_replicates,
+    read_seed_replicates,
+    replicates_file,
+    save_replicates,
+    seed_mean,
+    stored_precision,
+)
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
@@ -67,6 +88,9 @@ class EvalConfig:
     fpr_limit: float = 0.3        # AUPRO integration limit
     save_maps: int = 1            # write maps_<category>.npz (float16) for the explorer
     legacy_aupro: int = 0         # also report the cflow-style 200-threshold AUPRO (comparison only)
+    bootstrap: int = 1000         # image resamples for the intervals (fsadlib.stats); 0 = no intervals
+    bootstrap_seed: int = 0       # seed of the shared resamples (same for every method and support seed)
+    confidence: float = 0.95      # level of the percentile intervals
 
 
 def run_dir(method: str, dataset: str, k: int, seed: int) -> Path:
@@ -100,6 +124,8 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "image_transform": data.IMAGE_TRANSFORM, "fpr_limit": config.fpr_limit,
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
+        "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,
+                      "confidence": config.confidence, "method": stats.INTERVAL_METHOD} if config.bootstrap else None,
     }
     previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
     done = previous.get("categories", {}) if previous.get("run") == run else {}
@@ -118,7 +144,8 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         inputs = _hash([run, _weights_hash(models[cat]), rows["image_path"].tolist(), shots])
         finished = (done.get(cat, {}).get("inputs") == inputs
                     and (scores["category"] == cat).sum() == len(rows)
-                    and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file()))
+                    and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file())
+                    and (not config.bootstrap or replicates_file(out, cat).is_file()))
         if finished:
             result["categories"][cat] = done[cat]
         else:
@@ -138,14 +165,20 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
             pred, maps, masks = predict(model, loader, eval_size, bar)
         metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, _has_masks(rows, cat), config)
         result["categories"][cat] = metrics | {"inputs": inputs}
+        if config.bootstrap:
+            paths = rows["image_path"].tolist()
+            counts = stats.image_resamples(paths, rows["label"].to_numpy(), config.bootstrap, config.bootstrap_seed)
+            save_replicates(replicates_file(out, cat), category_replicates(
+                pred, rows["label"].to_numpy(), stored_precision(maps), masks, _has_masks(rows, cat), counts,
+                config.fpr_limit), stats.image_list_hash(paths))
         if as_flag(config.save_maps):
             with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
                 np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
         cat_scores = rows[SCORE_COLUMNS[:-1]].assign(score=pred.numpy())
         scores = pd.concat([scores, cat_scores], ignore_index=True) if len(scores) else cat_scores
-        _write(out, result, scores, cats)
+        _write(out, result, scores, cats, config)
     bar.close()
-    return _write(out, result, scores, cats)
+    return _write(out, result, scores, cats, config)
 
 
 def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
@@ -205,12 +238,12 @@ def run_plan(name: str, smoke: bool = False, params_path: str | Path | None = No
 
 
 def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
-    """A seed aggregate (:func:`aggregate_seeds`) as rows (category, metric, mean, std); the category
-    mean appears as category ``"mean"``."""
+    """A seed aggregate (:func:`aggregate_seeds`) as rows (category, metric, mean, std, ci_low, ci_high;
+    the interval NaN without bootstrap replicates); the category mean appears as category ``"mean"``."""
     rows = [{"category": cat, "metric": m, **v}
             for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
             for m, v in metrics.items()]
-    return pd.DataFrame(rows, columns=["category", "metric", "mean", "std"])
+    return pd.DataFrame(rows, columns=["category", "metric", "mean", "std", "ci_low", "ci_high"])
 
 
 def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm | None = None
@@ -255,7 +288,8 @@ def category_mean(categories: dict[str, dict[str, Any]]) -> dict[str, float]:
 def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[int, ...],
                     out_dir: str | Path | None = None) -> dict[str, Any]:
     """Mean and sample std (ddof = 1; 0 for one seed) over seeds of every per-category metric and of
-    the category mean; writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
+    the category mean, and, when the runs have bootstrap replicates, the percentile interval of the
+    seed mean (``ci_low``, ``ci_high``; :func:`fsadlib.stats.replicates.seed_mean`); writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
     overrides that folder, which holds the ``seed<s>/`` runs) and returns it.
 
     The seed runs must share everything but the seed (same categories, resolution, mask rule ...);
@@ -280,13 +314,25 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
     run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": 1}
     result = {"run": run, "categories": cats,
               "mean": {m: stats([runs[s]["mean"][m] for s in seeds]) for m in first["mean"]}}
+    if first["run"].get("bootstrap"):
+        per_seed = read_seed_replicates({s: root / f"seed{s}" for s in seeds}, list(first["categories"]))
+        seed_means = seed_mean(per_seed, first["run"]["bootstrap"]["seed"])
+        confidence = first["run"]["bootstrap"]["confidence"]
+        for entry, reps in [*((cats[c], seed_means[c]) for c in cats), (result["mean"], category_mean_replicates(seed_means))]:
+            for m, r in reps.items():
+                if m in entry:
+                    entry[m]["ci_low"], entry[m]["ci_high"] = percentile_interval(r, confidence)
     write_json(root / "metrics.json", result)
     return result
 
 
-def _write(out: Path, result: dict[str, Any], scores: pd.DataFrame, order: list[str]) -> dict[str, Any]:
+def _write(out: Path, result: dict[str, Any], scores: pd.DataFrame, order: list[str], config: EvalConfig
+           ) -> dict[str, Any]:
     result["categories"] = {c: result["categories"][c] for c in order if c in result["categories"]}
     result["mean"] = category_mean(result["categories"])
+    if config.bootstrap:
+        replicates = {c: read_replicates(replicates_file(out, c))[0] for c in result["categories"]}
+        result["intervals"] = intervals(replicates, config.confidence)
     rank = {c: i for i, c in enumerate(order)}
     scores = scores.sort_values("category", key=lambda s: s.map(rank), kind="stable")
     with atomic_path(out / "scores.csv", suffix=".csv") as tmp:

@@ -136,13 +136,14 @@ def sweep(keys: torch.Tensor, region_weight: torch.Tensor | None = None, fpr_lim
 def trapezoid_to(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:
     """Area under the polyline (x_0, y_0) ... (x_m, y_m) (x non-decreasing) over x in [x_0, limit]:
     full segments with x_j <= limit, plus the segment crossing ``limit`` cut at a linearly
-    interpolated end point (MVTec AD ``generic_util.trapezoid`` with ``x_max``)."""
-    x0, x1, y0, y1 = x[:-1], x[1:], y[:-1], y[1:]
+    interpolated end point (MVTec AD ``generic_util.trapezoid`` with ``x_max``).
+    x, y: [..., m + 1]; one area per leading index (a batch of curves at once)."""
+    x0, x1, y0, y1 = x[..., :-1], x[..., 1:], y[..., :-1], y[..., 1:]
     full = torch.where(x1 <= limit, 0.5 * (y0 + y1) * (x1 - x0), 0.0)
     cross = (x0 <= limit) & (x1 > limit)
     y_lim = y0 + (y1 - y0) * (limit - x0) / torch.where(cross, x1 - x0, 1.0)
     part = torch.where(cross, 0.5 * (y0 + y_lim) * (limit - x0), 0.0)
-    return full.sum() + part.sum()
+    return full.sum(-1) + part.sum(-1)
 
 
 def check_fpr_limit(fpr_limit: float) -> float:

@@ -19,6 +19,7 @@ from fsadlib.io import read_json, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.metrics import image_metrics
+from fsadlib.stats import bootstrap_image_metrics, image_resamples, percentile_interval, seed_draws
 
 SIZE = 16
 
@@ -179,10 +180,18 @@ def test_aggregate_over_seeds(toy, tmp_path):
     agg = aggregate_seeds("brightness", "toy", 0, (0, 1, 2), out_dir=root)
     values = [r["categories"]["disc"]["image_auroc"] for r in runs]
     assert len(set(values)) > 1  # the seed changes the noisy scores
-    assert agg["categories"]["disc"]["image_auroc"] == pytest.approx(
-        {"mean": np.mean(values), "std": np.std(values, ddof=1)})
+    disc = agg["categories"]["disc"]["image_auroc"]
+    assert {k: disc[k] for k in ("mean", "std")} == pytest.approx({"mean": np.mean(values), "std": np.std(values, ddof=1)})
     means = [r["mean"]["pixel_aupro"] for r in runs]
-    assert agg["mean"]["pixel_aupro"] == pytest.approx({"mean": np.mean(means), "std": np.std(means, ddof=1)})
+    aupro = agg["mean"]["pixel_aupro"]
+    assert {k: aupro[k] for k in ("mean", "std")} == pytest.approx({"mean": np.mean(means), "std": np.std(means, ddof=1)})
+    # seed-mean interval: per-seed replicates [S, B], seeds drawn with replacement per resample
+    per_seed = np.stack([np.load(root / f"seed{s}" / "bootstrap_disc.npz")["values"][0] for s in (0, 1, 2)])
+    assert np.load(root / "seed0" / "bootstrap_disc.npz")["metrics"][0] == "image_ap"
+    draws = seed_draws(3, per_seed.shape[1], 0)
+    combined = per_seed[draws, np.arange(per_seed.shape[1])[:, None]].mean(1)
+    assert (disc := agg["categories"]["disc"]["image_ap"])["ci_low"] == pytest.approx(np.quantile(combined, 0.025))
+    assert disc["ci_high"] == pytest.approx(np.quantile(combined, 0.975))
     assert agg["run"]["seeds"] == [0, 1, 2] and read_json(root / "metrics.json") == agg
     rerun = evaluate(Brightness(FakeConfig(noise=2.0)), "toy", seed=1, samples=toy, out_dir=root / "seed1")
     assert rerun == runs[1]
@@ -190,6 +199,28 @@ def test_aggregate_over_seeds(toy, tmp_path):
              out_dir=root / "seed2")
     with pytest.raises(ValueError, match=r"seed 2 .* in \['eval_size', 'map_resize', 'mask_rule'\]"):
         aggregate_seeds("brightness", "toy", 0, (0, 1, 2), out_dir=root)
+
+
+def test_intervals_come_from_the_shared_image_resamples(toy, tmp_path):
+    out = tmp_path / "run"
+    result = evaluate(Brightness(FakeConfig(noise=0.3)), "toy", samples=toy, config=EvalConfig(bootstrap=200), out_dir=out)
+    assert result["run"]["bootstrap"]["resamples"] == 200 and "stratified" in result["run"]["bootstrap"]["method"]
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    disc = scores[scores.category == "disc"]
+    counts = image_resamples(disc.image_path.tolist(), disc.label.to_numpy(), 200)
+    assert (counts[:, disc.label.to_numpy() == 1].sum(1) == 3).all()
+    want = bootstrap_image_metrics(disc.score.to_numpy(np.float32), disc.label.to_numpy(), counts)["auroc"]
+    saved = np.load(out / "bootstrap_disc.npz")
+    np.testing.assert_array_equal(saved["values"][list(saved["metrics"]).index("image_auroc")], want)
+    assert result["intervals"]["categories"]["disc"]["image_auroc"] == list(percentile_interval(want, 0.95))
+    low, high = result["intervals"]["mean"]["pixel_aupro"]
+    assert low <= result["mean"]["pixel_aupro"] <= high
+    (out / "bootstrap_disc.npz").unlink()                                   # a missing file reruns the category
+    again = Brightness(FakeConfig(noise=0.3))
+    evaluate(again, "toy", samples=toy, config=EvalConfig(bootstrap=200), out_dir=out)
+    assert again.images_seen == 6
+    off = evaluate(Brightness(), "toy", samples=toy, config=EvalConfig(bootstrap=0), out_dir=tmp_path / "off")
+    assert "intervals" not in off and off["run"]["bootstrap"] is None
 
 
 def test_image_level_only_and_partial_masks(tmp_path, monkeypatch):

@@ -162,3 +162,19 @@ def test_training_items_are_plain_unless_asked(rows):
     for cfg, aug in ((plain, BayesPFLAugmentConfig(enabled=1)), (BayesPFLTrainConfig(mosaic_prob=0.4),
                      BayesPFLAugmentConfig()), (plain, BayesPFLAugmentConfig(mask_resize="bilinear"))):
         assert isinstance(training_dataset(method, rows, cfg, aug), AugmentedDataset)
+
+
+def test_training_preview_shows_the_items_training_makes(rows, monkeypatch):
+    from fsadlib import data
+    from fsadlib.clip import BackboneConfig
+    from fsadlib.methods.bayes_pfl import BayesPFLConfig, BayesPFLSection, BayesPFLTrainConfig
+    from fsadlib.methods.bayes_pfl.train import training_preview
+    from fsadlib.protocol import Protocol
+
+    monkeypatch.setattr(data, "load_samples", lambda dataset, categories=None: data.select_categories(rows, categories))
+    section = BayesPFLSection(model=BayesPFLConfig(backbone=BackboneConfig(arch="tiny")),
+                              train=BayesPFLTrainConfig(mosaic_prob=1.0), augment=BayesPFLAugmentConfig(enabled=1))
+    preview = training_preview(section, Protocol(aux_categories=("brick",), target_categories=("disc",)), n=3)
+    assert preview["image"].shape == (3, 3, 64, 64) and preview["mask"].shape == (3, 64, 64)
+    assert 0 <= float(preview["image"].min()) and float(preview["image"].max()) <= 1
+    assert preview["title"] == ["brick mosaic"] * 3 and preview["mask"].amax() == 1

@@ -29,6 +29,40 @@ def repo_root(start: str | Path | None = None) -> Path:
     )
 
 
+#: environment variable naming where models/, results/ and reports/ are written (default: the repo root)
+OUTPUT_ROOT_ENV = "FSAD_OUTPUT_ROOT"
+#: output root of a pipeline notebook run outside DVC (papermill alone, JupyterLab), under the repo root
+SCRATCH = "scratch"
+
+
+def output_root() -> Path:
+    """Where models/, results/ and reports/ are written: ``FSAD_OUTPUT_ROOT`` if set, else the repo root.
+    Data (data sets, k-shot files, captions) always comes from the repo root."""
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    return Path(env).resolve() if env else repo_root()
+
+
+def use_output_root(parameter: str = "") -> Path:
+    """Choose, export (``FSAD_OUTPUT_ROOT``) and return the output root of this process; every pipeline
+    notebook calls it first and prints the answer.
+
+    - inside a DVC stage (``DVC_STAGE`` is set by ``dvc repro`` / ``dvc exp run``): the repo root, where
+      the stage's outputs are declared; a ``parameter`` or a ``FSAD_OUTPUT_ROOT`` there is an error.
+    - outside DVC: ``parameter`` if given, else ``FSAD_OUTPUT_ROOT``, else ``<repo>/scratch``, so a
+      papermill or JupyterLab run never overwrites what the pipeline tracks.
+    """
+    if os.environ.get("DVC_STAGE"):
+        given = parameter or os.environ.get(OUTPUT_ROOT_ENV)
+        if given and Path(given).resolve() != repo_root():
+            raise ValueError(f"output root {given!r} (parameter output_root / {OUTPUT_ROOT_ENV}) inside the DVC "
+                             f"stage {os.environ['DVC_STAGE']}: DVC tracks the outputs under {repo_root()}; unset it")
+        root = repo_root()
+    else:
+        root = Path(parameter or os.environ.get(OUTPUT_ROOT_ENV) or repo_root() / SCRATCH).resolve()
+    os.environ[OUTPUT_ROOT_ENV] = str(root)
+    return root
+
+
 def data_dir() -> Path:
     """``data/``: data sets (``data/<dataset>/``), k-shot files (``data/shots/``), captions."""
     return repo_root() / "data"
@@ -39,18 +73,25 @@ def shots_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """``models/<method>/...``: checkpoints (trainable parameters plus configs)."""
-    return repo_root() / "models"
+    """``<output root>/models/<method>/...``: checkpoints (trainable parameters plus configs)."""
+    return output_root() / "models"
+
+
+def trained_models_dir() -> Path:
+    """Where trained models are read from: the output root's ``models/`` when it exists (a notebook
+    run outside DVC that trained its own), else the pipeline's ``<repo>/models``."""
+    own = models_dir()
+    return own if own.is_dir() else repo_root() / "models"
 
 
 def results_dir() -> Path:
-    """``results/<method>/<dataset>/...``: scores tables, float16 maps, per-category metrics."""
-    return repo_root() / "results"
+    """``<output root>/results/<method>/<dataset>/...``: scores tables, float16 maps, per-category metrics."""
+    return output_root() / "results"
 
 
 def reports_dir() -> Path:
-    """``reports/``: summary.json, figures, executed notebooks, efficiency table."""
-    return repo_root() / "reports"
+    """``<output root>/reports/``: summary.json, figures, executed notebooks, efficiency table."""
+    return output_root() / "reports"
 
 
 def shared_data_dir() -> Path:

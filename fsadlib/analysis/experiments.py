@@ -1,74 +1,114 @@
 """DVC experiments (``dvc exp run --queue -S ...``) as one table for ablation curves.
 
-Every experiment runs the whole pipeline, so its ``reports/summary.json`` (declared as DVC metrics)
-holds ``<method>.<dataset>.k<k>.<metric>.{mean,std}``; ``dvc.api.exp_show`` returns one flat record per
-experiment with those keys, every params.yaml key (``kag_prompt.model.rounds`` ...) and bookkeeping
-fields. :func:`experiments_table` turns the records into one row per
-(experiment, method, dataset, k, metric) with ``mean``, ``std`` and every parameter as a column.
+Every experiment runs the pipeline and commits its ``reports/summary.json`` (a DVC metric tracked by
+git), which holds ``<method>.<dataset>.k<k>.<metric>.{mean,std}``. ``dvc exp show --json`` returns a
+tree: one node per commit of the branch (the *baseline*, newest first) with the experiments run on it,
+each with its ``params`` (per params file) and ``metrics`` (per metrics file) kept apart.
+:func:`experiment_records` flattens that tree to one record per commit or experiment;
+:func:`experiments_table` turns the records into one row per (experiment, method, dataset, k, metric)
+with ``mean``, ``std`` and every params.yaml key (dotted, e.g. ``kag_prompt.model.rounds``) as a column.
+Only params count as parameters: dependency hashes and metrics never do.
 """
 
 from __future__ import annotations
 
-import re
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-#: bookkeeping fields of a dvc.api.exp_show record
-META_FIELDS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
-SUMMARY_KEY = re.compile(r"(?:[^:]+:)?(?P<method>[^.]+)\.(?P<dataset>[^.]+)\.k(?P<k>\d+)\."
-                         r"(?P<metric>[A-Za-z0-9_]+)\.(?P<stat>mean|std)")
-EXPERIMENT_COLUMNS = ["experiment", "rev", "method", "dataset", "k", "metric", "mean", "std"]
+SUMMARY_FILE = "reports/summary.json"
+PARAMS_FILE = "params.yaml"
+EXPERIMENT_COLUMNS = ["experiment", "rev", "baseline", "method", "dataset", "k", "metric", "mean", "std"]
+_STATS = ("mean", "std")
 
 
-def experiments_table(records: list[dict[str, Any]], params: list[str] | None = None) -> pd.DataFrame:
-    """Records of ``dvc.api.exp_show`` -> long table (see the module docstring).
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": leaf}``; lists are leaves, kept as a string (``"[1, 2]"``) so that
+    they compare and sort like the scalar values of other experiments."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list) else value
+    return flat
 
-    The workspace record is dropped (it repeats a committed or running state); a record's name is its
-    experiment name, else its revision. Values DVC could not read (``'!'``, ``None``) are left out.
-    ``params`` (default: every key of the records that is neither a summary metric, nor a
-    bookkeeping field, nor a dependency hash) become columns."""
-    rows, param_values = [], {}
-    for record in records:
-        if record.get("rev") == "workspace":
+
+def experiment_records(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``dvc exp show --json`` -> ``[{name, rev, baseline, params: {key: value}, summary: {...}}]``,
+    one per baseline commit and per experiment, the workspace left out (it repeats a committed or a
+    running state). ``summary`` is the experiment's ``reports/summary.json`` (``{}`` when DVC could not
+    read it); ``params`` are the flattened keys of ``params.yaml``."""
+    records = []
+    for commit in tree:
+        if commit.get("rev") == "workspace":
             continue
-        name = record.get("Experiment") or record.get("rev")
-        stats: dict[tuple, dict[str, float]] = {}
-        others = {}
-        for key, value in record.items():
-            match = SUMMARY_KEY.fullmatch(key)
-            if match and isinstance(value, (int, float)):
-                cell = (match["method"], match["dataset"], int(match["k"]), match["metric"])
-                stats.setdefault(cell, {})[match["stat"]] = float(value)
-            elif not match and key not in META_FIELDS and value not in (None, "!") and not _is_hash(value):
-                others[key] = value
-        param_values[name] = others
-        for (method, dataset, k, metric), stat in stats.items():
-            rows.append({"experiment": name, "rev": record.get("rev"), "method": method, "dataset": dataset,
-                         "k": k, "metric": metric, "mean": stat.get("mean"), "std": stat.get("std")})
+        baseline = commit.get("name") or commit["rev"][:7]
+        records.append(_record(commit, baseline))
+        for experiment in commit.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                records.append(_record(rev, baseline))
+    return records
+
+
+def _record(node: dict[str, Any], baseline: str) -> dict[str, Any]:
+    data = node.get("data") or {}
+    params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}
+    summary = ((data.get("metrics") or {}).get(SUMMARY_FILE) or {}).get("data") or {}
+    return {"name": node.get("name") or node["rev"][:7], "rev": node["rev"], "baseline": baseline,
+            "params": flatten(params), "summary": summary}
+
+
+def experiments_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Records of :func:`experiment_records` -> long table (see the module docstring), one column per
+    params key of any record (``None`` where a record lacks it). Records without a summary give no
+    rows; a summary entry without a ``mean`` is left out."""
+    rows, values = [], []
+    for record in records:
+        for method, datasets in record["summary"].items():
+            for dataset, shots in datasets.items():
+                for k, entry in shots.items():
+                    for metric, stat in entry.items():
+                        if not (k.startswith("k") and isinstance(stat, dict) and stat.get("mean") is not None):
+                            continue
+                        rows.append({"experiment": record["name"], "rev": record["rev"],
+                                     "baseline": record["baseline"], "method": method, "dataset": dataset,
+                                     "k": int(k[1:]), "metric": metric, "mean": float(stat["mean"]),
+                                     "std": float(stat["std"]) if stat.get("std") is not None else float("nan")})
+                        values.append(record["params"])
+    names = sorted({p for record in records for p in record["params"]})
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)
-    names = params if params is not None else sorted({p for v in param_values.values() for p in v})
-    values = pd.DataFrame([{p: param_values[e].get(p) for p in names} for e in table["experiment"]],
-                          columns=names, index=table.index, dtype=object)
-    return pd.concat([table, values], axis=1)
+    params = pd.DataFrame([{p: v.get(p) for p in names} for v in values], columns=names, index=table.index,
+                          dtype=object)
+    return pd.concat([table, params], axis=1)
 
 
-def load_experiments(repo: str | None = None, num: int = 1) -> pd.DataFrame:
-    """:func:`experiments_table` of ``dvc.api.exp_show(repo, num=num)`` (experiments of the last
-    ``num`` commits; default repo: this checkout's root)."""
-    import dvc.api
-
+def exp_show(repo: str | Path | None = None, num: int = 1) -> list[dict[str, Any]]:
+    """``dvc exp show --json --num <num>`` run in ``repo`` (default: this checkout's root): the
+    experiments of the last ``num`` commits of the current branch."""
     from fsadlib.paths import repo_root
 
-    return experiments_table(dvc.api.exp_show(repo=repo or str(repo_root()), num=num))
+    if num < 1:
+        raise ValueError(f"num (commits whose experiments are read) must be >= 1, got {num}")
+    done = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--num", str(num)],
+                          cwd=repo or repo_root(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc exp show failed in {repo or repo_root()}:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout or "[]")
+
+
+def load_experiments(repo: str | Path | None = None, num: int = 1) -> pd.DataFrame:
+    """:func:`experiments_table` of the experiments of the last ``num`` commits (:func:`exp_show`)."""
+    return experiments_table(experiment_records(exp_show(repo, num)))
 
 
 def varied_params(table: pd.DataFrame) -> list[str]:
-    """The parameter columns that take more than one value across the experiments (the ablations)."""
+    """The params.yaml keys that take more than one value across the table's experiments (the ablations)."""
     params = [c for c in table.columns if c not in EXPERIMENT_COLUMNS]
-    return [p for p in params if table[p].astype(str).nunique() > 1]
-
-
-def _is_hash(value: Any) -> bool:
-    """dvc.api.exp_show reports each dependency as its md5 (32 hex digits)."""
-    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value) is not None
+    per_experiment = table.drop_duplicates("rev")
+    return [p for p in params if per_experiment[p].astype(str).nunique() > 1]

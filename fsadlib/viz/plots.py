@@ -54,35 +54,53 @@ def metric_vs_k(runs: pd.DataFrame, dataset: str, metric: str = "image_auroc") -
     return fig
 
 
-def ablation_curve(experiments: pd.DataFrame, param: str, method: str, metric: str = "image_auroc",
-                   dataset: str | None = None) -> plt.Figure:
-    """``metric`` (mean ± std over seeds, from each experiment's summary) of ``method`` versus the
-    params.yaml key ``param``, one line per k."""
+def ablation_curve(experiments: pd.DataFrame, param: str, methods: list[str] | None = None,
+                   metric: str = "image_auroc", dataset: str | None = None) -> plt.Figure:
+    """``metric`` (mean ± std over seeds, from each experiment's summary) versus the params.yaml key
+    ``param``, one line per (method, k). Every other varied parameter is held fixed: one facet per
+    combination of their values, so two ablations run together never mix their points. Integer
+    parameters (0/1 flags included) get integer ticks."""
     if param not in experiments.columns:
         raise KeyError(f"'{param}' is not a parameter of the experiments table")
-    data = experiments[(experiments["method"] == method) & (experiments["metric"] == metric)]
+    data = experiments[experiments["metric"] == metric]
+    if methods is not None:
+        data = data[data["method"].isin(methods)]
     if dataset is not None:
         data = data[data["dataset"] == dataset]
     data = data.dropna(subset=[param, "mean"])
     if data.empty:
-        raise ValueError(f"no experiment reports {method} / {metric}" + (f" on {dataset}" if dataset else ""))
-    numeric = pd.to_numeric(data[param], errors="coerce").notna().all()
-    data = data.assign(x=pd.to_numeric(data[param]) if numeric else data[param].astype(str))
-    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for k, group in data.sort_values("x").groupby("k"):
-        ax.errorbar(group["x"], 100 * group["mean"], yerr=100 * group["std"].fillna(0.0), marker="o",
-                    capsize=3, label=f"k={k}")
-    ax.set(xlabel=param, ylabel=f"{metric} (%)", title=f"{method}: {metric} vs {param}")
-    ax.legend()
+        raise ValueError(f"no experiment reports {metric} for {methods or 'any method'}"
+                         + (f" on {dataset}" if dataset else ""))
+    numeric = pd.to_numeric(data[param], errors="coerce")
+    data = data.assign(x=numeric if numeric.notna().all() else data[param].astype(str))
+    integral = numeric.notna().all() and bool((numeric == numeric.round()).all())
+    several_datasets = data["dataset"].nunique() > 1
+    fixed = [p for p in varied_params(experiments) if p != param]
+    facets = list(data.groupby([data[p].astype(str) for p in fixed], sort=True)) if fixed else [((), data)]
+    fig, axes = plt.subplots(1, len(facets), figsize=(5.5 * len(facets), 4), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    for ax, (values, facet) in zip(axes[0], facets):
+        values = values if isinstance(values, tuple) else (values,)
+        for (method, dataset_, k), line in facet.sort_values("x").groupby(["method", "dataset", "k"]):
+            ax.errorbar(line["x"], 100 * line["mean"], yerr=100 * line["std"].fillna(0.0), marker="o", capsize=3,
+                        label=f"{method} k={k}" + (f" ({dataset_})" if several_datasets else ""))
+        if integral:
+            ax.set_xticks(sorted(set(numeric.astype(int))))
+        title = ", ".join(f"{p}={v}" for p, v in zip(fixed, values))
+        ax.set(xlabel=param, ylabel=f"{metric} (%, mean ± std over seeds)", title=title or None)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"{metric} vs {param}")
     return fig
 
 
 def ablation_curves(experiments: pd.DataFrame, metric: str = "image_auroc") -> dict[str, plt.Figure]:
-    """:func:`ablation_curve` of every varied parameter of a method's params section
-    (``<method>.<...>``, e.g. ``kag_prompt.model.rounds``), keyed by the parameter."""
-    methods = set(experiments["method"])
-    return {param: ablation_curve(experiments, param, param.split(".")[0], metric)
-            for param in varied_params(experiments) if param.split(".")[0] in methods}
+    """:func:`ablation_curve` of every varied parameter, keyed by the parameter: a method's own key
+    (``kag_prompt.model.rounds``) is drawn for that method, a shared key (``shots.seeds``) for every
+    method of the table."""
+    methods = sorted(set(experiments["method"]))
+    return {param: ablation_curve(experiments, param,
+                                  [param.split(".")[0]] if param.split(".")[0] in methods else None, metric)
+            for param in varied_params(experiments)}
 
 
 def efficiency_plot(table: pd.DataFrame) -> plt.Figure:

@@ -40,10 +40,7 @@ def test_pipeline_is_up_to_date_after_repro(clone):
     dst, env = clone
     status = subprocess.run([str(BIN / "dvc"), "status"], cwd=dst, env=env, capture_output=True, text=True,
                             check=False)
-    lines = [line for line in status.stdout.splitlines() if line.strip()]
-    # data.dvc (real data, absent in a fresh clone) is the one entry allowed to be missing
-    changed = [line for line in lines if not line.startswith(("data.dvc", "\t", "Data and pipelines"))]
-    assert status.returncode == 0 and not changed, status.stdout
+    assert status.returncode == 0 and status.stdout.strip() == "Data and pipelines are up to date.", status.stdout
 
 
 def test_synthetic_data_and_shots_exist(clone):

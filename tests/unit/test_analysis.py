@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from fsadlib.analysis import (
+    experiment_records,
     experiments_table,
     load_runs,
     paper_comparison,
@@ -78,23 +79,63 @@ def test_seed_means_propagates_nan_per_run(fake_runs):
     assert len(aupro) == 3 and aupro["value"].isna().all()
 
 
-def test_experiments_table_from_exp_show_records():
-    records = [
-        {"Experiment": None, "rev": "workspace", "typ": "baseline", "kag_prompt.model.rounds": 5,
-         "kag_prompt.synthetic.k1.image_auroc.mean": 0.9, "kag_prompt.synthetic.k1.image_auroc.std": 0.1},
-        {"Experiment": None, "rev": "main", "typ": "baseline", "kag_prompt.model.rounds": 5, "fsadlib": "0" * 32,
-         "kag_prompt.synthetic.k1.image_auroc.mean": 0.8, "kag_prompt.synthetic.k1.image_auroc.std": 0.05},
-        {"Experiment": "exp-a", "rev": "abc1234", "typ": "branch_base", "kag_prompt.model.rounds": 1,
-         "kag_prompt.synthetic.k1.image_auroc.mean": 0.6, "kag_prompt.synthetic.k1.image_auroc.std": "!",
-         "reports/summary.json:kag_prompt.synthetic.k2.pixel_auroc.mean": 0.7, "results": None},
+def _node(rev, name, params, summary, experiments=None):
+    """One node of ``dvc exp show --json`` (the layout DVC 3 writes)."""
+    data = {"rev": rev, "params": {"params.yaml": {"data": params}},
+            "metrics": {"reports/summary.json": {"data": summary}} if summary is not None else {},
+            "deps": {"fsadlib": {"hash": "0" * 32 + ".dir"}}}
+    return {"rev": rev, "name": name, "data": data, "error": None,
+            "experiments": [{"revs": [e], "name": e["name"]} for e in experiments or []] or None}
+
+
+def _summary(mean, std=0.05, k=1, metric="image_auroc"):
+    return {"kag_prompt": {"synthetic": {f"k{k}": {"eval_size": 64, metric: {"mean": mean, "std": std}}}}}
+
+
+def test_experiments_table_from_exp_show_json():
+    tree = [
+        _node("workspace", None, {"kag_prompt": {"model": {"rounds": 5}}}, _summary(0.9)),
+        _node("a" * 40, "main", {"kag_prompt": {"model": {"rounds": 5}}, "shots": {"ks": [1, 2]}}, _summary(0.8), [
+            _node("b" * 40, "exp-a", {"kag_prompt": {"model": {"rounds": 1}}, "shots": {"ks": [1, 2]}},
+                  {**_summary(0.6, None), "kag_prompt": {"synthetic": {"k1": {"image_auroc": {"mean": 0.6}},
+                                                                         "k2": {"pixel_auroc": {"mean": 0.7}}}}}),
+            _node("c" * 40, "exp-broken", {"kag_prompt": {"model": {"rounds": 2}}}, None)]),
     ]
+    records = experiment_records(tree)
+    assert [r["name"] for r in records] == ["main", "exp-a", "exp-broken"]       # no workspace
+    assert {r["baseline"] for r in records} == {"main"}
     table = experiments_table(records)
-    assert list(table["experiment"]) == ["main", "exp-a", "exp-a"]
+    assert list(table["experiment"]) == ["main", "exp-a", "exp-a"]               # exp-broken has no summary
     row = table[(table.experiment == "exp-a") & (table.metric == "image_auroc")].iloc[0]
     assert (row["mean"], row["kag_prompt.model.rounds"], row["k"]) == (0.6, 1, 1) and pd.isna(row["std"])
     assert table[table.metric == "pixel_auroc"].iloc[0]["mean"] == 0.7
-    assert "fsadlib" not in table.columns and "results" not in table.columns
+    assert row["shots.ks"] == "[1, 2]"                                           # lists compare as text
+    assert not any(c.startswith(("fsadlib", "eval_size")) for c in table.columns)   # deps and entries are no params
     assert varied_params(table) == ["kag_prompt.model.rounds"]
+
+
+def test_exp_show_reads_a_real_repository(tmp_path):
+    import subprocess
+    import sys
+
+    from fsadlib.analysis.experiments import exp_show
+
+    with pytest.raises(RuntimeError, match="dvc exp show failed"):
+        exp_show(tmp_path)                                                       # not a DVC repository
+    with pytest.raises(ValueError, match="num"):
+        exp_show(tmp_path, num=0)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost"]
+    subprocess.run(git + ["init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - reports/summary.json\n")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "summary.json").write_text(json.dumps(_summary(0.75)))
+    subprocess.run(git + ["add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], cwd=tmp_path, check=True)
+    records = experiment_records(exp_show(tmp_path))
+    assert len(records) == 1 and records[0]["params"] == {"a": 1}
+    assert experiments_table(records)["mean"].tolist() == [0.75]
 
 
 def test_published_numbers_are_labelled():

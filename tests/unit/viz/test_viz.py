@@ -42,15 +42,37 @@ def test_metric_vs_k_plots_seed_mean_and_spread(fake_runs, tmp_path):
     assert path.stat().st_size > 0 and Image.open(path).format == "PNG"
 
 
+def _experiments(rows):
+    """experiments_table of records ``(name, params, {k: (mean, std)})`` of kag_prompt image AUROC."""
+    return experiments_table([
+        {"name": name, "rev": name, "baseline": "main", "params": params,
+         "summary": {"kag_prompt": {"synthetic": {f"k{k}": {"image_auroc": {"mean": m, "std": s}}
+                                                  for k, (m, s) in stats.items()}}}}
+        for name, params, stats in rows])
+
+
 def test_ablation_curve_reads_experiments():
-    records = [{"Experiment": f"e{r}", "rev": f"r{r}", "kag_prompt.model.rounds": r,
-                "kag_prompt.synthetic.k1.image_auroc.mean": 0.5 + r / 10, "kag_prompt.synthetic.k1.image_auroc.std": 0.01}
-               for r in (3, 1, 2)]
-    fig = ablation_curve(experiments_table(records), "kag_prompt.model.rounds", "kag_prompt")
-    line = fig.axes[0].lines[0]
-    assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == pytest.approx([60.0, 70.0, 80.0])
+    table = _experiments([(f"e{r}", {"kag_prompt.model.rounds": r}, {1: (0.5 + r / 10, 0.01), 2: (0.9, 0.02)})
+                          for r in (3, 1, 2)])
+    fig = ablation_curve(table, "kag_prompt.model.rounds", ["kag_prompt"])
+    k1, k2 = (c.lines[0] for c in fig.axes[0].containers)            # one error-bar line per k
+    assert [c.get_label() for c in fig.axes[0].containers] == ["kag_prompt k=1", "kag_prompt k=2"]
+    assert list(k1.get_xdata()) == [1, 2, 3] and list(k1.get_ydata()) == pytest.approx([60.0, 70.0, 80.0])
+    assert list(k2.get_ydata()) == pytest.approx([90.0] * 3)
+    assert list(fig.axes[0].get_xticks()) == [1, 2, 3]                  # integer ticks, no 1.5
     with pytest.raises(KeyError, match="kag_prompt.model.kernels"):
-        ablation_curve(experiments_table(records), "kag_prompt.model.kernels", "kag_prompt")
+        ablation_curve(table, "kag_prompt.model.kernels", ["kag_prompt"])
+
+
+def test_ablation_curve_holds_the_other_varied_parameter_fixed():
+    rows = [(f"r{r}f{f}", {"kag_prompt.model.rounds": r, "kag_prompt.model.flag": f}, {1: (r / 10 + f / 2, 0.0)})
+            for r in (1, 2) for f in (0, 1)]
+    fig = ablation_curve(_experiments(rows), "kag_prompt.model.rounds", ["kag_prompt"])
+    assert [ax.get_title() for ax in fig.axes] == ["kag_prompt.model.flag=0", "kag_prompt.model.flag=1"]
+    assert [list(ax.containers[0].lines[0].get_ydata()) for ax in fig.axes] == [pytest.approx([10.0, 20.0]),
+                                                                  pytest.approx([60.0, 70.0])]
+    flag = ablation_curve(_experiments(rows), "kag_prompt.model.flag", ["kag_prompt"])
+    assert [list(ax.get_xticks()) for ax in flag.axes] == [[0, 1], [0, 1]]
 
 
 def test_normalise_and_overlay_contour():
@@ -131,11 +153,10 @@ def test_explorer_without_results_names_the_folder(tmp_path):
         Explorer(tmp_path)
 
 
-def test_ablation_curves_one_per_varied_method_param():
+def test_ablation_curves_one_per_varied_param():
     from fsadlib.viz import ablation_curves
 
-    records = [{"Experiment": f"e{r}", "rev": f"r{r}", "kag_prompt.model.rounds": r, "shots.seeds": [0, 1, 2],
-                "evaluations.kag_prompt.ks": [1, 2][: r % 2 + 1],
-                "kag_prompt.synthetic.k1.image_auroc.mean": 0.5, "kag_prompt.synthetic.k1.image_auroc.std": 0.0}
-               for r in (1, 2)]
-    assert list(ablation_curves(experiments_table(records))) == ["kag_prompt.model.rounds"]
+    table = _experiments([(f"e{r}", {"kag_prompt.model.rounds": r, "shots.seeds": "[0, 1, 2]",
+                                     "evaluations.kag_prompt.ks": "[1, 2]"[: 2 + 3 * (r % 2)]}, {1: (0.5, 0.0)})
+                          for r in (1, 2)])
+    assert sorted(ablation_curves(table)) == ["evaluations.kag_prompt.ks", "kag_prompt.model.rounds"]

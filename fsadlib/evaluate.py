@@ -14,7 +14,8 @@ Maps are resized bilinearly (align_corners=False) to the evaluation resolution E
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
 :mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
 
-Layout (all writes atomic, rewritten after every category so an interrupted run resumes):
+Layout (all writes atomic, rewritten after every category so an interrupted run resumes; the folder
+is locked by ``fsadlib.io.locked`` while a run writes it, so a second run waits):
 
     results/<method>/<dataset>/k<k>/seed<s>/
         metrics.json           {"run": settings, E, mask rule, metric definitions, bootstrap settings;
@@ -33,14 +34,24 @@ maps at their stored float16 precision; the seed aggregate adds the support-seed
 bootstrap, :mod:`fsadlib.stats.intervals`).
 
 Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
-config, trainable weights, data set, k, seed, evaluation settings, test images, supports) and its
-maps file exists.
+config, trainable weights, the sha1 of the checkpoint file the model was loaded from, the backbone's
+weights file (size + mtime), data set, k, seed, evaluation settings, the test images and masks and the
+supports by path, size and modification time) and its maps file exists.
+
+Subsets: categories already in the folder but not in this run are kept when they were evaluated with
+the same run settings (metrics.json and scores.csv then hold the union); with other settings they are
+dropped with their maps files, and a warning says so.
+
+Empty masks: an anomalous test image whose mask has no anomalous pixel at E counts as normal in every
+pixel metric. Such images are counted (``n_empty_masks``), listed (``empty_mask_images``) in the
+category's entry of metrics.json, and a warning names them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +66,8 @@ from tqdm.auto import tqdm
 
 from fsadlib import data, stats
 from fsadlib.config import as_flag, seed_everything, to_dict
-from fsadlib.io import atomic_path, read_json, write_json
+from fsadlib.data.files import files_fingerprint
+from fsadlib.io import atomic_path, locked, read_json, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.paths import results_dir
@@ -75,7 +87,8 @@ from fsadlib.stats.replicates import (
 
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
-_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs"}
+_NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "n_empty_masks",
+                 "empty_mask_images"}
 
 
 @dataclass(frozen=True)
@@ -127,21 +140,33 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,
                       "confidence": config.confidence, "method": stats.INTERVAL_METHOD} if config.bootstrap else None,
     }
+    with locked(out):
+        return _evaluate_locked(method, dataset, k, seed, config, test, out, run, image_size, eval_size,
+                                category_models)
+
+
+def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, config: EvalConfig,
+                     test: pd.DataFrame, out: Path, run: dict[str, Any], image_size: int, eval_size: int,
+                     category_models: Callable[[str], AnomalyMethod] | None) -> dict[str, Any]:
+    """The body of :func:`evaluate`, run while ``out`` is locked."""
     previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
     done = previous.get("categories", {}) if previous.get("run") == run else {}
+    _drop_stale(out, previous, run)
     has_scores = bool(done) and (out / "scores.csv").is_file()
     scores = pd.read_csv(out / "scores.csv", keep_default_na=False) if has_scores \
         else pd.DataFrame(columns=SCORE_COLUMNS)
     model_of = category_models if category_models is not None else (lambda _cat: method)
     models: dict[str, AnomalyMethod] = {}
-    result: dict[str, Any] = {"run": run, "categories": {}}
     cats = list(dict.fromkeys(test["category"]))
+    # categories of earlier runs with the same settings stay (a subset run adds to them)
+    result: dict[str, Any] = {"run": run, "categories": {c: v for c, v in done.items() if c not in cats}}
     todo = {}
     for cat in cats:
         rows = test[test["category"] == cat].reset_index(drop=True)
         shots = data.load_shots(dataset, cat, k, seed) if k > 0 else []
         models[cat] = model_of(cat)
-        inputs = _hash([run, _weights_hash(models[cat]), rows["image_path"].tolist(), shots])
+        inputs = _hash([run, _model_fingerprint(models[cat]), rows["image_path"].tolist(), shots,
+                        files_fingerprint([*rows["image_path"], *rows["mask_path"], *shots])])
         finished = (done.get(cat, {}).get("inputs") == inputs
                     and (scores["category"] == cat).sum() == len(rows)
                     and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file())
@@ -150,6 +175,7 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
             result["categories"][cat] = done[cat]
         else:
             todo[cat] = (rows, shots, inputs)
+    order = [*(c for c in done if c not in cats), *cats]
     scores = scores[scores["category"].isin(list(result["categories"]))]
 
     bar = tqdm(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
@@ -163,22 +189,49 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
             loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
             pred, maps, masks = predict(model, loader, eval_size, bar)
-        metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, _has_masks(rows, cat), config)
-        result["categories"][cat] = metrics | {"inputs": inputs}
+        has_masks = _has_masks(rows, cat)
+        metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, has_masks, config)
+        empty = empty_mask_images(rows, masks) if has_masks else []
+        if empty:
+            warnings.warn(f"category '{cat}' of '{dataset}': {len(empty)} anomalous test image(s) have an empty "
+                          f"mask at {eval_size} px and count as normal in the pixel metrics, e.g. {empty[:3]} "
+                          f"(recorded in {out / 'metrics.json'})", stacklevel=2)
+        result["categories"][cat] = metrics | {"n_empty_masks": len(empty), "empty_mask_images": empty,
+                                               "inputs": inputs}
         if config.bootstrap:
             paths = rows["image_path"].tolist()
             counts = stats.image_resamples(paths, rows["label"].to_numpy(), config.bootstrap, config.bootstrap_seed)
             save_replicates(replicates_file(out, cat), category_replicates(
-                pred, rows["label"].to_numpy(), stored_precision(maps), masks, _has_masks(rows, cat), counts,
+                pred, rows["label"].to_numpy(), stored_precision(maps), masks, has_masks, counts,
                 config.fpr_limit), stats.image_list_hash(paths))
         if as_flag(config.save_maps):
             with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
                 np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
         cat_scores = rows[SCORE_COLUMNS[:-1]].assign(score=pred.numpy())
         scores = pd.concat([scores, cat_scores], ignore_index=True) if len(scores) else cat_scores
-        _write(out, result, scores, cats, config)
+        _write(out, result, scores, order, config)
     bar.close()
-    return _write(out, result, scores, cats, config)
+    return _write(out, result, scores, order, config)
+
+
+def empty_mask_images(rows: pd.DataFrame, masks: torch.Tensor) -> list[str]:
+    """Image paths of the anomalous ``rows`` whose mask (``masks`` [N, E, E], in row order) is all zero."""
+    empty = (rows["label"].to_numpy() == 1) & ~masks.flatten(1).any(1).cpu().numpy()
+    return rows.loc[empty, "image_path"].astype(str).tolist()
+
+
+def _drop_stale(out: Path, previous: dict[str, Any], run: dict[str, Any]) -> None:
+    """Warn about and delete the maps and bootstrap files of the categories of ``previous``
+    (metrics.json content) that were evaluated with other run settings than ``run``."""
+    old_run = previous.get("run") or {}
+    if old_run == run or not previous.get("categories"):
+        return
+    differ = sorted(key for key in old_run.keys() | run.keys() if old_run.get(key) != run.get(key))
+    warnings.warn(f"{out / 'metrics.json'} holds categories {sorted(previous['categories'])} evaluated with "
+                  f"other run settings {differ}; they are dropped with their maps", stacklevel=3)
+    for cat in previous["categories"]:
+        (out / f"maps_{cat}.npz").unlink(missing_ok=True)
+        replicates_file(out, cat).unlink(missing_ok=True)
 
 
 def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
@@ -349,6 +402,15 @@ def _has_masks(rows: pd.DataFrame, category: str) -> bool:
         raise ValueError(f"category '{category}': {len(anomalous) - with_mask} of {len(anomalous)} anomalous "
                          "test images have no mask; pixel metrics would count their defects as normal")
     return with_mask > 0
+
+
+def _model_fingerprint(method: AnomalyMethod) -> list[str]:
+    """What identifies a model beyond its config: the hash of its trainable state, the sha1 of the
+    checkpoint file it was loaded from, and the size + mtime of its backbone's weights file."""
+    pretrained = getattr(getattr(method.backbone, "config", None), "pretrained", None)
+    weights_file = Path(pretrained).expanduser() if isinstance(pretrained, str) else None
+    weights_file = weights_file if weights_file is not None and weights_file.is_file() else ""
+    return [_weights_hash(method), getattr(method, "checkpoint_sha1", ""), files_fingerprint([weights_file])]
 
 
 def _weights_hash(method: AnomalyMethod) -> str:

@@ -3,7 +3,7 @@
 Contract of a notebook in ``notebooks/`` (checked by :func:`contract_problems`, tested for every
 notebook by ``tests/notebooks``): kernel ``python3``; exactly one cell tagged ``parameters``, the
 first code cell, holding only ``name = <scalar literal>`` lines; no outputs or execution counts; no
-``def`` or ``class`` (the library holds the code). Build one with::
+``def`` or ``class`` (the library holds the code); every ``assert`` carries a message. Build one with::
 
     from fsadlib.notebooks import md, write_notebook
     write_notebook("notebooks/15_make_shots.ipynb", "dataset = 'synthetic'",
@@ -111,6 +111,8 @@ def contract_problems(nb: NotebookNode | str | Path) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 problems.append(f"code cell {i} defines '{node.name}' (move code into fsadlib)")
+            if isinstance(node, ast.Assert) and node.msg is None:
+                problems.append(f"code cell {i} line {node.lineno}: assert without a message (say what failed)")
     return problems
 
 

@@ -36,6 +36,18 @@ class Protocol:
         return self
 
 
+def training_files(protocol: Protocol, samples: pd.DataFrame | None = None) -> list[str]:
+    """Image and mask paths (sorted) of the auxiliary and validation categories of
+    ``protocol.aux_dataset``, every split: what training and model selection may read.
+    ``samples`` defaults to ``fsadlib.data.load_samples(protocol.aux_dataset)``."""
+    if samples is None:
+        from fsadlib.data import load_samples
+
+        samples = load_samples(protocol.aux_dataset)
+    rows = samples[samples["category"].isin([*protocol.aux_categories, *protocol.val_categories])]
+    return sorted(p for p in (*rows["image_path"], *rows["mask_path"]) if p)
+
+
 @dataclass(frozen=True)
 class ValidationSet:
     """One held-out validation category: k normal supports (train split) and its test rows."""

@@ -24,12 +24,18 @@ Validation (``validate(method) -> {name: value}``) runs after every ``val_every`
 use held-out *auxiliary* data, never the target test set; the engine keeps ``best.pt`` by
 ``select_metric`` (higher is better) and stops after ``patience`` validations without improvement.
 
-Checkpoints are atomic (``fsadlib.io``) and fall on optimizer-step boundaries (a run interrupted in
-the middle of an accumulation cycle resumes from the last epoch end and replays the cycle): ``last.pt``
-after every epoch holds the method checkpoint
-plus optimizer, scheduler, epoch, RNG states and the history, so an interrupted run resumes where the
-last completed epoch ended (``resume=True``, the default); ``best.pt`` (or ``last.pt`` when there is
-no validation) is the model the evaluation uses, and ``final.pt`` is written when training finishes.
+Checkpoints are atomic (``fsadlib.io``) and hold tensors and plain data only (they load with
+``weights_only=True``): ``last.pt`` after every epoch holds the method checkpoint plus optimizer,
+epoch, RNG states (as tensors) and the history, so an interrupted run resumes where the last completed
+epoch ended (``resume=True``, the default); ``best.pt`` (or ``last.pt`` when there is no validation)
+is the model the evaluation uses, and ``final.pt`` is written when training finishes. Checkpoints fall
+on optimizer-step boundaries: a run interrupted in the middle of an accumulation cycle resumes from the
+last epoch end and replays the cycle.
+
+Resume happens only when ``last.pt`` was written for the same method config, training config and
+``fingerprint`` (what else determines the result: loss, data and protocol sections and the training
+files, see :func:`fsadlib.data.files.files_fingerprint`); otherwise the run starts fresh (old
+``last.pt`` / ``best.pt`` removed) and a warning names what differs.
 Metrics go to DVCLive (``fsadlib.tracking``) and a tqdm bar shows the loss.
 """
 
@@ -38,6 +44,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +56,8 @@ import torch
 from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
-from fsadlib.io import save_torch, write_json
+from fsadlib.data.files import files_fingerprint
+from fsadlib.io import load_torch, save_torch, write_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.tracking import open_live
 
@@ -133,11 +142,13 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossFn, config: TrainConfig,
         out_dir: str | Path, validate: ValidateFn | None = None, param_groups: list[dict] | None = None,
-        resume: bool = True, live_dir: str | Path | None = None, desc: str = "train") -> TrainResult:
+        resume: bool = True, live_dir: str | Path | None = None, desc: str = "train",
+        fingerprint: dict[str, Any] | None = None) -> TrainResult:
     """Train ``method`` (see the module docstring). ``batches`` is re-iterated as needed.
 
     ``param_groups``: optional ``[{"params": [...], "lr": ...}, ...]``; a group's ``lr`` is its peak
-    learning rate (the schedule multiplies every group). Returns the path of the model to evaluate.
+    learning rate (the schedule multiplies every group). ``fingerprint``: plain data naming everything
+    else the result depends on (compared on resume). Returns the path of the model to evaluate.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,8 +161,15 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     total = config.epochs * config.steps_per_epoch
     state = {"epoch": 0, "step": 0, "history": [], "best": -math.inf, "best_epoch": 0, "bad": 0}
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if resume and last_path.is_file():
-        state = _resume(method, opt, last_path, config)
+    stale = _resume_mismatch(method, last_path, config, fingerprint) if resume and last_path.is_file() else None
+    if stale:
+        warnings.warn(f"{last_path}: {stale}; starting fresh", stacklevel=2)
+    if resume and last_path.is_file() and not stale:
+        state = _resume(method, opt, last_path)
+        print(f"{desc}: resuming from {last_path} after epoch {state['epoch']}", file=sys.stderr)
+    else:
+        last_path.unlink(missing_ok=True)
+        best_path.unlink(missing_ok=True)
     write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config)})
     stream = _cycle(batches)
     stopped = state["epoch"] >= config.epochs or (config.patience and state["bad"] >= config.patience)
@@ -196,15 +214,16 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
                 if k != "epoch":
                     live.log_metric(k, v)
             live.next_step()
-            _save_last(method, opt, state, config, last_path)
+            _save_last(method, opt, state, config, fingerprint, last_path)
             if config.patience and state["bad"] >= config.patience:
                 stopped = True
     final = out_dir / "final.pt"
     chosen = best_path if best_path.is_file() and config.select_metric else last_path
     extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],
-             "selected_from": chosen.name, "history": state["history"]}
+             "selected_from": chosen.name, "history": state["history"], "train_config": to_dict(config),
+             "fingerprint": fingerprint}
     if chosen == best_path:
-        ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(best_path)
         ckpt["extra"].update(extra)
         save_torch(final, ckpt)
     else:
@@ -239,6 +258,12 @@ def accumulate_gradients(method: AnomalyMethod, micro_batches: Iterable[dict[str
     return means
 
 
+def input_fingerprint(files: Iterable[str | Path] = (), **sections: Any) -> dict[str, Any]:
+    """The ``fingerprint`` of :func:`fit`: every named section (dataclasses as plain dicts) and
+    ``files_fingerprint(files)`` (path, size, modification time) of the files the run reads."""
+    return {**{name: to_dict(value) for name, value in sections.items()}, "files": files_fingerprint(files)}
+
+
 def _autocast(device: torch.device, amp: int):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -256,34 +281,68 @@ def _cycle(batches: Iterable) -> Iterator:
 
 
 def _save_last(method: AnomalyMethod, opt: torch.optim.Optimizer, state: dict, config: TrainConfig,
-               path: Path) -> None:
+               fingerprint: dict[str, Any] | None, path: Path) -> None:
     ckpt = method.checkpoint()
     ckpt["train_state"] = {
         **state,
         "train_config": to_dict(config),
+        "fingerprint": fingerprint,
         "optimizer": opt.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": rng_state(),
     }
     save_torch(path, ckpt)
 
 
-def _resume(method: AnomalyMethod, opt: torch.optim.Optimizer, path: Path, config: TrainConfig) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if ckpt.get("config") != to_dict(method.config):
-        raise ValueError(f"{path} was written for another method config; delete it or the folder "
-                         "to start over")
-    written = ckpt["train_state"].get("train_config")
-    if written != to_dict(config):
-        diff = sorted(k for k in to_dict(config) if (written or {}).get(k) != to_dict(config)[k])
-        raise ValueError(f"{path} was written with other training settings {diff}; delete it or the "
-                         "folder to start over")
+def rng_state() -> dict[str, Any]:
+    """The python, numpy, torch and CUDA generator states as tensors (checkpoint-safe)::
+
+        python: int64 [625] (Mersenne Twister words + position) and gauss (float or None)
+        numpy:  uint32 words as int64 [624], pos, has_gauss, cached_gaussian
+        torch:  uint8 [5056];  cuda: list of uint8 tensors (one per device)
+    """
+    version, words, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": torch.tensor(words, dtype=torch.int64), "python_version": version, "python_gauss": gauss,
+            "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+            "numpy_has_gauss": int(has_gauss), "numpy_cached_gaussian": float(cached),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate((state["python_version"], tuple(int(w) for w in state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _resume_mismatch(method: AnomalyMethod, path: Path, config: TrainConfig,
+                     fingerprint: dict[str, Any] | None) -> str:
+    """Why ``last.pt`` at ``path`` cannot be resumed ('' when it can): what differs from this run."""
+    ckpt = load_torch(path)
+    written = ckpt.get("train_state", {})
+    parts = {"method config": _differing(ckpt.get("config"), to_dict(method.config)),
+             "training settings": _differing(written.get("train_config"), to_dict(config)),
+             "inputs": _differing(written.get("fingerprint"), fingerprint)}
+    differ = [f"{name} {keys}" for name, keys in parts.items() if keys]
+    return "written with other " + ", ".join(differ) if differ else ""
+
+
+def _differing(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two plain-data trees differ ([] when equal)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in sorted(old.keys() | new.keys(), key=str)
+                for k in _differing(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(all)"]
+
+
+def _resume(method: AnomalyMethod, opt: torch.optim.Optimizer, path: Path) -> dict:
+    ckpt = load_torch(path)
     method.load_trainable_state(ckpt["state_dict"])
     ts = ckpt["train_state"]
     opt.load_state_dict(ts["optimizer"])
-    torch.set_rng_state(ts["rng"]["torch"])
-    np.random.set_state(ts["rng"]["numpy"])
-    random.setstate(ts["rng"]["python"])
-    if ts["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(ts["rng"]["cuda"])
+    set_rng_state(ts["rng"])
     return {k: ts[k] for k in ("epoch", "step", "history", "best", "best_epoch", "bad")}

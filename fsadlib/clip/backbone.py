@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +313,23 @@ def _build_model(cfg: BackboneConfig) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             return open_clip.create_model(arch, pretrained=None, **kwargs)
+    if Path(pretrained).is_file():
+        return _create_from_file(arch, pretrained, kwargs)
     return open_clip.create_model(arch, pretrained=pretrained, **kwargs)
+
+
+def _create_from_file(arch: str, path: str, kwargs: dict) -> nn.Module:
+    """``open_clip.create_model`` with a local weights file (read with ``weights_only=True``); a
+    corrupt, truncated, pickled-object or mismatched file raises ``ValueError`` naming it."""
+    try:
+        return open_clip.create_model(arch, pretrained=path, **kwargs)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"backbone.pretrained file {path}: refused to load: it is corrupt or truncated, or it holds "
+                         "pickled objects beyond tensors and plain data (loading those could run code)") from err
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, StopIteration) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"backbone.pretrained file {path}: cannot load it into {arch} (corrupt, truncated or "
+                         f"another architecture's weights): {reason}") from err
 
 
 def _check_hub_tag(arch: str, tag: str) -> None:

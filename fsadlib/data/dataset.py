@@ -40,7 +40,7 @@ def read_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(resolved) as img:
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"unreadable image {resolved}: {err}") from err
 
 
@@ -70,7 +70,7 @@ def read_binary_mask(path: str | Path, image_size_wh: tuple[int, int] | None = N
         with Image.open(resolved) as img:
             # label-style modes (1, L, P, I, I;16) keep their raw values; colour masks go to grey
             values = np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "LA", "CMYK", "YCbCr") else img)
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"unreadable mask {resolved}: {err}") from err
     if image_size_wh is not None and values.shape[::-1] != tuple(image_size_wh):
         raise ValueError(f"mask {resolved} is {values.shape[::-1]} but its image is {tuple(image_size_wh)} "

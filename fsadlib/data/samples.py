@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from fsadlib.config import from_dict, load_params
-from fsadlib.data.files import image_size, portable_path, resolve_path
+from fsadlib.data.files import check_name, image_size, outside_root, portable_path, resolve_path
 from fsadlib.data.readers import READERS
 
 SAMPLE_COLUMNS: tuple[str, ...] = ("dataset", "category", "split", "label", "defect", "image_path", "mask_path")
@@ -34,18 +34,22 @@ class DatasetSpec:
     """One entry of ``params.yaml: datasets``.
 
     ``reader``: a key of ``READERS`` (mvtec, visa, meta_json, folder); ``root``: the data-set folder,
-    relative to the repo root or absolute; ``options``: keyword arguments of that reader.
+    relative to the repo root or absolute; ``options``: keyword arguments of that reader;
+    ``allow_outside_root``: 1 lets the reader's image and mask paths leave ``root`` (default 0: an
+    error names the first such path).
     """
 
     reader: str
     root: str
     options: dict[str, Any] = field(default_factory=dict)
+    allow_outside_root: int = 0
 
 
 def dataset_specs(params_path: str | Path | None = None) -> dict[str, DatasetSpec]:
     """All data sets of ``params.yaml: datasets`` by name."""
     section = load_params(params_path).get("datasets") or {}
-    return {name: from_dict(DatasetSpec, spec, f"datasets.{name}") for name, spec in section.items()}
+    return {check_name(name, "dataset", "params.yaml datasets"): from_dict(DatasetSpec, spec, f"datasets.{name}")
+            for name, spec in section.items()}
 
 
 def dataset_spec(dataset: str) -> DatasetSpec:
@@ -68,14 +72,18 @@ def load_samples(dataset: str, root: str | Path | None = None,
     ``categories`` keeps only those (``KeyError`` naming an unknown one and the known ones).
     """
     spec = dataset_spec(dataset)
-    samples = read_samples(spec.reader, resolve_path(root or spec.root), dataset, **spec.options)
+    samples = read_samples(spec.reader, resolve_path(root or spec.root), dataset,
+                           allow_outside_root=bool(spec.allow_outside_root), **spec.options)
     return samples if categories is None else select_categories(samples, categories)
 
 
-def read_samples(reader: str, root: str | Path, dataset: str, **options: Any) -> pd.DataFrame:
+def read_samples(reader: str, root: str | Path, dataset: str, allow_outside_root: bool = False,
+                 **options: Any) -> pd.DataFrame:
     """Run reader ``reader`` on ``root``, label the rows with ``dataset``, validate, sort.
 
-    Rows are sorted by ``category, split, label, defect, image_path``.
+    Every image and mask path must lie under ``root`` unless ``allow_outside_root`` (``ValueError``
+    naming the data set, the reader and the first path outside). Rows are sorted by
+    ``category, split, label, defect, image_path``.
     """
     if reader not in READERS:
         raise KeyError(f"unknown reader '{reader}' for dataset '{dataset}'; known: {sorted(READERS)}")
@@ -87,6 +95,11 @@ def read_samples(reader: str, root: str | Path, dataset: str, **options: Any) ->
     if unknown:
         raise KeyError(f"dataset '{dataset}': unknown options {unknown} for reader '{reader}'; allowed: {allowed}")
     table = READERS[reader](root, **options)
+    outside = [] if allow_outside_root else outside_root([*table["image_path"], *table["mask_path"]], root)
+    if outside:
+        raise ValueError(f"dataset '{dataset}' (reader '{reader}'): {len(outside)} image/mask path(s) lie outside "
+                         f"its root {root}, e.g. {outside[0]}; set datasets.{dataset}.allow_outside_root: 1 "
+                         "in params.yaml if that is intended")
     table.insert(0, "dataset", dataset)
     table["image_path"] = [portable_path(p) for p in table["image_path"]]
     table["mask_path"] = [portable_path(p) if p else "" for p in table["mask_path"]]
@@ -108,12 +121,16 @@ def select_categories(samples: pd.DataFrame, categories: list[str] | tuple[str, 
 def check_samples(samples: pd.DataFrame) -> pd.DataFrame:
     """Validate a samples table and return it.
 
-    Checks: the columns, split and label values, no duplicate image, normal rows without mask, every
-    image and mask readable (header), and each mask the size of its image. Errors name the file.
+    Checks: the columns, plain category and data-set names (:func:`check_name`), split and label
+    values, no duplicate image, normal rows without mask, every image and mask readable (header), and
+    each mask the size of its image. Errors name the file.
     """
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
         raise KeyError(f"samples table lacks columns {missing}; required: {list(SAMPLE_COLUMNS)}")
+    for what in ("dataset", "category"):
+        for name in samples[what].unique():
+            check_name(name, what, "samples table")
     bad_split = sorted(set(samples["split"]) - set(SPLITS))
     if bad_split:
         raise ValueError(f"samples table: unknown split values {bad_split}; allowed: {list(SPLITS)}")

@@ -73,12 +73,25 @@ def shot_table(dataset: str, categories: list[str] | tuple[str, ...], ks: tuple[
     return pd.DataFrame(rows, columns=["category", "k", "seed", "image_path"])
 
 
+def _missing_shots_hint(dataset: str, k: int, seed: int) -> str:
+    """What makes a missing k-shot file: make_shots, once k and seed are in ``params.yaml: shots``."""
+    from fsadlib.config import load_section
+
+    made_by = f"written by the make_shots stage: dvc repro make_shots@{dataset}"
+    try:
+        config = load_section("shots", ShotsConfig)
+    except FileNotFoundError:  # no params.yaml: nothing to compare with
+        return made_by
+    absent = [f"{key} {value} is not in params.yaml shots.{key}s {list(values)}"
+              for key, value, values in (("k", k, config.ks), ("seed", seed, config.seeds)) if value not in values]
+    return "; ".join(absent) + f": add it there, then run dvc repro make_shots@{dataset}" if absent else made_by
+
+
 def load_shots(dataset: str, category: str, k: int, seed: int) -> list[str]:
     """The k support image paths (portable; read them with :func:`fsadlib.data.load_images`)."""
     path = shot_file(dataset, category, k, seed)
     if not path.is_file():
-        raise FileNotFoundError(f"k-shot file not found: {path} (written by the make_shots stage: "
-                                "dvc repro make_shots)")
+        raise FileNotFoundError(f"k-shot file not found: {path}; {_missing_shots_hint(dataset, k, seed)}")
     content = read_json(path)
     if len(content["images"]) != k or content["category"] != category:
         raise ValueError(f"{path}: holds {len(content['images'])} images of '{content['category']}', "

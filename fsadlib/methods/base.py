@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fsadlib.config import from_dict, to_dict
-from fsadlib.io import save_torch
+from fsadlib.io import file_sha1, load_torch, save_torch
 from fsadlib.methods.output import AnomalyOutput
 
 CHECKPOINT_FORMAT = 1
@@ -42,6 +42,8 @@ class AnomalyMethod(nn.Module, ABC):
     trainable: ClassVar[bool] = False
     #: one trained model per (dataset, category, k, seed) (FineGrainedAD); else one per (k) at most
     per_category: ClassVar[bool] = False
+    #: the DVC stage that writes :meth:`trained_path` ("" = ``train_<name>``)
+    train_stage: ClassVar[str] = ""
 
     def __init__(self, config: Any, backbone_model: Any = None) -> None:
         super().__init__()
@@ -56,6 +58,8 @@ class AnomalyMethod(nn.Module, ABC):
         self.backbone = backbone_model
         self.backbone.requires_grad_(False)
         self.category: str | None = None
+        #: sha1 of the checkpoint file this method was loaded from ('' when built from a config)
+        self.checkpoint_sha1 = ""
 
     # -- hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -83,7 +87,8 @@ class AnomalyMethod(nn.Module, ABC):
         """The trained model of (dataset, k, seed[, category]) from :meth:`trained_path`."""
         path = cls.trained_path(dataset, k, seed, category)
         if not path.is_file():
-            raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its train_{cls.name} stage)")
+            stage = cls.train_stage or f"train_{cls.name}"
+            raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its {stage} stage: dvc repro {stage})")
         return load_checkpoint(path, map_location, backbone_model)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -122,16 +127,19 @@ class AnomalyMethod(nn.Module, ABC):
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
                     backbone_model: Any = None) -> AnomalyMethod:
-    """Rebuild a method from a checkpoint written by :meth:`AnomalyMethod.save_checkpoint`."""
+    """Rebuild a method from a checkpoint written by :meth:`AnomalyMethod.save_checkpoint`
+    (read with ``weights_only=True``); ``method.checkpoint_sha1`` records the file's sha1."""
     from fsadlib.methods.registry import method_class
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = load_torch(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an fsadlib checkpoint (format {CHECKPOINT_FORMAT})")
     cls = method_class(ckpt["method"])
-    method = cls(from_dict(cls.Config, ckpt["config"], ckpt["method"]), backbone_model=backbone_model)
-    method.load_trainable_state(ckpt["state_dict"])
+    method = cls(from_dict(cls.Config, ckpt["config"], f"{path}: config"), backbone_model=backbone_model)
+    try:
+        method.load_trainable_state(ckpt["state_dict"])
+    except KeyError as err:
+        raise KeyError(f"{path}: {err.args[0]}") from err
+    method.checkpoint_sha1 = file_sha1(path)
     return method.to(map_location)

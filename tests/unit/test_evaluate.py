@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,3 +270,86 @@ def test_weights_hash_handles_scalar_buffers():
             self.register_buffer("num_batches_tracked", torch.tensor(n))
 
     assert _weights_hash(WithScalar(1)) != _weights_hash(WithScalar(2))
+
+
+def overwrite_image(path: str, value: int) -> None:
+    """New pixels at the same path; the modification time moves on by a second (coarse file systems)."""
+    stat = os.stat(path)
+    Image.fromarray(np.full((SIZE, SIZE, 3), value, np.uint8)).save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def test_changed_image_mask_or_model_file_is_evaluated_again(toy, tmp_path):
+    out, cfg = tmp_path / "run", EvalConfig(batch_size=4)
+    first = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out)
+    assert first["categories"]["disc"]["image_auroc"] == 1.0
+    normal = toy[(toy.category == "disc") & (toy.split == "test") & (toy.label == 0)].image_path.iloc[0]
+    overwrite_image(normal, 255)  # now the brightest image of disc: AUROC falls
+    again = Brightness()
+    second = evaluate(again, "toy", samples=toy, config=cfg, out_dir=out)
+    assert [c for c, _ in again.calls] == ["disc"], "only the changed category runs again"
+    assert second["categories"]["disc"]["image_auroc"] < 1.0
+    mask = toy[(toy.category == "metal_nut") & (toy.label == 1)].mask_path.iloc[0]
+    overwrite_image(mask, 0)
+    after_mask = Brightness()
+    third = evaluate(after_mask, "toy", samples=toy, config=cfg, out_dir=out)
+    assert [c for c, _ in after_mask.calls] == ["metal nut"]
+    assert third["categories"]["metal_nut"]["n_empty_masks"] == 1
+    reloaded = Brightness()
+    reloaded.checkpoint_sha1 = "another model file"
+    evaluate(reloaded, "toy", samples=toy, config=cfg, out_dir=out)
+    assert [c for c, _ in reloaded.calls] == ["disc", "metal nut"]
+
+
+def test_category_subsets_merge_and_other_settings_replace(toy, tmp_path):
+    out, cfg = tmp_path / "run", EvalConfig(batch_size=4)
+    evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out, categories=["metal_nut"])
+    merged = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=out, categories=["disc"])
+    whole = evaluate(Brightness(), "toy", samples=toy, config=cfg, out_dir=tmp_path / "whole")
+    assert list(merged["categories"]) == ["metal_nut", "disc"]
+    assert merged["mean"] == whole["mean"] and read_json(out / "metrics.json") == merged
+    scores = pd.read_csv(out / "scores.csv", keep_default_na=False)
+    assert scores.groupby("category").size().to_dict() == {"disc": 6, "metal_nut": 6}
+    assert {p.name for p in out.glob("maps_*.npz")} == {"maps_disc.npz", "maps_metal_nut.npz"}
+    with pytest.warns(UserWarning, match=r"holds categories \['disc', 'metal_nut'\] evaluated with other run "
+                                         r"settings \['fpr_limit'\]; they are dropped with their maps"):
+        other = evaluate(Brightness(), "toy", samples=toy, config=EvalConfig(fpr_limit=0.1), out_dir=out,
+                         categories=["disc"])
+    assert list(other["categories"]) == ["disc"] and not (out / "maps_metal_nut.npz").exists()
+    assert set(pd.read_csv(out / "scores.csv").category) == {"disc"}
+
+
+class LockProbe(Brightness):
+    """Records whether the results folder's lock is free while the model runs."""
+
+    def forward(self, images):
+        with open(self.lock_file, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.lock_was_free = True
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError:
+                self.lock_was_free = False
+        return super().forward(images)
+
+
+def test_results_folder_is_locked_while_written(toy, tmp_path):
+    probe = LockProbe()
+    probe.lock_file = tmp_path / "run" / ".lock"
+    evaluate(probe, "toy", samples=toy, out_dir=tmp_path / "run", categories=["disc"])
+    assert probe.lock_was_free is False
+    with open(probe.lock_file, "a+") as fh:  # and released afterwards
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_empty_masks_are_counted_warned_and_recorded(toy, tmp_path):
+    bad = toy[(toy.category == "disc") & (toy.label == 1)].iloc[:2]
+    for mask in bad.mask_path:
+        Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(mask)
+    with pytest.warns(UserWarning, match=r"category 'disc' of 'toy': 2 anomalous test image\(s\) have an empty "
+                                         r"mask at 16 px .*000\.png"):
+        result = evaluate(Brightness(), "toy", samples=toy, out_dir=tmp_path / "run")
+    disc = read_json(tmp_path / "run" / "metrics.json")["categories"]["disc"]
+    assert disc["n_empty_masks"] == 2 and disc["empty_mask_images"] == bad.image_path.tolist()
+    assert result["categories"]["metal_nut"]["n_empty_masks"] == 0
+    assert "n_empty_masks" not in result["mean"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fsadlib.clip import BackboneConfig
+from fsadlib.io import file_sha1
 from fsadlib.methods import AnomalyOutput
 from fsadlib.methods.base import AnomalyMethod, load_checkpoint
 from fsadlib.train import TrainConfig, accumulate_gradients, fit, lr_factor
@@ -101,7 +103,7 @@ def test_selection_on_validation_and_early_stop(tmp_path):
               TrainConfig(epochs=5, steps_per_epoch=1, lr=0.01, select_metric="auroc", patience=2),
               tmp_path, validate=lambda m: {"auroc": next(values)})
     assert res.best_epoch == 2 and res.stopped_early and len(res.history) == 4
-    ckpt = torch.load(res.best_path, weights_only=False)
+    ckpt = torch.load(res.best_path, weights_only=True)
     assert ckpt["extra"]["epoch"] == 2 and ckpt["extra"]["selected_from"] == "best.pt"
     with pytest.raises(KeyError, match="select_metric"):
         fit(new_method(), make_batches(), loss_fn,
@@ -117,11 +119,12 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
     with torch.no_grad():
         m.head.weight.normal_()
     path = m.save_checkpoint(tmp_path / "ckpt.pt")
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     assert all(not k.startswith("backbone.") for k in ckpt["state_dict"])
     assert ckpt["config"]["backbone"] == {"arch": "tiny", "pretrained": None, "image_size": None,
                                           "quick_gelu": None, "precision": "auto"}
     again = load_checkpoint(path)
+    assert again.checkpoint_sha1 == file_sha1(path) and m.checkpoint_sha1 == ""
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(m(x).pred_score, again(x).pred_score)
     bad = dict(ckpt["state_dict"], extra=torch.zeros(1))
@@ -139,6 +142,68 @@ def test_lr_schedules_by_hand():
     assert lr_factor(3, 10, TrainConfig(warmup=0.5)) == 0.8
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lion")
+
+
+def test_rng_state_is_plain_tensors_and_restores_every_generator(tmp_path):
+    import random
+
+    import numpy as np
+
+    from fsadlib.io import load_torch, save_torch
+    from fsadlib.train import rng_state, set_rng_state
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached gaussian in numpy's state
+    state = load_torch(save_torch(tmp_path / "rng.pt", rng_state()))  # weights_only round trip
+    draws = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(2))
+    set_rng_state(state)
+    again = (random.random(), np.random.standard_normal(), np.random.rand(), torch.rand(2))
+    assert draws[:3] == again[:3] and torch.equal(draws[3], again[3])
+
+
+def test_resume_only_when_everything_matches_else_fresh_with_the_reason(tmp_path):
+    cfg = TrainConfig(epochs=2, steps_per_epoch=2, lr=0.05)
+    inputs = {"loss": {"dice_weight": 0.3}, "files": "abc"}
+    reference = fit(new_method(), make_batches(2), loss_fn, cfg, tmp_path / "ref", fingerprint=inputs)
+    calls = {"n": 0}
+
+    def failing_loss(method, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # first step of epoch 2
+            raise KeyboardInterrupt
+        return loss_fn(method, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_method(), make_batches(2), failing_loss, cfg, tmp_path / "run", fingerprint=inputs)
+    changed = {"loss": {"dice_weight": 0.5}, "files": "abc"}
+    with pytest.warns(UserWarning, match=r"last\.pt: written with other inputs \['loss\.dice_weight'\]; "
+                                         "starting fresh"):
+        fresh = fit(new_method(), make_batches(2), loss_fn, cfg, tmp_path / "run", fingerprint=changed)
+    assert [h["epoch"] for h in fresh.history] == [1, 2]
+    assert fresh.history == reference.history  # a full run from scratch, not epoch 2 on top of the old one
+    with pytest.warns(UserWarning, match=r"other training settings \['lr'\]"):
+        fit(new_method(), make_batches(2), loss_fn, TrainConfig(epochs=2, steps_per_epoch=2, lr=0.01),
+            tmp_path / "run", fingerprint=changed)
+
+
+def test_input_fingerprint_follows_sections_and_file_size_and_mtime(tmp_path):
+    import os
+
+    from fsadlib.protocol import Protocol, training_files
+    from fsadlib.train import input_fingerprint
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"12345")
+    first = input_fingerprint([image], loss={"w": 1}, protocol=Protocol(aux_categories=("a",)))
+    assert first == input_fingerprint([image], loss={"w": 1}, protocol=Protocol(aux_categories=("a",)))
+    assert first["protocol"]["aux_categories"] == ["a"]
+    assert input_fingerprint([image], loss={"w": 2}, protocol=Protocol(aux_categories=("a",))) != first
+    os.utime(image, ns=(0, image.stat().st_mtime_ns + 10**9))
+    assert input_fingerprint([image], loss={"w": 1}, protocol=Protocol(aux_categories=("a",)))["files"] != first["files"]
+    samples = pd.DataFrame({"category": ["a", "b", "v"], "image_path": ["x/a.png", "x/b.png", "x/v.png"],
+                            "mask_path": ["x/a_mask.png", "", ""]})
+    protocol = Protocol(aux_categories=("a",), val_categories=("v",), target_categories=("b",))
+    assert training_files(protocol, samples) == ["x/a.png", "x/a_mask.png", "x/v.png"]
 
 
 def split_batches(batches, n):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import IMAGE_SUFFIXES, ROW_COLUMNS
+from fsadlib.data.files import IMAGE_SUFFIXES, ROW_COLUMNS, check_name
 
 
 def read_folder(root: Path, train_normal: str = "", test_normal: str = "", test_anomalous: str = "",
@@ -36,6 +36,7 @@ def read_folder(root: Path, train_normal: str = "", test_normal: str = "", test_
         categories = sorted(d.name for d in root.iterdir() if d.is_dir()) if per_category else [root.name]
     rows = []
     for category in categories:
+        check_name(category, "category", f"folder reader, {root}")
         found = [(category, "train", 0, "good", str(p), "") for p in _glob(root, train_normal, category)]
         found += [(category, "test", 0, "good", str(p), "") for p in _glob(root, test_normal, category)]
         anomalous = _glob(root, test_anomalous, category)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS, resolve_path
+from fsadlib.data.files import ROW_COLUMNS, check_name, resolve_path
 from fsadlib.io import read_json, write_json
 
 ENTRY_KEYS = ("img_path", "mask_path", "cls_name", "specie_name", "anomaly")
@@ -28,6 +28,7 @@ def read_meta_json(root: Path, meta: str = "meta.json") -> pd.DataFrame:
     rows = []
     for split, classes in content.items():
         for cls, entries in classes.items():
+            check_name(cls, "category", f"meta_json reader, {path} [{split}]")
             if not entries:
                 raise ValueError(f"{path}: empty category '{cls}' in split '{split}'")
             for i, entry in enumerate(entries):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS, list_images
+from fsadlib.data.files import ROW_COLUMNS, check_name, list_images
 
 
 def read_mvtec(root: Path) -> pd.DataFrame:
@@ -20,7 +20,7 @@ def read_mvtec(root: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"{root}: no MVTec-style category folder (<category>/train/good or <category>/test)")
     rows = []
     for folder in categories:
-        category = folder.name
+        category = check_name(folder.name, "category", f"mvtec reader, {folder}")
         rows += [(category, "train", 0, "good", str(p), "") for p in list_images(folder / "train" / "good")]
         defects = sorted(d for d in (folder / "test").iterdir() if d.is_dir()) if (folder / "test").is_dir() else []
         for defect_dir in defects:

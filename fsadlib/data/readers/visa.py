@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS
+from fsadlib.data.files import ROW_COLUMNS, check_name
 
 VISA_COLUMNS = ("object", "split", "label", "image", "mask")
 _LABELS = {"normal": 0, "anomaly": 1}
@@ -30,6 +30,7 @@ def read_visa(root: Path, split_csv: str = "split_csv/1cls.csv") -> pd.DataFrame
     rows = []
     for line, rec in enumerate(table.itertuples(index=False), start=2):
         where = f"{csv}, line {line}"
+        check_name(rec.object, "category", f"visa reader, {where}, column 'object'")
         if rec.label not in _LABELS or rec.split not in ("train", "test"):
             raise ValueError(f"{where}: label must be normal/anomaly and split train/test, "
                              f"got label={rec.label!r} split={rec.split!r}")

@@ -39,12 +39,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from fsadlib.clip import ImageFeatures
 from fsadlib.config import to_dict
-from fsadlib.io import save_torch
+from fsadlib.io import load_torch, save_torch
 from fsadlib.losses import balanced_focal_loss, dice_loss
 from fsadlib.methods.bayes_pfl.augment import AugmentedDataset, BayesPFLAugmentConfig
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
-from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, TrainResult, fit
+from fsadlib.protocol import Protocol, training_files, validation_sets
+from fsadlib.train import TrainConfig, TrainResult, fit, input_fingerprint
 
 
 @dataclass(frozen=True)
@@ -218,12 +218,14 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str |
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     method = BayesPFL(section.model)
+    files = training_files(protocol) if batches is None else []  # in-memory batches read no file
     batches = train_loader(method, protocol, cfg, section.augment) if batches is None else batches
     validate = validation_fn(protocol, cfg) if validate is None else validate
     steps = max(1, len(batches) // cfg.accumulate) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
     steps = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
     common = {"steps_per_epoch": steps, "optimizer": "adam", "betas": cfg.betas, "seed": cfg.seed, "amp": cfg.amp,
               "patience": cfg.patience, "accumulate": cfg.accumulate}
+    fingerprint = input_fingerprint(files, train=cfg, augment=section.augment, protocol=protocol)
     lrs = {"prompt": cfg.lr_prompt, "temperature": cfg.lr_temperature, "flow": cfg.lr_flow, "other": cfg.lr_other,
            "image": cfg.lr_stage2}
 
@@ -235,15 +237,16 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, out_dir: str |
                 TrainConfig(epochs=cfg.epochs, lr=cfg.lr_other, schedule="cosine", warmup=cfg.warmup,
                             select_metric="pixel_ap", **common),
                 out_dir / "stage1", validate=validate, param_groups=groups(1),
-                live_dir=live / "stage1" if live else None, desc="bayes_pfl stage 1")
-    method.load_trainable_state(torch.load(first.best_path, map_location="cpu", weights_only=False)["state_dict"])
+                live_dir=live / "stage1" if live else None, desc="bayes_pfl stage 1", fingerprint=fingerprint)
+    method.load_trainable_state(load_torch(first.best_path)["state_dict"])
     method.stage.fill_(2)
     second = fit(method, batches, stage2_loss,
                  TrainConfig(epochs=cfg.stage2_epochs, lr=cfg.lr_stage2, schedule="constant",
                              select_metric="image_ap", **common),
                  out_dir / "stage2", validate=validate, param_groups=groups(2),
-                 live_dir=live / "stage2" if live else None, desc="bayes_pfl stage 2")
-    ckpt = torch.load(second.best_path, map_location="cpu", weights_only=False)
+                 live_dir=live / "stage2" if live else None, desc="bayes_pfl stage 2",
+                 fingerprint={**fingerprint, "stage1": first.history})
+    ckpt = load_torch(second.best_path)
     ckpt["extra"].update(stage1_history=first.history, stage1_best_epoch=first.best_epoch,
                          stage2_history=second.history, stage2_best_epoch=second.best_epoch,
                          protocol=to_dict(protocol), training_data="auxiliary categories, TEST split")

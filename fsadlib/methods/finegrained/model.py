@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from fsadlib.captions import Captions, load_captions
 from fsadlib.clip import BackboneConfig
+from fsadlib.io import load_torch
 from fsadlib.maps import gaussian_blur, harmonic_mean, nearest_distance, to_map
 from fsadlib.methods.base import AnomalyMethod, load_checkpoint
 from fsadlib.methods.finegrained.prompts import (
@@ -222,7 +223,7 @@ def load_finegrained(path: str | Path, map_location: str | torch.device = "cpu",
                      backbone_model: Any = None) -> FineGrainedAD:
     """A trained model with the captions it was trained with (locked to that category)."""
     method = load_checkpoint(path, map_location, backbone_model)
-    extra = torch.load(path, map_location="cpu", weights_only=False).get("extra", {})
+    extra = load_torch(path).get("extra", {})
     if "captions" in extra:
         method.set_captions(Captions.from_json(extra["captions"], where=str(path)), locked=True)
     return method

@@ -28,13 +28,13 @@ from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.shots import ShotsConfig
-from fsadlib.io import save_torch
+from fsadlib.io import load_torch, save_torch
 from fsadlib.methods.finegrained.losses import mlsa_loss
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
 from fsadlib.methods.finegrained.regions import Regions, region_weights
 from fsadlib.protocol import Protocol
 from fsadlib.tracking import open_live
-from fsadlib.train import TrainConfig, fit
+from fsadlib.train import TrainConfig, fit, input_fingerprint
 
 
 def _paper_schedule() -> TrainConfig:
@@ -72,13 +72,16 @@ def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, 
 
 
 def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,
-                 final_path: str | Path, desc: str = "finegrained") -> list[dict[str, float]]:
-    """Set up ``category``, train, write the model to ``final_path``; returns the history."""
+                 final_path: str | Path, desc: str = "finegrained",
+                 fingerprint: dict[str, Any] | None = None) -> list[dict[str, float]]:
+    """Set up ``category``, train, write the model to ``final_path``; returns the history.
+    ``fingerprint``: the inputs beyond the configs (``fsadlib.train.fit``), checked on resume."""
     final_path = Path(final_path)
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
-    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc)
-    save_torch(final_path, torch.load(result.best_path, map_location="cpu", weights_only=False))
+    result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc,
+                 fingerprint=fingerprint)
+    save_torch(final_path, load_torch(result.best_path))
     return result.history
 
 
@@ -108,7 +111,20 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
     bb = method.backbone
     supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std)
     return fit_category(method, category, supports.to(method.device), section.train,
-                        model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}")
+                        model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}",
+                        fingerprint=category_fingerprint(dataset, category, k, shot_seed, section))
+
+
+def category_fingerprint(dataset: str, category: str, k: int, shot_seed: int,
+                         section: FineGrainedSection) -> dict[str, Any]:
+    """What a category's model depends on beyond its configs: which k-shot file, and the shot file,
+    its images and the captions file by size and modification time."""
+    from fsadlib.captions import captions_path
+    from fsadlib.data.shots import load_shots, shot_file
+
+    files = [shot_file(dataset, category, k, shot_seed), *load_shots(dataset, category, k, shot_seed),
+             captions_path(section.model.captions_dataset, category)]
+    return input_fingerprint(files, dataset=dataset, category=category, k=k, seed=shot_seed)
 
 
 def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig, smoke: bool = False,
@@ -116,8 +132,8 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     """Train one model per (target category of ``protocol``, k, seed of ``shots``).
 
     ``smoke``: every target category, the first k and seed, at most 2 epochs. A model file with the
-    same method config and epoch count is kept (resume; an interrupted model resumes from its
-    ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
+    same method and training configs and the same inputs (:func:`category_fingerprint`) is kept
+    (resume; an interrupted model resumes from its ``last.pt``). DVCLive (``live_dir``) gets the per-epoch mean loss of the models trained in this
     call. Returns one row per model: category, k, seed, epochs, first/last loss, seconds, status, path.
     """
     from fsadlib.clip import ClipBackbone
@@ -134,7 +150,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
         path = model_path(dataset, category, k, seed, root)
         start = time.perf_counter()
-        history = _kept_history(path, section)
+        history = _kept_history(path, section, category_fingerprint(dataset, category, k, seed, section))
         status = "kept"
         if history is None:
             history, status = train_category(dataset, category, k, seed, section, root, backbone), "trained"
@@ -151,15 +167,15 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     return pd.DataFrame(rows)
 
 
-def _kept_history(path: Path, section: FineGrainedSection) -> list[dict[str, float]] | None:
-    """The history of an existing model file trained with this config and epoch count, else None."""
+def _kept_history(path: Path, section: FineGrainedSection, fingerprint: dict[str, Any]) -> list[dict[str, float]] | None:
+    """The history of an existing model file trained with these configs and inputs, else None."""
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    history = ckpt["extra"].get("history", [])
-    if ckpt["config"] != to_dict(section.model) or len(history) != section.train.epochs:
-        return None
-    return history
+    ckpt = load_torch(path)
+    extra = ckpt["extra"]
+    same = (ckpt["config"] == to_dict(section.model) and extra.get("train_config") == to_dict(section.train)
+            and extra.get("fingerprint") == fingerprint and len(extra.get("history", [])) == section.train.epochs)
+    return extra["history"] if same else None
 
 
 def history_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +183,7 @@ def history_table(rows: pd.DataFrame) -> pd.DataFrame:
     listed in ``rows`` (the table :func:`train_finegrained` returns)."""
     out = []
     for row in rows.itertuples():
-        ckpt = torch.load(row.path, map_location="cpu", weights_only=False)
+        ckpt = load_torch(row.path)
         for rec in ckpt["extra"]["history"]:
             out += [{"category": row.category, "k": row.k, "seed": row.seed, "epoch": rec["epoch"],
                      "part": key[len("train_"):], "value": value}

@@ -37,8 +37,8 @@ from fsadlib.config import seed_everything
 from fsadlib.io import write_json
 from fsadlib.losses import focal_loss, focal_loss_with_logits
 from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
-from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, fit
+from fsadlib.protocol import Protocol, training_files, validation_sets
+from fsadlib.train import TrainConfig, fit, input_fingerprint
 
 ImageLoader = Callable[[Sequence[str], int], torch.Tensor]
 
@@ -224,6 +224,7 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, seed: int | None = 
     backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
     images = CachedImages(backbone.image_size, loader)
     aux = training_samples(samples, protocol)
+    files = training_files(protocol, samples)
     history, summary = [], {}
     for k in data.shots:
         seed_everything(train.seed)  # the same head initialisation for every k
@@ -231,7 +232,8 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, seed: int | None = 
         validate = make_validate(samples, protocol, k, images, data) if protocol.val_categories else None
         result = fit(method, PromptedBatches(aux, k, images, data), lambda m, b: inctrl_loss(m, b, section.loss),
                      train, out_root / f"k{k}", validate=validate, live_dir=live_root / f"k{k}",
-                     desc=f"inctrl k={k}")
+                     desc=f"inctrl k={k}", fingerprint=input_fingerprint(files, loss=section.loss, data=data,
+                                                                         protocol=protocol, k=k))
         history += [{"k": k, **rec} for rec in result.history]
         summary[f"k{k}"] = {"best_epoch": result.best_epoch,
                             **{key: v for key, v in result.history[result.best_epoch - 1].items()

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from fsadlib.config import seed_everything
 from fsadlib.losses import dice_loss, focal_loss
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
-from fsadlib.protocol import Protocol, validation_sets
-from fsadlib.train import TrainConfig, TrainResult, fit
+from fsadlib.protocol import Protocol, training_files, validation_sets
+from fsadlib.train import TrainConfig, TrainResult, fit, input_fingerprint
 
 
 @dataclass(frozen=True)
@@ -229,6 +229,7 @@ def train_kag_prompt(section: KagTrainSection, protocol: Protocol, smoke: bool =
                                       method.backbone.mean, method.backbone.std)
     validate = (make_validate(protocol, data, size, method.backbone.mean, method.backbone.std)
                 if protocol.val_categories else None)
+    fingerprint = input_fingerprint(training_files(protocol), loss=section.loss, data=data, protocol=protocol)
     return fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), train,
                out_dir or models_dir() / "kag_prompt", validate=validate,
-               live_dir=live_dir or reports_dir() / "train_kag_prompt", desc="kag_prompt")
+               live_dir=live_dir or reports_dir() / "train_kag_prompt", desc="kag_prompt", fingerprint=fingerprint)

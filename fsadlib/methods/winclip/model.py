@@ -34,7 +34,7 @@ import torch
 from fsadlib.clip import BackboneConfig
 from fsadlib.clip.cache import FeatureCache, tensor_key
 from fsadlib.config import to_dict
-from fsadlib.io import save_torch
+from fsadlib.io import load_torch, save_torch
 from fsadlib.maps import harmonic_mean, nearest_distance, patch_text_probs, to_map
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
@@ -95,6 +95,7 @@ class WinClip(AnomalyMethod):
     Config = WinClipConfig
     few_shot = False
     trainable = False
+    train_stage = "train_winclip"  # builds the configs and banks of winclip and winclip_plus
 
     @classmethod
     def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
@@ -169,7 +170,7 @@ class WinClip(AnomalyMethod):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{self.name} bank not found: {path}")
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        data = load_torch(path)
         if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
             raise ValueError(f"{path}: not a WinCLIP bank file (format {BANK_FORMAT})")
         if data["method"] != self.name or data["config"] != to_dict(self.config):

@@ -147,6 +147,19 @@ def test_local_checkpoint_files_load_identically_and_pos_embed_resizes(backbone,
     assert big.encode_image(torch.randn(1, 3, 96, 96), layers=[12]).tokens[0].shape == (1, 144, 48)
 
 
+def test_bad_local_weights_name_the_file_and_never_suggest_unsafe_loading(backbone, tmp_path):
+    state = {k: v.contiguous() for k, v in backbone.model.state_dict().items()}
+    torch.save(state, tmp_path / "tiny.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "tiny.pt").read_bytes()[:5000])
+    torch.save({"w": torch.zeros(1), "hook": print}, tmp_path / "pickled.pt")
+    torch.save({"visual.proj": torch.zeros(3)}, tmp_path / "other.pt")
+    for name, reason in (("truncated.pt", "cannot load it into fsad-tiny"), ("pickled.pt", "refused to load"),
+                         ("other.pt", "cannot load it into fsad-tiny")):
+        with pytest.raises(ValueError, match=rf"backbone\.pretrained file .*{name}: {reason}") as info:
+            ClipBackbone(BackboneConfig(arch="tiny", pretrained=str(tmp_path / name)))
+        assert "weights_only=False" not in str(info.value) and "weights_only` set to `False" not in str(info.value)
+
+
 def test_quick_gelu_flag_changes_the_activation():
     gelu = ClipBackbone(BackboneConfig(arch="tiny", quick_gelu=False))
     quick = ClipBackbone(BackboneConfig(arch="tiny", quick_gelu=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,45 @@ def test_paths_inside_the_repo_are_portable(workbench):
     s = read_samples("folder", tree, "mine", **FOLDER_OPTIONS)
     assert s.image_path.str.startswith("data/mine/").all()
     assert s[s.label == 1].mask_path.str.startswith("data/mine/").all()
+
+
+# -- hostile names and paths: nothing may be written or read outside the data set's root ------------
+@pytest.mark.parametrize("name", ["../../x", "/abs/x", "..", "a\\b", ""])
+def test_visa_category_must_be_a_plain_name(tmp_path, name):
+    rows = [(name, "train", "normal", "candle/Data/Images/Normal/0000.JPG", ""), *VISA_ROWS[1:]]
+    with pytest.raises(ValueError, match=r"visa reader, .*1cls\.csv, line 2, column 'object': category name "
+                                         + re.escape(repr(name)) + " is not a plain folder name"):
+        read_samples("visa", write_visa(tmp_path / "visa", rows), "visa")
+
+
+def test_meta_json_category_and_paths_stay_inside(mvtec_tree, tmp_path):
+    write_meta_json(read_samples("mvtec", mvtec_tree, "tiny"), mvtec_tree)
+    content = json.loads((mvtec_tree / "meta.json").read_text())
+    hostile = json.loads(json.dumps(content))
+    hostile["train"]["../../x"] = [dict(e, cls_name="../../x") for e in hostile["train"].pop("bottle")]
+    (mvtec_tree / "meta.json").write_text(json.dumps(hostile))
+    with pytest.raises(ValueError, match=r"meta_json reader, .*meta\.json \[train\]: category name '\.\./\.\./x'"):
+        read_samples("meta_json", mvtec_tree, "tiny")
+    outside = [write_png(tmp_path / "elsewhere" / f"n{i}.png", rgb(1)) for i in range(2)]
+    escaped = json.loads(json.dumps(content))
+    escaped["train"]["bottle"][0]["img_path"] = "../elsewhere/n0.png"  # climbs out of the root
+    escaped["train"]["bottle"][1]["img_path"] = str(outside[1])  # absolute
+    (mvtec_tree / "meta.json").write_text(json.dumps(escaped))
+    with pytest.raises(ValueError, match=r"dataset 'tiny' \(reader 'meta_json'\): 2 image/mask path\(s\) lie "
+                                         r"outside its root .*elsewhere/n0\.png.*allow_outside_root: 1"):
+        read_samples("meta_json", mvtec_tree, "tiny")
+    allowed = read_samples("meta_json", mvtec_tree, "tiny", allow_outside_root=True)
+    assert sorted(allowed.image_path[allowed.image_path.str.contains("elsewhere")]) == [str(p) for p in outside]
+
+
+def test_folder_categories_option_and_dataset_names_are_checked(tmp_path, workbench):
+    root = make_folder_set(tmp_path / "mine")
+    with pytest.raises(ValueError, match=r"folder reader, .*mine: category name '\.\.'"):
+        read_samples("folder", root, "mine", **{**FOLDER_OPTIONS, "categories": [".."]})
+    write_png(tmp_path / "stray.png", rgb(0))
+    with pytest.raises(ValueError, match=r"dataset 'mine' \(reader 'folder'\): 1 image/mask .* outside its root"):
+        read_samples("folder", root, "mine", train_normal="../*.png", categories=["widget"])
+    (workbench / "params.yaml").write_text(yaml.safe_dump({"datasets": {"../up": {"reader": "folder",
+                                                                                  "root": str(root)}}}))
+    with pytest.raises(ValueError, match=r"params\.yaml datasets: dataset name '\.\./up'"):
+        load_samples("../up")

@@ -54,7 +54,11 @@ def test_seeds_differ():
 
 
 def test_errors(samples):
-    with pytest.raises(FileNotFoundError, match=r"k-shot file not found: .*tiny/bottle/k8_seed0\.json"):
+    with pytest.raises(FileNotFoundError, match=r"k-shot file not found: .*tiny/bottle/k8_seed0\.json; written by "
+                                                r"the make_shots stage: dvc repro make_shots@tiny"):
         load_shots("tiny", "bottle", 8, 0)
+    with pytest.raises(FileNotFoundError, match=r"k3_seed7\.json; k 3 is not in params\.yaml shots\.ks \[1, 2, 4, 8\]; "
+                                                r"seed 7 is not in params\.yaml shots\.seeds \[0, 1, 2\]: add it there"):
+        load_shots("tiny", "bottle", 3, 7)
     with pytest.raises(ValueError, match=r"cannot draw 8 shots for 'tiny/bottle': 3 normal training images"):
         make_shots(samples, ks=(8,), seeds=(0,))

@@ -236,7 +236,7 @@ def test_two_stage_training_and_checkpoint_round_trip(tmp_path):
     protocol = Protocol(aux_categories=("brick", "cross"), val_categories=("grass",), target_categories=("disc",))
     res = train_bayes_pfl(section, protocol, tmp_path, batches=[synthetic_batch(4)], validate=validate)
     assert res.best_path == tmp_path / "final.pt"
-    ckpt = torch.load(res.best_path, weights_only=False)
+    ckpt = torch.load(res.best_path, weights_only=True)
     assert ckpt["extra"]["stage1_best_epoch"] == 1 and ckpt["extra"]["stage2_best_epoch"] == 2
     assert int(ckpt["state_dict"]["stage"]) == 2
     assert ckpt["extra"]["training_data"].endswith("TEST split")
@@ -269,7 +269,7 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     assert (tmp_path / "live" / "stage1" / "metrics.json").is_file() and (tmp_path / "live" / "stage2" / "metrics.json").is_file()
     assert all(0 <= h["val_pixel_ap"] <= 1 and 0 <= h["val_image_ap"] <= 1 for h in res.history)
     assert {"val_pixel_ap_grass", "val_image_ap_grass"} <= set(res.history[0])
-    assert torch.load(res.best_path, weights_only=False)["extra"]["protocol"]["val_categories"] == ["grass"]
+    assert torch.load(res.best_path, weights_only=True)["extra"]["protocol"]["val_categories"] == ["grass"]
     with pytest.raises(KeyError, match="unknown categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), tmp_path / "bad", smoke=True)
 

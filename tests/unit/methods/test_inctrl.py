@@ -249,7 +249,7 @@ def test_train_inctrl_end_to_end_and_checkpoint_round_trip(method, tmp_path):
     assert final.is_file() and (tmp_path / "reports" / "metrics.json").is_file()
     m = load_checkpoint(final, backbone_model=method.backbone).eval()
     assert isinstance(m, Inctrl) and m.config.backbone.arch == "tiny"
-    ckpt = torch.load(final, weights_only=False)
+    ckpt = torch.load(final, weights_only=True)
     ref = create("inctrl", backbone_model=method.backbone, **TINY).eval()
     ref.load_trainable_state(ckpt["state_dict"])
     sup, x = rand(2, 3, 64, 64, seed=10), rand(3, 3, 64, 64, seed=11)

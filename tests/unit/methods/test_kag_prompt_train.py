@@ -126,6 +126,6 @@ def test_smoke_training_writes_a_reloadable_final_checkpoint(repo):
     assert (repo / "reports" / "train_kag_prompt" / "metrics.json").is_file()
     method = load_checkpoint(result.best_path)
     assert method.config == section.model
-    assert torch.load(result.best_path, weights_only=False)["extra"]["selected_from"] == "best.pt"
+    assert torch.load(result.best_path, weights_only=True)["extra"]["selected_from"] == "best.pt"
     with pytest.raises(ValueError, match="target categories"):
         train_kag_prompt(section, Protocol(aux_categories=("disc",), target_categories=("disc",)), smoke=True)

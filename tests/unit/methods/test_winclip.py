@@ -189,6 +189,14 @@ def test_bad_parameters_name_the_key():
         create("winclip", scales=[2, 3], **TINY)
 
 
+def test_missing_model_names_the_stage_that_writes_it(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("FSAD_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no trained winclip_plus model at .*winclip/winclip_plus/final\.pt "
+                                                r"\(run its train_winclip stage: dvc repro train_winclip\)"):
+        WinClipPlus.load_trained("synthetic", 1, 0)
+
+
 def test_checkpoint_and_bank_round_trip(tmp_path, zero, plus):
     x = images(2, seed=5)
     for m in (zero, plus):

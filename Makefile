@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint venv clean-venv
+.PHONY: run test lint venv clean-venv mutants listed-mutations
 
 venv: $(STAMP)
 
@@ -21,6 +21,14 @@ run: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# mutation testing (slow, not in CI): cosmic-ray per formula module with its tests; MODULE=<substring>
+mutants: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/reference/mutants.py --only "$(MODULE)"
+
+# the formula changes listed in issue 15 must each make a test fail
+listed-mutations: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/reference/listed_mutations.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check fsadlib tests benchmarks

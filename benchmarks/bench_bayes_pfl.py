@@ -98,7 +98,8 @@ def public_inference(method: BayesPFL, image: torch.Tensor, n_samples: int) -> t
     pooled, _ = visual._pool(x)
     g = pooled @ visual.proj
     tokens = [taps[l][:, 1:] for l in cfg.layers]
-    e_ctx, e_n, e_a = method.test_noise(n_samples)
+    e_ctx, e_n, e_a = method.test_noise(1, n_samples)
+    e_ctx = e_ctx[0]
     flow = method.context_flow
     mu, var = flow.encoder(g)
     k, width = cfg.n_flows, bb.text_width

@@ -342,8 +342,9 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
                     out_dir: str | Path | None = None) -> dict[str, Any]:
     """Mean and sample std (ddof = 1; 0 for one seed) over seeds of every per-category metric and of
     the category mean, and, when the runs have bootstrap replicates, the percentile interval of the
-    seed mean (``ci_low``, ``ci_high``; :func:`fsadlib.stats.replicates.seed_mean`); writes ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir``
-    overrides that folder, which holds the ``seed<s>/`` runs) and returns it.
+    seed mean (``ci_low``, ``ci_high``; :func:`fsadlib.stats.replicates.seed_mean`); writes
+    ``results/<method>/<dataset>/k<k>/metrics.json`` (``out_dir`` overrides that folder, which holds
+    the ``seed<s>/`` runs) and returns it.
 
     The seed runs must share everything but the seed (same categories, resolution, mask rule ...);
     otherwise ``ValueError`` names the first difference."""
@@ -371,7 +372,8 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
         per_seed = read_seed_replicates({s: root / f"seed{s}" for s in seeds}, list(first["categories"]))
         seed_means = seed_mean(per_seed, first["run"]["bootstrap"]["seed"])
         confidence = first["run"]["bootstrap"]["confidence"]
-        for entry, reps in [*((cats[c], seed_means[c]) for c in cats), (result["mean"], category_mean_replicates(seed_means))]:
+        pairs = [*((cats[c], seed_means[c]) for c in cats), (result["mean"], category_mean_replicates(seed_means))]
+        for entry, reps in pairs:
             for m, r in reps.items():
                 if m in entry:
                     entry[m]["ci_low"], entry[m]["ci_high"] = percentile_interval(r, confidence)

@@ -8,7 +8,9 @@ Shapes: B images, N = h * w patch tokens, C channels, M bank entries, S output s
 - ``patch_text_probs(tokens [B,N,D], text [2,D], scale)`` = softmax(scale * <norm t_i, norm T>)[:, 1]:
   the anomalous-state probability of each patch (WinCLIP, APRIL-GAN, KAG-prompt, Bayes-PFL, PromptAD).
 - ``to_map(scores [B,N], grid, size)``: reshape to the patch grid and upsample bilinearly to S x S.
-- ``gaussian_blur(maps [B,S,S], sigma)``: separable Gaussian on the device (truncate 4 sigma, reflect).
+- ``gaussian_blur(maps [B,S,S], sigma, mode)``: separable Gaussian on the device (truncate 4 sigma);
+  borders as scipy's ``mirror`` (torch's ``reflect`` padding, the default) or ``reflect`` (scipy's
+  default, the edge sample repeated: what the public codes' ``gaussian_filter`` calls do).
 - ``harmonic_mean``, ``topk_mean``, ``fused_image_score`` (text probability + top-k mean of the map).
 """
 
@@ -60,19 +62,36 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0) -> torch.Tensor:
     return k / k.sum()
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [B, S, S] maps (scipy.ndimage.gaussian_filter semantics:
-    truncate 4 sigma, 'reflect' borders). ``sigma <= 0`` returns the maps unchanged."""
+BLUR_MODES = ("mirror", "reflect")
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float, mode: str = "mirror") -> torch.Tensor:
+    """Separable Gaussian blur of [B, S, S] maps: scipy.ndimage.gaussian_filter(map, sigma, mode=mode)
+    with truncate 4. ``mirror`` (d c b | a b c d | c b a) is torch's ``reflect`` padding; ``reflect``
+    (b a | a b c d | d c) is scipy's default. A kernel radius not below the map side falls back to
+    edge replication. ``sigma <= 0`` returns the maps unchanged."""
+    if mode not in BLUR_MODES:
+        raise ValueError(f"gaussian_blur mode must be one of {BLUR_MODES}, got {mode!r}")
     if sigma <= 0:
         return maps
     k = gaussian_kernel(sigma).to(maps.device, torch.float32)
     r = k.numel() // 2
     x = maps.float().unsqueeze(1)
-    x = F.pad(x, (r, r, 0, 0), mode="reflect" if r < x.shape[-1] else "replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    x = F.pad(x, (0, 0, r, r), mode="reflect" if r < x.shape[-2] else "replicate")
-    x = F.conv2d(x, k.view(1, 1, -1, 1))
+    x = F.conv2d(_pad(x, r, -1, mode), k.view(1, 1, 1, -1))
+    x = F.conv2d(_pad(x, r, -2, mode), k.view(1, 1, -1, 1))
     return x[:, 0]
+
+
+def _pad(x: torch.Tensor, r: int, dim: int, mode: str) -> torch.Tensor:
+    """Pad [B, 1, H, W] by r on both sides of ``dim`` (-1 or -2) with scipy border ``mode``."""
+    size = x.shape[dim]
+    if r >= size:
+        pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+        return F.pad(x, pad, mode="replicate")
+    if mode == "mirror":
+        pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+        return F.pad(x, pad, mode="reflect")
+    return torch.cat([x.narrow(dim, 0, r).flip(dim), x, x.narrow(dim, size - r, r).flip(dim)], dim)
 
 
 def harmonic_mean(*values: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """DVC experiments (``dvc exp run --queue -S ...``) as one table for ablation curves.
 
 Every experiment runs the pipeline and commits its ``reports/summary.json`` (a DVC metric tracked by
-git), which holds ``<method>.<dataset>.k<k>.<metric>.{mean,std}``. ``dvc exp show --json`` returns a
+git), which holds ``<method>.<dataset>.k<k>.<metric>.{mean,std,ci_low,ci_high}``. ``dvc exp show --json`` returns a
 tree: one node per commit of the branch (the *baseline*, newest first) with the experiments run on it,
 each with its ``params`` (per params file) and ``metrics`` (per metrics file) kept apart.
 :func:`experiment_records` flattens that tree to one record per commit or experiment;
 :func:`experiments_table` turns the records into one row per (experiment, method, dataset, k, metric)
-with ``mean``, ``std`` and every params.yaml key (dotted, e.g. ``kag_prompt.model.rounds``) as a column.
+with ``mean``, ``std``, the seed-mean interval ``ci_low``, ``ci_high`` (NaN without one) and every params.yaml key (dotted, e.g. ``kag_prompt.model.rounds``) as a column.
 Only params count as parameters: dependency hashes and metrics never do.
 """
 
@@ -22,7 +22,8 @@ import pandas as pd
 
 SUMMARY_FILE = "reports/summary.json"
 PARAMS_FILE = "params.yaml"
-EXPERIMENT_COLUMNS = ["experiment", "rev", "baseline", "method", "dataset", "k", "metric", "mean", "std"]
+EXPERIMENT_COLUMNS = ["experiment", "rev", "baseline", "method", "dataset", "k", "metric", "mean", "std", "ci_low",
+                      "ci_high"]
 _STATS = ("mean", "std")
 
 
@@ -79,7 +80,8 @@ def experiments_table(records: list[dict[str, Any]]) -> pd.DataFrame:
                         rows.append({"experiment": record["name"], "rev": record["rev"],
                                      "baseline": record["baseline"], "method": method, "dataset": dataset,
                                      "k": int(k[1:]), "metric": metric, "mean": float(stat["mean"]),
-                                     "std": float(stat["std"]) if stat.get("std") is not None else float("nan")})
+                                     **{s: float(stat[s]) if stat.get(s) is not None else float("nan")
+                                        for s in ("std", "ci_low", "ci_high")}})
                         values.append(record["params"])
     names = sorted({p for record in records for p in record["params"]})
     table = pd.DataFrame(rows, columns=EXPERIMENT_COLUMNS)

@@ -32,9 +32,12 @@ def published_table(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
     return table[PUBLISHED_COLUMNS]
 
 
-def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
+def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None,
+                     intervals: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per published number that we have a run for (same method, k and metric), with our
-    data set, mean and std over seeds in %, seed count, evaluation resolution and weights label."""
+    data set, mean and std over seeds in %, seed count, evaluation resolution and weights label, and
+    with ``intervals`` (:func:`fsadlib.analysis.compare.interval_table`) our seed-mean interval
+    ``ours_ci_low``, ``ours_ci_high`` in % (NaN where a run has no replicates)."""
     published = published_table() if published is None else published
     ours = seed_means(runs).groupby(["method", "dataset", "k", "metric", "eval_size", "random_weights"])["value"]
     ours = ours.agg(ours_mean=lambda v: 100 * v.mean(), ours_std=lambda v: 100 * (v.std(ddof=1) if len(v) > 1 else 0.0),
@@ -42,6 +45,12 @@ def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None) 
     table = published.rename(columns={"dataset": "paper_dataset", "value": "paper"}).merge(
         ours, on=["method", "k", "metric"], how="inner")
     table["weights"] = table.pop("random_weights").map({1: "RANDOM (numbers not comparable)", 0: "pretrained"})
+    ci = pd.DataFrame(columns=["method", "our_dataset", "k", "metric", "ours_ci_low", "ours_ci_high"])
+    if intervals is not None:
+        ci = intervals[intervals["category"] == "mean"].rename(columns={"dataset": "our_dataset"})
+        ci = ci.assign(ours_ci_low=100 * ci["ci_low"], ours_ci_high=100 * ci["ci_high"])[
+            ["method", "our_dataset", "k", "metric", "ours_ci_low", "ours_ci_high"]]
+    table = table.merge(ci.astype({"k": int}), on=["method", "our_dataset", "k", "metric"], how="left")
     columns = ["method", "k", "metric", "paper_dataset", "paper", "status", "our_dataset", "ours_mean", "ours_std",
-               "seeds", "eval_size", "weights", "source"]
+               "ours_ci_low", "ours_ci_high", "seeds", "eval_size", "weights", "source"]
     return table[columns].sort_values(["method", "k", "metric", "paper_dataset", "our_dataset"], ignore_index=True)

@@ -11,6 +11,9 @@ resolution. :func:`summarise` reduces it the way :func:`fsadlib.evaluate.aggrega
 
     m_s = mean over categories of the metric in seed s     (NaN propagates: no category is dropped)
     mean = mean_s m_s,  std = sqrt( sum_s (m_s - mean)^2 / (S - 1) )   (0 for S = 1)
+
+and, given the runs' bootstrap intervals (:func:`fsadlib.analysis.compare.interval_table`), adds the
+seed-mean percentile interval ``ci_low``, ``ci_high`` and its level ``ci_level``.
 """
 
 from __future__ import annotations
@@ -75,11 +78,14 @@ def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
     return means.merge(settings, on=keys)[[c for c in RUN_COLUMNS if c != "category"]]
 
 
-def summarise(runs: pd.DataFrame) -> dict[str, Any]:
-    """``{method: {dataset: {"k<k>": {metric: {"mean", "std"}, "eval_size", "image_size",
-    "fpr_limit", "n_seeds", "random_weights"}}}}`` over the seeds of each (method, dataset, k).
+def summarise(runs: pd.DataFrame, intervals: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``{method: {dataset: {"k<k>": {metric: {"mean", "std"[, "ci_low", "ci_high"]}, "eval_size",
+    "image_size", "fpr_limit", "n_seeds", "random_weights"[, "ci_level"]}}}}`` over the seeds of each
+    (method, dataset, k); intervals (category ``"mean"`` rows of ``intervals``) where given.
 
     Runs of one (method, dataset, k) with different evaluation settings raise ``ValueError``."""
+    ci = {} if intervals is None else {
+        (r.method, r.dataset, int(r.k), r.metric): r for r in intervals[intervals["category"] == "mean"].itertuples()}
     summary: dict[str, Any] = {}
     for (method, dataset, k), group in seed_means(runs).groupby(["method", "dataset", "k"], sort=True):
         settings = group[["image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights"]].drop_duplicates()
@@ -92,25 +98,44 @@ def summarise(runs: pd.DataFrame) -> dict[str, Any]:
         for metric, values in group.groupby("metric", sort=True)["value"]:
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             entry[metric] = {"mean": float(np.mean(values)), "std": std}
+            if (method, dataset, k, metric) in ci:
+                row = ci[(method, dataset, k, metric)]
+                entry[metric] |= {"ci_low": float(row.ci_low), "ci_high": float(row.ci_high)}
+                entry["ci_level"] = float(row.confidence)
         summary.setdefault(method, {}).setdefault(dataset, {})[f"k{k}"] = entry
     return summary
 
 
-def write_summary(runs: pd.DataFrame, path: str | Path | None = None) -> dict[str, Any]:
-    """:func:`summarise` ``runs`` and write it atomically (default ``reports/summary.json``)."""
-    summary = summarise(runs)
+def write_summary(runs: pd.DataFrame, path: str | Path | None = None, intervals: pd.DataFrame | None = None
+                  ) -> dict[str, Any]:
+    """:func:`summarise` ``runs`` (with ``intervals``) and write it atomically (default ``reports/summary.json``)."""
+    summary = summarise(runs, intervals)
     write_json(Path(path) if path is not None else reports_dir() / "summary.json", summary)
     return summary
 
 
-def summary_table(runs: pd.DataFrame, metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "pixel_aupro")
-                  ) -> pd.DataFrame:
+def summary_table(runs: pd.DataFrame, metrics: tuple[str, ...] = ("image_auroc", "pixel_auroc", "pixel_aupro"),
+                  replicates: dict | None = None, alpha: float = 0.05) -> pd.DataFrame:
     """One row per (method, dataset, k): ``mean ± std`` (in %) of ``metrics`` over seeds, with the
-    evaluation resolution and the seed count."""
+    evaluation resolution and the seed count. With the runs' bootstrap ``replicates``
+    (:func:`fsadlib.analysis.compare.load_replicates`) each cell adds the seed-mean interval
+    ``[low, high]`` and a mark: ``*`` the best method of its (dataset, k), ``≈`` not significantly
+    different from it (:func:`fsadlib.analysis.compare.tie_marks` at ``alpha``)."""
+    from fsadlib.analysis.compare import interval_table, tie_marks
+
     stats = seed_means(runs)
     stats = stats[stats["metric"].isin(metrics)]
     grouped = stats.groupby(["method", "dataset", "k", "eval_size", "metric"])["value"]
     cells = grouped.agg(lambda v: f"{100 * v.mean():.1f} ± {100 * (v.std(ddof=1) if len(v) > 1 else 0.0):.1f}")
+    if replicates:
+        ci = interval_table(replicates).query("category == 'mean'").set_index(["method", "dataset", "k", "metric"])
+        marks = {m: tie_marks(replicates, m, alpha) for m in metrics}
+        symbol = {"best": " *", "tie": " ≈", "": ""}
+        for key in cells.index:
+            method, dataset, k, _, metric = key
+            if (method, dataset, k, metric) in ci.index:
+                low, high = ci.loc[(method, dataset, k, metric), ["ci_low", "ci_high"]]
+                cells[key] += f" [{100 * low:.1f}, {100 * high:.1f}]" + symbol[marks[metric].get((method, dataset, k), "")]
     table = cells.unstack("metric").reindex(columns=[m for m in metrics if m in set(stats["metric"])])
     seeds = stats.groupby(["method", "dataset", "k", "eval_size"])["seed"].nunique().rename("seeds")
     return table.join(seeds).reset_index()

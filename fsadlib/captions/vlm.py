@@ -9,7 +9,14 @@ model, endpoint, temperature and image path), and the answer must be the JSON le
 Backends (``captions.captioner`` in params.yaml):
 - ``http``: POST ``{base_url}/chat/completions`` (OpenAI chat format, image as a base64 PNG data URL;
   works with OpenAI, vLLM, ``transformers serve``, Ollama's OpenAI route ...). The API key is read
-  from the environment variable named by ``api_key_env`` (never from params.yaml).
+  from the environment variable named by ``api_key_env`` (never from params.yaml). Unreachable
+  endpoints, HTTP 429 and 5xx answers are retried ``retries`` times with exponential backoff
+  (``backoff`` seconds, doubled each time). The endpoint recorded in caption files has no user,
+  password, query or fragment (no credential from ``base_url`` is written).
+
+Answers name entities loosely ("Hazelnut" in the fields, "hazelnut" in the caption; "top-left" for
+"top left"): :func:`align_spellings` rewrites the caption texts to the fields' spelling where they
+match up to case and hyphen/space, so MLLP's verbatim replacements work; anything else is rejected.
 - ``transformers``: a local ``transformers`` ``image-text-to-text`` pipeline on ``model`` (a hub id
   or a folder; needs the ``transformers`` package, not in requirements.txt).
 """
@@ -22,7 +29,9 @@ import io
 import json
 import os
 import re
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,9 +68,20 @@ class VlmConfig:
     temperature: float = 0.0
     max_tokens: int = 1024
     timeout: float = 120.0
+    retries: int = 3          # attempts after the first one (unreachable, 429, 5xx)
+    backoff: float = 2.0      # seconds before the first retry, doubled each time
 
 
-ChatFn = Callable[[list[dict[str, Any]], Image.Image], str]
+ChatFn = Callable[[list[dict[str, Any]], Image.Image], "str | None"]
+RETRY_STATUS = (429, 500, 502, 503, 504)
+
+
+def public_endpoint(url: str) -> str:
+    """``url`` without user, password, query and fragment (what a caption file may record)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def image_data_url(image: Image.Image) -> str:
@@ -71,9 +91,12 @@ def image_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def http_chat(config: VlmConfig) -> ChatFn:
-    """A chat function posting to an OpenAI-compatible ``/chat/completions`` endpoint."""
-    url = config.base_url.rstrip("/") + "/chat/completions"
+def http_chat(config: VlmConfig, sleep: Callable[[float], None] = time.sleep) -> ChatFn:
+    """A chat function posting to an OpenAI-compatible ``/chat/completions`` endpoint (retries: module
+    docstring). Returns the message content, ``None`` when the answer's content is null."""
+    base = urllib.parse.urlsplit(config.base_url)
+    url = urllib.parse.urlunsplit(base._replace(path=base.path.rstrip("/") + "/chat/completions", fragment=""))
+    shown = public_endpoint(url)
 
     def chat(messages: list[dict[str, Any]], image: Image.Image) -> str:
         user = messages[-1]
@@ -86,15 +109,21 @@ def http_chat(config: VlmConfig) -> ChatFn:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=config.timeout) as resp:
-                answer = json.loads(resp.read().decode())
-        except urllib.error.URLError as err:
-            raise ConnectionError(f"captions.http: request to {url} failed: {err}") from err
+        for attempt in range(config.retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=config.timeout) as resp:
+                    answer = json.loads(resp.read().decode())
+                break
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                retry = not isinstance(err, urllib.error.HTTPError) or err.code in RETRY_STATUS
+                if not retry or attempt == config.retries:
+                    raise ConnectionError(f"captions.http: request to {shown} failed after {attempt + 1} "
+                                          f"attempt(s): {err}") from err
+                sleep(config.backoff * 2 ** attempt)
         try:
             return answer["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as err:
-            raise ValueError(f"captions.http: unexpected answer from {url}: {str(answer)[:300]}") from err
+            raise ValueError(f"captions.http: unexpected answer from {shown}: {str(answer)[:300]}") from err
     return chat
 
 
@@ -137,15 +166,45 @@ class VlmCaptioner:
         messages = [{"role": "system", "content": SYSTEM_PROMPT},
                     {"role": "user", "content": f"Class name: {class_name}. Describe this normal {class_name}."}]
         text = self.chat(messages, image)
-        levels = parse_json_answer(text, f"{self.name} answer for {dataset}/{category}")
+        if not text:
+            raise ValueError(f"{self.name} answer for {dataset}/{category}: no content (content: null or empty) "
+                             f"from model {self.config.model!r}; nothing to caption category '{category}' with")
+        levels = align_spellings(parse_json_answer(text, f"{self.name} answer for {dataset}/{category}"))
         source = {"captioner": self.name, "model": self.config.model, "temperature": self.config.temperature,
                   "prompt_version": PROMPT_VERSION, "prompt_sha1": hashlib.sha1(SYSTEM_PROMPT.encode()).hexdigest(),
                   "images": [str(image_paths[0])], "reference_image": str(image_paths[0]), "raw_answer": text}
         if self.name == "http":
-            source["endpoint"] = self.config.base_url
+            source["endpoint"] = public_endpoint(self.config.base_url)
         data = {**levels, "dataset": dataset, "category": category, "class_name": class_name,
                 "anomaly_phrases": list(anomaly_phrases), "source": source}
         return Captions.from_json(data, where=f"{self.name} answer for {dataset}/{category}")
+
+
+def align_to(word: str, text: str) -> str:
+    """``text`` with the first match of ``word`` up to case and hyphen/space ("Top-Left" ~ "top left")
+    rewritten as ``word``; unchanged when it already contains ``word`` or has no such match."""
+    if not isinstance(word, str) or not isinstance(text, str) or not word.strip() or word in text:
+        return text
+    pattern = r"[-\s]+".join(re.escape(part) for part in re.split(r"[-\s]+", word.strip()))
+    match = re.search(pattern, text, flags=re.IGNORECASE)
+    return text if match is None else text[:match.start()] + word + text[match.end():]
+
+
+def align_spellings(levels: dict[str, Any]) -> dict[str, Any]:
+    """A parsed answer whose caption and entity captions spell the foreground, entity names and
+    locations as the fields do (case and hyphen/space variants only; see :func:`align_to`)."""
+    out = json.loads(json.dumps(levels))
+    l1, l2, l3 = out.get("Level_1"), out.get("Level_2"), out.get("Level_3")
+    if isinstance(l1, dict) and "caption" in out:
+        out["caption"] = align_to(l1.get("foreground"), out["caption"])
+    if isinstance(l2, dict) and isinstance(l3, dict) and isinstance(l3.get("entity_caption"), list):
+        texts = l3["entity_caption"]
+        for key in ("entity", "location"):
+            words = l2.get(key)
+            if isinstance(words, list) and len(words) == len(texts):
+                texts = [align_to(w, t) for w, t in zip(words, texts)]
+        l3["entity_caption"] = texts
+    return out
 
 
 def parse_json_answer(text: str, where: str) -> dict[str, Any]:

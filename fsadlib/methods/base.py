@@ -29,6 +29,14 @@ from fsadlib.io import file_sha1, load_torch, save_torch
 from fsadlib.methods.output import AnomalyOutput
 
 CHECKPOINT_FORMAT = 1
+#: ``workbench`` = the corrected behaviour (default); ``paper`` = the public code's, quirks included
+PRESETS = ("workbench", "paper")
+
+
+def check_preset(preset: str, section: str) -> None:
+    """``ValueError`` naming ``<section>.preset`` unless ``preset`` is one of :data:`PRESETS`."""
+    if preset not in PRESETS:
+        raise ValueError(f"{section}.preset must be one of {PRESETS}, got {preset!r}")
 
 
 class AnomalyMethod(nn.Module, ABC):

@@ -21,7 +21,26 @@ from fsadlib.stats.intervals import (
     seed_draws,
     seed_mean_replicates,
 )
+from fsadlib.stats.ranking import Ranking, critical_difference_diagram, rank_methods
 
-__all__ = ["INTERVAL_METHOD", "DeLongResult", "PairedTest", "bootstrap_image_metrics", "bootstrap_p_value",
-           "bootstrap_pixel_metrics", "delong", "delong_test", "holm", "image_list_hash", "image_resamples",
-           "percentile_interval", "resample_counts", "seed_draws", "seed_mean_replicates", "z_test"]
+__all__ = [
+    "INTERVAL_METHOD",
+    "DeLongResult",
+    "PairedTest",
+    "Ranking",
+    "bootstrap_image_metrics",
+    "bootstrap_p_value",
+    "bootstrap_pixel_metrics",
+    "critical_difference_diagram",
+    "delong",
+    "delong_test",
+    "holm",
+    "image_list_hash",
+    "image_resamples",
+    "percentile_interval",
+    "rank_methods",
+    "resample_counts",
+    "seed_draws",
+    "seed_mean_replicates",
+    "z_test",
+]

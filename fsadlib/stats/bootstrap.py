@@ -21,11 +21,13 @@ adds nothing to AUROC or AP and cannot raise F1 or move PRO, so the values equal
 :func:`fsadlib.metrics.pixel_metrics` / :func:`~fsadlib.metrics.image_metrics` of the replicated
 data exactly (float64 rounding only; tested). All B resamples are four float64 matrix products
 C [B, N] x M^T [N, G] (integer counts, exact below 2^53), run on the device the maps are on, in blocks of
-steps so temporaries stay below about 100 MB.
+at most 2^21 (resample, step) values; AUPRO stops at the first step past ``fpr_limit``.
 
-Cost: one sort of the negatives' keys (image, score), O(N_px log N_px), then O(N G B) for the
-products. G <= 65,536 for float16 maps (the precision ``fsadlib.evaluate`` stores); float32 maps
-with many distinct positive scores make G, and the time, proportionally larger.
+Cost: a score-bits copy of the maps sorted per image (4 B/pixel, numpy's in-place sort on CPU), then
+O(N G B) for the products. G <= 65,536 for float16 maps (the precision ``fsadlib.evaluate`` stores);
+float32 maps with many distinct defect scores make G, and the time, proportionally larger.
+``benchmarks/bench_bootstrap.py``: 200 x 256^2 maps, B = 1000, about 2 single ``pixel_metrics`` calls
+of time and 0.6 GB of peak RSS growth.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from fsadlib.metrics.sweep import check_fpr_limit, score_bits, trapezoid_to
 _BIAS = 1 << 31           # int32 score bits -> non-negative, so (image << 32) | bits sorts by image, then score
 _QUERY_BUDGET = 1 << 22   # (image, step) pairs searched at once
 _OUTPUT_BUDGET = 1 << 21  # (resample, step) values per product block
+_SMALL_WORK = 1 << 24     # below this many pixels x resamples on CPU: one thread (hand-offs cost more than the work)
 
 
 def resample_counts(labels: Any, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,6 +96,18 @@ def _resampled(maps: torch.Tensor, masks: torch.Tensor, counts: Any,
                regions: tuple[torch.Tensor, torch.Tensor] | None, fpr_limit: float) -> dict[str, np.ndarray]:
     """The module docstring's computation. maps [N, H, W], masks bool [N, H, W], counts [B, N];
     regions: (1 / area per pixel [N, H, W] float64, 0 off defects; regions per image [N]) or None."""
+    small = maps.device.type == "cpu" and maps.numel() * len(counts) < _SMALL_WORK
+    threads = torch.get_num_threads()
+    if small:
+        torch.set_num_threads(1)
+    try:
+        return _resampled_on(maps, masks, counts, regions, fpr_limit)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resampled_on(maps: torch.Tensor, masks: torch.Tensor, counts: Any,
+                  regions: tuple[torch.Tensor, torch.Tensor] | None, fpr_limit: float) -> dict[str, np.ndarray]:
     device = maps.device
     n_img, n_px = maps.shape[0], maps[0].numel()
     c = torch.as_tensor(np.asarray(counts) if not isinstance(counts, torch.Tensor) else counts)
@@ -134,7 +149,10 @@ def _resampled(maps: torch.Tensor, masks: torch.Tensor, counts: Any,
         f1 = torch.maximum(f1, (2 * tp / (above + n_pos[:, None])).amax(1))
         tp_prev = tp[:, -1]
         if w_ge is not None and bool((x_prev <= fpr_limit).any()):               # past the limit: no more area
-            pro = (c @ w_ge) / n_regions[:, None]
+            # FPR grows along the steps: only the steps up to the first beyond the limit add area
+            within = int((fp_before / n_neg[:, None] <= fpr_limit).any(0).sum()) + 1
+            fp_before, fp = fp_before[:, :within], fp[:, :within]
+            pro = (c @ w_ge[:, :within]) / n_regions[:, None]
             x = torch.stack([fp_before, fp], 2).reshape(n_res, -1) / n_neg[:, None]
             y = torch.stack([torch.cat([y_prev[:, None], pro[:, :-1]], 1), pro], 2).reshape(n_res, -1)
             area += trapezoid_to(torch.cat([x_prev[:, None], x], 1), torch.cat([y_prev[:, None], y], 1), fpr_limit)

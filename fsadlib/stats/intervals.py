@@ -15,6 +15,7 @@ of a 3-seed mean are rough). The category mean of a run averages the category re
 
 Interval: the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of the B replicates (linear
 interpolation, numpy's default); NaN when a replicate is NaN (the metric is undefined).
+Holm's step-down correction across categories (:func:`holm`).
 Paired p-value of a difference D (replicates D*_b): 2 min((1 + #{D* <= 0}) / (B + 1), (1 + #{D* >= 0}) /
 (B + 1)), capped at 1: below alpha exactly when 0 lies outside the (1 - alpha) percentile interval
 (up to the +1 terms).
@@ -26,7 +27,6 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 from fsadlib.stats.bootstrap import resample_counts
 
@@ -85,10 +85,12 @@ def bootstrap_p_value(differences: Any) -> float:
 
 
 def holm(p_values: Any) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (statsmodels ``multipletests``); NaN stays NaN."""
+    """Holm-Bonferroni adjusted p-values over the m non-NaN ones (NaN stays NaN): with p_(1) <= ... <=
+    p_(m) sorted, adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)); reject at alpha iff adjusted < alpha."""
     p = np.asarray(p_values, dtype=np.float64).reshape(-1)
     adjusted = np.full(p.shape, np.nan)
-    ok = ~np.isnan(p)
-    if ok.any():
-        adjusted[ok] = multipletests(p[ok], method="holm")[1]
+    index = np.flatnonzero(~np.isnan(p))
+    order = index[np.argsort(p[index], kind="stable")]
+    m = order.size
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     return adjusted

@@ -112,6 +112,11 @@ def test_experiments_table_from_exp_show_json():
     assert row["shots.ks"] == "[1, 2]"                                           # lists compare as text
     assert not any(c.startswith(("fsadlib", "eval_size")) for c in table.columns)   # deps and entries are no params
     assert varied_params(table) == ["kag_prompt.model.rounds"]
+    assert pd.isna(row["ci_low"]) and pd.isna(row["ci_high"])                    # no interval recorded
+    with_ci = {"m": {"d": {"k1": {"image_auroc": {"mean": 0.8, "std": 0.1, "ci_low": 0.7, "ci_high": 0.85},
+                                  "ci_level": 0.95}}}}
+    ci_row = experiments_table([{"name": "x", "rev": "r", "baseline": "b", "params": {}, "summary": with_ci}]).iloc[0]
+    assert (ci_row["ci_low"], ci_row["ci_high"], ci_row["std"]) == (0.7, 0.85, 0.1)
 
 
 def test_exp_show_reads_a_real_repository(tmp_path):
@@ -154,6 +159,16 @@ def test_paper_comparison_puts_ours_beside_theirs(fake_runs):
     assert (winclip["our_dataset"] == "synthetic").all() and winclip["weights"].str.startswith("RANDOM").all()
     inctrl = table[table.method == "inctrl"]
     assert set(zip(inctrl["k"], inctrl["metric"])) == {(2, "image_auroc"), (4, "image_auroc")}   # no k8 run, no AP
+    assert table["ours_ci_low"].isna().all()                                     # no intervals given
+    intervals = pd.DataFrame([{"method": "winclip", "dataset": "synthetic", "k": 0, "category": "mean",
+                               "metric": "image_auroc", "ci_low": 0.7, "ci_high": 0.9, "confidence": 0.95},
+                              {"method": "winclip", "dataset": "synthetic", "k": 0, "category": "a",
+                               "metric": "image_auroc", "ci_low": 0.1, "ci_high": 0.2, "confidence": 0.95}])
+    with_ci = paper_comparison(load_runs(fake_runs), intervals=intervals)
+    winclip = with_ci[(with_ci.method == "winclip") & (with_ci.metric == "image_auroc")]
+    assert winclip["ours_ci_low"].tolist() == pytest.approx([70.0, 70.0])          # the category mean's, in %
+    assert winclip["ours_ci_high"].tolist() == pytest.approx([90.0, 90.0])
+    assert with_ci[with_ci.method == "inctrl"]["ours_ci_low"].isna().all()
 
 
 class _Tower(nn.Module):

@@ -9,7 +9,15 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from fsadlib.losses import dice_loss, focal_loss, focal_loss_with_logits
-from fsadlib.maps import gaussian_blur, harmonic_mean, nearest_distance, patch_text_probs, to_map, topk_mean
+from fsadlib.maps import (
+    fused_image_score,
+    gaussian_blur,
+    harmonic_mean,
+    nearest_distance,
+    patch_text_probs,
+    to_map,
+    topk_mean,
+)
 
 
 def test_nearest_distance_against_loops_and_zero_for_identical_patch():
@@ -42,14 +50,18 @@ def test_patch_text_probs_and_map():
     assert m.shape == (1, 4, 4) and torch.isclose(m[0, 0, 0], p[0, 0])
 
 
-def test_gaussian_blur_matches_scipy():
-    x = np.random.default_rng(0).random((2, 32, 32)).astype(np.float32)
-    got = gaussian_blur(torch.from_numpy(x), 2.0).numpy()
-    want = np.stack([gaussian_filter(m, 2.0, mode="reflect", truncate=4.0) for m in x])
-    # scipy 'reflect' = half-sample symmetric; torch 'reflect' mirrors about the edge pixel
-    assert np.abs(got - want)[:, 8:-8, 8:-8].max() < 1e-5
+@pytest.mark.parametrize("mode", ["mirror", "reflect"])
+def test_gaussian_blur_matches_scipy_borders_included(mode):
+    x = np.random.default_rng(0).random((2, 32, 20)).astype(np.float32)
+    got = gaussian_blur(torch.from_numpy(x), 2.0, mode).numpy()
+    want = np.stack([gaussian_filter(m, 2.0, mode=mode, truncate=4.0) for m in x])
+    assert np.abs(got - want).max() < 1e-5
+    other = np.stack([gaussian_filter(m, 2.0, mode={"mirror": "reflect", "reflect": "mirror"}[mode]) for m in x])
+    assert np.abs(got - other)[:, 0].max() > 1e-3          # the two border rules differ at the edges
     t = torch.from_numpy(x)
     assert gaussian_blur(t, 0) is t
+    with pytest.raises(ValueError, match="mode"):
+        gaussian_blur(t, 1.0, "nearest")
 
 
 def test_harmonic_and_topk():
@@ -65,3 +77,9 @@ def test_losses_by_hand():
     logits = torch.logit(p)
     assert float(focal_loss_with_logits(logits, y)) == pytest.approx(want, rel=1e-4)
     assert float(dice_loss(torch.ones(1, 4), torch.tensor([[1.0, 1.0, 0.0, 0.0]]), smooth=0)) == pytest.approx(1 / 3)
+
+
+def test_fused_image_score_by_hand():
+    maps = torch.tensor([[[1.0, 4.0], [3.0, 2.0]], [[0.0, 0.0], [0.0, 8.0]]])
+    got = fused_image_score(torch.tensor([0.5, 1.0]), maps, k=2, text_weight=0.25)
+    assert torch.allclose(got, torch.tensor([0.25 * 0.5 + 0.75 * 3.5, 0.25 * 1.0 + 0.75 * 4.0]))

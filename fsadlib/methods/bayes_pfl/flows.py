@@ -15,6 +15,11 @@ Single-sample KL estimate of q_K (the flowed distribution) against the prior N(0
     KL ~= log q0(z_0) - sum_k log|det J_k| - log N(z_K; 0, I)
         = sum_i [-log(var_i)/2 - e_i^2/2] - sum_k log|det J_k| + |z_K|^2 / 2
 
+The public code computes the image-agnostic (state) KL with the batch's N images as its batch size:
+its log q0 and log prior terms are broadcast to N rows and averaged, the single log-det is summed and
+divided by N, so its state KL is log q0 - log prior - (1/N) sum_k log|det J_k| (``log_det_scale`` = 1/N,
+``preset: paper``); 1 gives the estimator above.
+
 Three distributions (Bayes-PFL A1.3):
 - :class:`ImageSpecificFlow`: mu, var, u, w, b all amortised on the global image embedding g [N, D].
 - :class:`ImageAgnosticFlow` (normal / abnormal): a free ``state`` vector [W] goes through an encoder
@@ -61,8 +66,9 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 def sample_flow(mu: torch.Tensor, var: torch.Tensor, u: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
-                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reparameterised samples and their KL estimates (module docstring).
+                noise: torch.Tensor, log_det_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised samples and their KL estimates (module docstring; the log-det term is weighted
+    by ``log_det_scale``).
 
     mu, var [N, W]; u, w [N or 1, K, W]; b [N or 1, K]; noise e [N, R, W] (zeros = the base mean).
     Returns (z_K [N, R, W], KL [N, R]).
@@ -71,7 +77,7 @@ def sample_flow(mu: torch.Tensor, var: torch.Tensor, u: torch.Tensor, w: torch.T
     zk, log_det = planar_flow(z0, u.unsqueeze(1), w.unsqueeze(1), b.unsqueeze(1))
     log_q0 = (-0.5 * var.log().unsqueeze(1) - 0.5 * noise ** 2).sum(-1)
     log_prior = -0.5 * (zk ** 2).sum(-1)
-    return zk, log_q0 - log_det - log_prior
+    return zk, log_q0 - log_det_scale * log_det - log_prior
 
 
 class ImageSpecificFlow(nn.Module):
@@ -107,8 +113,9 @@ class ImageAgnosticFlow(nn.Module):
         self.w = nn.Parameter(torch.randn(1, n_flows, width))
         self.b = nn.Parameter(torch.randn(1, n_flows))
 
-    def forward(self, encoder: GaussianEncoder, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, encoder: GaussianEncoder, noise: torch.Tensor, log_det_scale: float = 1.0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """noise [R, W] -> (z_K [R, W], KL [R])."""
         mu, var = encoder(self.state)
-        zk, kl = sample_flow(mu, var, self.u, self.w, self.b, noise.unsqueeze(0))
+        zk, kl = sample_flow(mu, var, self.u, self.w, self.b, noise.unsqueeze(0), log_det_scale)
         return zk[0], kl[0]

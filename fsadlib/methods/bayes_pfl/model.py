@@ -35,6 +35,13 @@ RNG, seeded by the trainer). Test: R samples drawn from ``torch.Generator().manu
 each call -- the same base noise for every image, so scores are reproducible per seed and do not
 depend on image order or batch composition (the public code caches the state samples of whichever
 image comes first). ``sampling: mean`` uses the base means (z = flow(mu), R = 1).
+
+``preset: paper`` (the public code's behaviour): each test image gets its own R context noises and the
+state noises are drawn once per category and kept (the public cache of the first test image), all from
+one generator seeded with ``sample_seed`` at ``setup_category`` (draw order: state noises [2, R, W]
+once, then [N, R, W] per batch), so scores depend on image order and batch composition as there; and
+the state KL divides the log-det by the batch size N (:mod:`fsadlib.methods.bayes_pfl.flows`); the
+map is blurred with scipy's default ``reflect`` borders (the public metrics' ``gaussian_filter``).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from torch import nn
 
 from fsadlib.clip import BackboneConfig, ImageFeatures
 from fsadlib.maps import fused_image_score, gaussian_blur, to_map, topk_mean
-from fsadlib.methods.base import AnomalyMethod
+from fsadlib.methods.base import AnomalyMethod, check_preset
 from fsadlib.methods.bayes_pfl.flows import GaussianEncoder, ImageAgnosticFlow, ImageSpecificFlow
 from fsadlib.methods.bayes_pfl.layers import ResidualCrossModalAttention, TokenFuse
 from fsadlib.methods.output import AnomalyOutput
@@ -80,8 +87,10 @@ class BayesPFLConfig:
     distributions: str = "both"  # ablation: "both" | "image_specific" | "image_agnostic" | "none"
     text_weight: float = 0.5
     topk: int = 2000
+    preset: str = "workbench"    # paper = per-image test noise, state KL with log-det / N
 
     def __post_init__(self) -> None:
+        check_preset(self.preset, "bayes_pfl")
         if self.score_rule not in SCORE_RULES:
             raise ValueError(f"bayes_pfl.score_rule must be one of {SCORE_RULES}, got {self.score_rule!r}")
         if self.distributions not in DISTRIBUTIONS:
@@ -131,6 +140,12 @@ class BayesPFL(AnomalyMethod):
                     nn.init.zeros_(module.bias)
         self._prompt_ids: dict[str, torch.Tensor] = {}
         self.score_parts: list[torch.Tensor] = []
+        self._noise: torch.Generator | None = None               # paper preset: the run's generator
+        self._state_noise: dict[int, torch.Tensor] = {}          # paper preset: [2, R, W] per R
+
+    @property
+    def paper(self) -> bool:
+        return self.config.preset == "paper"
 
     # -- parameters -------------------------------------------------------------------------
     def parameter_sets(self, stage: int) -> dict[str, list[nn.Parameter]]:
@@ -161,6 +176,8 @@ class BayesPFL(AnomalyMethod):
         """Zero-shot: ``supports`` is ignored. Resets the score parts kept for the public rule."""
         self.category = class_name
         self.score_parts = []
+        self._noise = torch.Generator().manual_seed(self.config.sample_seed)
+        self._state_noise = {}
 
     def prompt_ids(self, categories: Sequence[str]) -> torch.Tensor:
         """Token ids [N, L] of "X <class name>" for each category (tokenised once per category)."""
@@ -169,15 +186,21 @@ class BayesPFL(AnomalyMethod):
         return torch.stack([self._prompt_ids[c] for c in categories]).to(self.device)
 
     # -- prompts ----------------------------------------------------------------------------
-    def test_noise(self, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Base noise (e_ctx, e_normal, e_abnormal), each [R, W], from the run's seeded generator
-        (zeros, R = 1, when ``sampling`` is ``mean``)."""
+    def test_noise(self, n_images: int, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Base noise e_ctx [N, R, W], e_normal and e_abnormal [R, W]: the same seeded draw for every
+        image (zeros, R = 1, when ``sampling`` is ``mean``); ``paper``: see the module docstring."""
         width = self.backbone.text_width
         if self.config.sampling == "mean":
             e = torch.zeros(3, 1, width)
-        else:
+        elif not self.paper:
             e = torch.randn(3, n_samples, width, generator=torch.Generator().manual_seed(self.config.sample_seed))
-        return e[0].to(self.device), e[1].to(self.device), e[2].to(self.device)
+        else:
+            if n_samples not in self._state_noise:
+                self._state_noise[n_samples] = torch.randn(2, n_samples, width, generator=self._noise)
+            ctx = torch.randn(n_images, n_samples, width, generator=self._noise)
+            states = self._state_noise[n_samples]
+            return ctx.to(self.device), states[0].to(self.device), states[1].to(self.device)
+        return e[0].expand(n_images, -1, -1).to(self.device), e[1].to(self.device), e[2].to(self.device)
 
     def text_embeddings(self, embedding: torch.Tensor, categories: Sequence[str], noise_ctx: torch.Tensor,
                         noise_normal: torch.Tensor, noise_abnormal: torch.Tensor
@@ -190,8 +213,9 @@ class BayesPFL(AnomalyMethod):
         n, r = noise_ctx.shape[:2]
         b = self.config.bank_size
         z_ctx, kl_ctx = self.context_flow(embedding, noise_ctx)                        # [N, R, W]
-        z_n, kl_n = self.normal_flow(self.state_encoder, noise_normal)                 # [R, W]
-        z_a, kl_a = self.abnormal_flow(self.state_encoder, noise_abnormal)
+        log_det_scale = 1.0 / n if self.paper else 1.0                                 # public: log-det / N
+        z_n, kl_n = self.normal_flow(self.state_encoder, noise_normal, log_det_scale)  # [R, W]
+        z_a, kl_a = self.abnormal_flow(self.state_encoder, noise_abnormal, log_det_scale)
         specific = float(self.config.distributions in ("both", "image_specific"))  # ablation switches:
         agnostic = float(self.config.distributions in ("both", "image_agnostic"))  # 0 = no sample, no KL
         z_ctx, kl_ctx = z_ctx * specific, kl_ctx * specific
@@ -248,9 +272,8 @@ class BayesPFL(AnomalyMethod):
             raise ValueError(f"{self.name}: call setup_category(<category>) before scoring images")
         feats = self.backbone.encode_image(images, layers=self.config.layers)
         n = images.shape[0]
-        e_ctx, e_n, e_a = self.test_noise(n_samples)
-        text, _ = self.text_embeddings(feats.embedding, [self.category] * n,
-                                       e_ctx.expand(n, -1, -1), e_n, e_a)             # [N, R, 2, B, D]
+        e_ctx, e_n, e_a = self.test_noise(n, n_samples)
+        text, _ = self.text_embeddings(feats.embedding, [self.category] * n, e_ctx, e_n, e_a)  # [N, R, 2, B, D]
         text_prob = self.image_logits(feats, text).softmax(dim=2)[:, :, 1].mean(dim=(1, 2))
         pairs = text.permute(0, 1, 3, 2, 4).flatten(1, 2)                              # [N, R*B, 2, D]
         gaps = self.pixel_logit_gaps(feats.tokens, pairs)                              # [N, L, R*B, n]
@@ -261,7 +284,7 @@ class BayesPFL(AnomalyMethod):
             self.score_parts.append(torch.stack([text_prob, map_score], dim=1).cpu())
         else:
             score = fused_image_score(text_prob, raw, self.config.topk, self.config.text_weight)
-        return AnomalyOutput(score, gaussian_blur(raw, self.config.sigma))
+        return AnomalyOutput(score, gaussian_blur(raw, self.config.sigma, "reflect" if self.paper else "mirror"))
 
     def public_scores(self) -> torch.Tensor:
         """The public code's transductive image scores of every image scored since ``setup_category``

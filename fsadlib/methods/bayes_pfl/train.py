@@ -181,6 +181,9 @@ def validation_fn(protocol: Protocol, cfg: BayesPFLTrainConfig):
     from fsadlib.data import load_samples
     from fsadlib.metrics import image_metrics, pixel_metrics
 
+    if not protocol.val_categories:  # the mean over no category is NaN: early stopping would end training
+        raise ValueError("protocol.val_categories is empty: bayes_pfl selects its stages on held-out "
+                         "auxiliary categories; name at least one")
     sets = validation_sets(load_samples(protocol.aux_dataset), protocol, cfg.val_max_images)
 
     def validate(method: BayesPFL) -> dict[str, float]:

@@ -8,6 +8,9 @@ feature (handcrafted and learned), t_a = norm(mean t_a^m):
 
     L_v2t   = CE( s * [<v, t_n>, <v, t_a^1>, ..., <v, t_a^M>], target 0 )   mean over all tokens
     L_tri   = mean relu( ||v - t_n||^2 - ||v - t_a||^2 + margin )             margin 1.0
+              (``triplet_over_tokens``, the public code: PromptAD's TripletLoss sums the squared
+               differences over dim 1 of [k, N, D], the TOKEN axis: mean_{k,d} relu(sum_N (v - t_n)^2
+               - sum_N (v - t_a)^2 + margin))
     L_match = || mean(handcrafted) - mean(learned) ||^2                      weight lambda_1 = 0.001
 
 and once, with h_s the learned-abnormal features of context set s (mean over a level's pieces):
@@ -25,7 +28,8 @@ import torch.nn.functional as F
 from fsadlib.methods.finegrained.prompts import LevelFeatures
 
 
-def level_losses(v: torch.Tensor, f: LevelFeatures, scale: float, margin: float) -> dict[str, torch.Tensor]:
+def level_losses(v: torch.Tensor, f: LevelFeatures, scale: float, margin: float,
+                 triplet_over_tokens: bool = False) -> dict[str, torch.Tensor]:
     """L_v2t, L_tri and L_match of one level; v [k, N, D]."""
     t_n = F.normalize(f.normal.mean(0), dim=-1)
     t_ab = f.abnormal
@@ -33,7 +37,8 @@ def level_losses(v: torch.Tensor, f: LevelFeatures, scale: float, margin: float)
     logits = scale * torch.cat([(v @ t_n)[..., None], v @ t_ab.T], dim=-1)  # [k, N, 1 + M]
     target = torch.zeros(logits.shape[:-1].numel(), dtype=torch.long, device=v.device)
     v2t = F.cross_entropy(logits.flatten(0, 1), target)
-    tri = F.relu((v - t_n).pow(2).sum(-1) - (v - t_a).pow(2).sum(-1) + margin).mean()
+    axis = 1 if triplet_over_tokens else -1
+    tri = F.relu((v - t_n).pow(2).sum(axis) - (v - t_a).pow(2).sum(axis) + margin).mean()
     match = (f.handcrafted.mean(0) - f.learned.mean(0)).pow(2).sum()
     return {"v2t": v2t, "tri": tri, "match": match}
 
@@ -51,12 +56,13 @@ def regulariser(levels: list[LevelFeatures], n_sets: int) -> torch.Tensor:
 
 
 def mlsa_loss(levels: list[LevelFeatures], tokens: torch.Tensor, weights: torch.Tensor, n_sets: int,
-              scale: float, margin: float, match_weight: float, reg_weight: float) -> dict[str, torch.Tensor]:
+              scale: float, margin: float, match_weight: float, reg_weight: float,
+              triplet_over_tokens: bool = False) -> dict[str, torch.Tensor]:
     """Total loss and its parts. tokens [k, N, D] unit norm; weights [k, E + 1, N] (entities, then
     background) from :func:`fsadlib.methods.finegrained.regions.region_weights`."""
     weighted = [tokens] + [tokens * weights[:, -1, :, None]] + [tokens * weights[:, e, :, None]
                                                                for e in range(len(levels) - 2)]
-    parts = [level_losses(v, f, scale, margin) for v, f in zip(weighted, levels)]
+    parts = [level_losses(v, f, scale, margin, triplet_over_tokens) for v, f in zip(weighted, levels)]
     out = {k: sum(p[k] for p in parts) for k in ("v2t", "tri", "match")}
     out["reg"] = regulariser(levels, n_sets)
     out["loss"] = out["v2t"] + out["tri"] + match_weight * out["match"] + reg_weight * out["reg"]

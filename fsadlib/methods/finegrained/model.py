@@ -15,6 +15,11 @@ caption, background, entities; each the normalised mean of its normal / abnormal
 - visual map V(v) = mean over memory layers of min_j (1 - cos(v_l, bank_l[j])) / 2 (k-shot bank);
 - map = GaussianBlur_sigma(bilinear(H(T, V))) with H the harmonic mean (on the patch grid);
 - image score = H(T(g) routed the same way, max_patches V).
+
+``preset: paper`` switches on the public code's behaviours: the triplet loss summed over the token
+axis (:mod:`fsadlib.methods.finegrained.losses`), one handcrafted abnormal caption per entity and
+N(0, 1) attribute weights (:mod:`fsadlib.methods.finegrained.prompts`), and scipy's default ``reflect``
+borders for the Gaussian (the public evaluation's ``gaussian_filter``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from fsadlib.captions import Captions, load_captions
 from fsadlib.clip import BackboneConfig
 from fsadlib.io import load_torch
 from fsadlib.maps import gaussian_blur, harmonic_mean, nearest_distance, to_map
-from fsadlib.methods.base import AnomalyMethod, load_checkpoint
+from fsadlib.methods.base import AnomalyMethod, check_preset, load_checkpoint
 from fsadlib.methods.finegrained.prompts import (
     LevelFeatures,
     MultiLevelPrompts,
@@ -67,8 +72,14 @@ class FineGrainedConfig:
     sigma: float = 2.4
     prompt_seed: int = 111
     caption_levels: tuple[int, ...] = (1, 2, 3)  # ablation: the MFSC levels whose content is used
+    preset: str = "workbench"                    # paper = the public code's losses, texts, init, blur
+
+    @property
+    def paper(self) -> bool:
+        return self.preset == "paper"
 
     def __post_init__(self) -> None:
+        check_preset(self.preset, "finegrained")
         for key in ("n_ctx", "n_pro", "n_ctx_ab", "n_pro_ab", "region_upscale"):
             if getattr(self, key) < 1:
                 raise ValueError(f"finegrained.{key} must be >= 1, got {getattr(self, key)}")
@@ -104,7 +115,7 @@ class FineGrainedAD(AnomalyMethod):
         super().__init__(config, backbone_model)
         c = config
         self.prompts = MultiLevelPrompts(self.backbone.text_width, c.n_ctx, c.n_pro, c.n_ctx_ab, c.n_pro_ab,
-                                         c.ctx_init_std)
+                                         c.ctx_init_std, randn_attribute_logits=c.paper)
         self.captions: Captions | None = None
         self.captions_locked = False
         self.table: PromptTable | None = None
@@ -116,8 +127,9 @@ class FineGrainedAD(AnomalyMethod):
         """Use ``captions`` (``locked``: they came with a trained checkpoint, no other category)."""
         self.captions, self.captions_locked = captions, locked
         budget = self.backbone.context_length - 2 - self.prompts.budget_tokens
-        self.table = prepare_table(self.backbone, build_texts(captions, self.config.prompt_seed,
-                                                                     tuple(self.config.caption_levels)), budget)
+        texts = build_texts(captions, self.config.prompt_seed, tuple(self.config.caption_levels),
+                            one_abnormal_per_entity=self.config.paper)
+        self.table = prepare_table(self.backbone, texts, budget)
         self._pairs = None
 
     def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
@@ -135,7 +147,12 @@ class FineGrainedAD(AnomalyMethod):
             if self.captions_locked:
                 raise ValueError(f"this finegrained model was trained for category "
                                  f"'{self.captions.category}', not '{class_name}'")
-            self.set_captions(load_captions(self.config.captions_dataset, class_name))
+            captions = load_captions(self.config.captions_dataset, class_name)
+            if captions.dataset != self.config.captions_dataset:
+                raise ValueError(f"captions of '{class_name}' under data/captions/{self.config.captions_dataset}/ "
+                                 f"describe data set '{captions.dataset}', not finegrained.captions_dataset "
+                                 f"'{self.config.captions_dataset}'")
+            self.set_captions(captions)
         with torch.no_grad():
             enc = self.encode(supports)
         self.memory = [m.reshape(-1, m.shape[-1]) for m in enc.memory]
@@ -199,7 +216,8 @@ class FineGrainedAD(AnomalyMethod):
         text = self.text_scores(enc.patch, pairs)  # [B, N]
         visual = torch.stack([nearest_distance(q, bank) for q, bank in zip(enc.memory, self.memory)]).mean(0)
         patch = harmonic_mean(text, visual)
-        amap = gaussian_blur(to_map(patch, self.backbone.grid, self.backbone.image_size), self.config.sigma)
+        amap = gaussian_blur(to_map(patch, self.backbone.grid, self.backbone.image_size), self.config.sigma,
+                             "reflect" if self.config.paper else "mirror")
         score = harmonic_mean(self.text_scores(enc.embedding, pairs), visual.amax(1))
         return AnomalyOutput(score, amap)
 

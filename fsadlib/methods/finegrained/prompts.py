@@ -37,7 +37,8 @@ sequences of all levels then go through the frozen text tower in ONE batched cal
 
 Texts longer than the context budget (77 - 2 - n_ctx - n_ctx_ab tokens) are split into pieces by
 :func:`fsadlib.captions.split_to_fit` (with a warning), never cut: every piece is a prompt of its
-level; a split attribute text contributes the mean of its pieces' sequences.
+level; a split attribute text contributes the mean of its pieces' sequences. Every piece of a split
+handcrafted abnormal text carries its defect phrase (:func:`carry_defect`).
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ NEGATIVE_VOCAB = {"color": tuple(COLORS), "texture": TEXTURES, "shape": SHAPES}
 
 @dataclass(frozen=True)
 class LevelTexts:
+    """``defects[i]``: the defect phrase written into ``abnormal[i]`` (empty: none to carry)."""
+
     name: str
     normal: tuple[str, ...]
     abnormal: tuple[str, ...]
+    defects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class MllpTexts:
         return asdict(self)
 
 
-def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2, 3)) -> MllpTexts:
+def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2, 3),
+                one_abnormal_per_entity: bool = False) -> MllpTexts:
     """Normal and handcrafted-abnormal texts of every level (table in the module docstring).
 
     ``caption_levels`` (ablation) names the MFSC levels whose fine-grained content is used:
@@ -83,13 +88,16 @@ def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2,
     the bare entity names (no number, location or relation) and the relation attribute is dropped;
     without 3 the colour / texture / shape attributes are dropped. The level structure (image,
     background, entities) stays, so routing and MLSA work unchanged.
+
+    ``one_abnormal_per_entity`` (the public code, ``preset: paper``): each entity level gets ONE
+    handcrafted abnormal text, built with one seeded random defect phrase, instead of one per phrase.
     """
     rng = np.random.default_rng(seed)
     phrases = c.anomaly_phrases
     background = f"{c.background} background" if 1 in caption_levels else "background"
     levels = [
         LevelTexts("image", (c.caption,), tuple(c.caption.replace(c.foreground, p.format(c.foreground), 1)
-                                                for p in phrases)),
+                                                for p in phrases), tuple(p.format(c.foreground) for p in phrases)),
         LevelTexts("background", (background,), tuple(p.format(background) for p in phrases)),
     ]
     for name, loc, text in zip(c.entity, c.location, c.entity_caption):
@@ -98,11 +106,12 @@ def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2,
             continue
         others = [w for w in LOCATIONS if w != loc]
         abnormal = []
-        for p in phrases:
+        chosen = (phrases[rng.integers(len(phrases))],) if one_abnormal_per_entity else phrases
+        for p in chosen:
             head, _, tail = text.rpartition(loc)  # the location word is replaced at its last occurrence
             moved = f"{head}{others[rng.integers(len(others))]}{tail}"
             abnormal.append(moved.replace(name, p.format(name), 1))
-        levels.append(LevelTexts(f"entity:{name}", (text,), tuple(abnormal)))
+        levels.append(LevelTexts(f"entity:{name}", (text,), tuple(abnormal), tuple(p.format(name) for p in chosen)))
     attributes = []
     if 2 in caption_levels:
         relation_ab = c.relation
@@ -114,6 +123,16 @@ def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2,
         attributes.append(LevelTexts(attr, (". ".join(own),),
                                      tuple(w for w in NEGATIVE_VOCAB[attr] if w not in own)))
     return MllpTexts(tuple(levels), tuple(attributes))
+
+
+def carry_defect(text: str, defect: str, n_tokens, budget: int) -> list[str]:
+    """Pieces of an abnormal text that each carry its defect phrase: the text itself when it fits and
+    names the defect; otherwise it is split to ``budget`` minus the phrase's tokens, and every piece
+    without the phrase is prefixed with it ("<defect>. <piece>"), so no piece reads as normal text."""
+    if n_tokens(text) <= budget and defect in text:
+        return [text]
+    room = budget - n_tokens(_sentence(defect)) - 1
+    return [p if defect in p else f"{_sentence(defect)} {p}" for p in split_to_fit(text, n_tokens, room)]
 
 
 def _sentence(text: str) -> str:
@@ -149,8 +168,15 @@ def prepare_table(backbone, texts: MllpTexts, budget: int) -> PromptTable:
         pieces = [_sentence(p) for t in items for p in split_to_fit(t, n_tokens, budget)]
         return backbone.tokenize(pieces)
 
+    def abnormal_ids(level: LevelTexts) -> torch.Tensor:
+        if not level.defects:
+            return ids(level.abnormal)
+        pieces = [_sentence(p) for t, d in zip(level.abnormal, level.defects, strict=True)
+                  for p in carry_defect(t, d, n_tokens, budget)]
+        return backbone.tokenize(pieces)
+
     level_normal = [ids(lv.normal) for lv in texts.levels]
-    level_abnormal = [ids(lv.abnormal) for lv in texts.levels]
+    level_abnormal = [abnormal_ids(lv) for lv in texts.levels]
     m = level_abnormal[0].shape[0]
     attr_normal, attr_abnormal = [], []
     for attr in texts.attributes:
@@ -190,11 +216,14 @@ class MultiLevelPrompts(nn.Module):
     ViT-B-16-plus defaults: 4 * 640 + 4 * 640 + 8)."""
 
     def __init__(self, width: int, n_ctx: int = 4, n_pro: int = 1, n_ctx_ab: int = 1, n_pro_ab: int = 4,
-                 init_std: float = 0.02) -> None:
+                 init_std: float = 0.02, randn_attribute_logits: bool = False) -> None:
+        """``randn_attribute_logits``: the attribute logits start N(0, 1) (the public code) instead of
+        0 (every weight sigmoid(0) = 0.5); drawn from the global RNG after the context tokens."""
         super().__init__()
         self.normal_ctx = LearnableTokens(n_pro, n_ctx, width, std=init_std)
         self.abnormal_ctx = LearnableTokens(n_pro_ab, n_ctx_ab, width, std=init_std)
-        self.attribute_logits = nn.Parameter(torch.zeros(2, len(ATTRIBUTES)))
+        init = torch.randn if randn_attribute_logits else torch.zeros
+        self.attribute_logits = nn.Parameter(init(2, len(ATTRIBUTES)))
 
     @property
     def budget_tokens(self) -> int:

@@ -9,6 +9,9 @@ are computed once; a step re-encodes only the prompts.
 Model selection: none. The model after the fixed epoch count is the model (the public code picks
 the epoch with the best TEST pixel-AUROC; that is not done here and no test data is read).
 
+Captions are those of the data set trained on: ``model.captions_dataset`` is set to it (a category
+of the same name in another data set never lends its captions).
+
 Files: ``models/finegrained/<dataset>/k<k>/seed<s>/<category>.pt`` (the model, see
 :func:`fsadlib.methods.finegrained.model.category_model`) and, beside it, ``<category>/`` with the
 resumable ``last.pt``, ``history.json`` and ``train_config.json`` of :func:`fsadlib.train.fit`.
@@ -68,7 +71,8 @@ def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, 
     """:func:`fsadlib.methods.finegrained.losses.mlsa_loss` of the current prompts on ``batch``."""
     cfg = method.config
     return mlsa_loss(method.level_features(), batch["tokens"], batch["weights"], cfg.n_pro * cfg.n_pro_ab,
-                     cfg.logit_scale, cfg.triplet_margin, cfg.match_weight, cfg.reg_weight)
+                     cfg.logit_scale, cfg.triplet_margin, cfg.match_weight, cfg.reg_weight,
+                     triplet_over_tokens=cfg.preset == "paper")
 
 
 def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,
@@ -100,6 +104,11 @@ def training_preview(section: FineGrainedSection, protocol: Protocol, shots: Sho
             "title": [f"{category} k{k} seed{seed} shot {i + 1}" for i in range(len(images))]}
 
 
+def model_config(section: FineGrainedSection, dataset: str) -> FineGrainedConfig:
+    """The section's model config with the captions of ``dataset`` (the data set trained on)."""
+    return dataclasses.replace(section.model, captions_dataset=dataset)
+
+
 def train_category(dataset: str, category: str, k: int, shot_seed: int, section: FineGrainedSection,
                    root: str | Path | None = None, backbone_model: Any = None) -> list[dict[str, float]]:
     """Train the model of (dataset, category, k, shot seed) from its k-shot file."""
@@ -107,7 +116,7 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
     from fsadlib.data.shots import load_shots
 
     seed_everything(section.train.seed)  # the prompt initialisation draws from the global RNG
-    method = FineGrainedAD(section.model, backbone_model=backbone_model)
+    method = FineGrainedAD(model_config(section, dataset), backbone_model=backbone_model)
     bb = method.backbone
     supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std)
     return fit_category(method, category, supports.to(method.device), section.train,
@@ -123,7 +132,7 @@ def category_fingerprint(dataset: str, category: str, k: int, shot_seed: int,
     from fsadlib.data.shots import load_shots, shot_file
 
     files = [shot_file(dataset, category, k, shot_seed), *load_shots(dataset, category, k, shot_seed),
-             captions_path(section.model.captions_dataset, category)]
+             captions_path(dataset, category)]
     return input_fingerprint(files, dataset=dataset, category=category, k=k, seed=shot_seed)
 
 
@@ -150,7 +159,8 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     for category, k, seed in tqdm([(c, k, s) for c in categories for k in ks for s in seeds], desc="finegrained"):
         path = model_path(dataset, category, k, seed, root)
         start = time.perf_counter()
-        history = _kept_history(path, section, category_fingerprint(dataset, category, k, seed, section))
+        history = _kept_history(path, model_config(section, dataset), section.train,
+                                category_fingerprint(dataset, category, k, seed, section))
         status = "kept"
         if history is None:
             history, status = train_category(dataset, category, k, seed, section, root, backbone), "trained"
@@ -167,14 +177,15 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, shots: Sh
     return pd.DataFrame(rows)
 
 
-def _kept_history(path: Path, section: FineGrainedSection, fingerprint: dict[str, Any]) -> list[dict[str, float]] | None:
+def _kept_history(path: Path, model: FineGrainedConfig, train: TrainConfig, fingerprint: dict[str, Any]
+                  ) -> list[dict[str, float]] | None:
     """The history of an existing model file trained with these configs and inputs, else None."""
     if not path.is_file():
         return None
     ckpt = load_torch(path)
     extra = ckpt["extra"]
-    same = (ckpt["config"] == to_dict(section.model) and extra.get("train_config") == to_dict(section.train)
-            and extra.get("fingerprint") == fingerprint and len(extra.get("history", [])) == section.train.epochs)
+    same = (ckpt["config"] == to_dict(model) and extra.get("train_config") == to_dict(train)
+            and extra.get("fingerprint") == fingerprint and len(extra.get("history", [])) == train.epochs)
     return extra["history"] if same else None
 
 

@@ -22,6 +22,8 @@ with d = D for eta_i and d = N (225 at 240 px) for eta_h, taken from the backbon
 
 ``legacy_reshape`` reproduces the public code's batch layout bug (see :func:`legacy_layout`): with
 more than one query per batch it mixes layers with queries and prompts of different queries.
+``preset: paper`` switches on the public code's three quirks at once: ``legacy_reshape`` here, the
+double sigmoid of the loss and prompts that may include the query (``train.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from torch import nn
 
 from fsadlib.clip import BackboneConfig
 from fsadlib.maps import nearest_distance, to_map
-from fsadlib.methods.base import AnomalyMethod
+from fsadlib.methods.base import AnomalyMethod, check_preset
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.paths import models_dir
 from fsadlib.prompts import class_name, ensemble_text_features
@@ -56,8 +58,14 @@ class InctrlConfig:
     legacy_reshape: int = 0                   # 1 = the public code's reshape instead of permute
     text_prior: int = 1                       # ablation: 0 = drop s_a from the holistic head's input
     image_residual: int = 1                   # ablation: 0 = drop s_i (input and loss term)
+    preset: str = "workbench"                 # paper = legacy_reshape, double sigmoid, query among prompts
+
+    @property
+    def paper(self) -> bool:
+        return self.preset == "paper"
 
     def __post_init__(self) -> None:
+        check_preset(self.preset, "inctrl")
         if not self.layers:
             raise ValueError("inctrl.layers must name at least one block")
         if self.adapter_reduction < 1 or len(self.head_hidden) != 2 or min(self.head_hidden) < 1:
@@ -177,7 +185,7 @@ class Inctrl(AnomalyMethod):
         [k, D]) or one set per query ([L, B, k, N, Cv], [B, k, D]); ``text``: [2, D] or [B, 2, D]."""
         n_layers, b = query.tokens.shape[:2]
         shared = prompts.tokens.ndim == 4
-        if self.config.legacy_reshape:
+        if self.config.legacy_reshape or self.config.paper:
             if shared:
                 prompts = Encoded(prompts.tokens.unsqueeze(1).expand(-1, b, -1, -1, -1),
                                   prompts.embedding.expand(b, -1, -1))

@@ -77,7 +77,7 @@ def inctrl_loss(method: Inctrl, batch: dict[str, Any], cfg: InctrlLossConfig) ->
     """batch: image [B, 3, S, S], prompts [B, k, 3, S, S], label [B], category (B names)."""
     s = method.score_with_prompts(batch["image"], batch["prompts"], batch["category"])
     y = batch["label"].float()
-    fl = focal_loss_with_logits if cfg.double_sigmoid else focal_loss
+    fl = focal_loss_with_logits if cfg.double_sigmoid or method.config.paper else focal_loss
     final, image = fl(s.final, y, cfg.gamma, cfg.alpha), fl(s.image, y, cfg.gamma, cfg.alpha)
     loss = final + image * float(method.config.image_residual)  # ablation image_residual = 0: no s_i term
     return {"loss": loss, "focal_final": final.detach(), "focal_image": image.detach()}
@@ -209,6 +209,8 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, seed: int | None = 
 
     protocol.check()
     train, data = section.train, section.data
+    if section.model.paper:  # the public code draws a normal query's prompts from all its normals
+        data = replace(data, prompts_include_query=1)
     if seed is not None:
         train = replace(train, seed=int(seed))
     if smoke:

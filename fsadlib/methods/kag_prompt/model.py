@@ -14,6 +14,9 @@ unit-norm text ensemble of the category, 7 normal x 5 anomalous states x 2 templ
 4. M = r Mp + (1 - r) Mv                                           (r = ``prompt_weight``)
 5. s1 = <norm(Adapter(norm(e))), t_a> (raw cosine); s = w1 s1 + w2 topk_mean(M, k).
 
+``preset: paper``: the public code's training-mode readout BatchNorm, per (image, node)
+(:class:`fsadlib.methods.kag_prompt.modules.LayerGraph`); everything else is already the public code's.
+
 Paper defaults in :class:`KagPromptConfig`; ``fsadlib/methods/kag_prompt/README.md`` lists them with
 the public code's deviations.
 """
@@ -29,7 +32,7 @@ from torch import nn
 from fsadlib.clip import BackboneConfig
 from fsadlib.graph import AGGREGATIONS
 from fsadlib.maps import nearest_distance, to_map, topk_mean
-from fsadlib.methods.base import AnomalyMethod
+from fsadlib.methods.base import AnomalyMethod, check_preset
 from fsadlib.methods.kag_prompt.modules import KERNELS, KernelAwareConvs, LayerGraph, LayerProjection
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.prompts import class_name, ensemble_text_features
@@ -52,8 +55,10 @@ class KagPromptConfig:
     text_score_weight: float = 0.1              # w1
     map_score_weight: float = 0.9               # w2
     topk: int = 30                              # k of the top-k mean of M (224 x 224 px)
+    preset: str = "workbench"                   # paper = per-(image, node) readout BatchNorm in training
 
     def __post_init__(self) -> None:
+        check_preset(self.preset, "kag_prompt")
         object.__setattr__(self, "kernels", tuple(tuple(int(v) for v in k) for k in self.kernels))
         if not self.kernels or any(len(k) != 2 or min(k) < 1 for k in self.kernels):
             raise ValueError(f"kag_prompt.kernels must be a non-empty list of [h, w] sizes, got {self.kernels}")
@@ -83,7 +88,8 @@ class KagPrompt(AnomalyMethod):
         bb._check_layers(config.layers, "kag_prompt.layers")
         self.projection = LayerProjection(len(config.layers), bb.vision_width, config.proj_dim)
         self.kernel_convs = KernelAwareConvs(config.proj_dim, config.kernels)
-        self.graph = LayerGraph(config.proj_dim, len(config.layers), config.rounds, config.aggregation)
+        self.graph = LayerGraph(config.proj_dim, len(config.layers), config.rounds, config.aggregation,
+                                per_node_norm=config.preset == "paper")
         self.adapter = nn.Linear(bb.embed_dim, bb.embed_dim)
         self.text_features: torch.Tensor | None = None   # [2, D] of the current category
         self.support_bank: list[torch.Tensor] | None = None  # L x [k*N, Cv]

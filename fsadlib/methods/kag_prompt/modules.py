@@ -10,7 +10,10 @@ projection width (= the joint embedding width D, so projected patches compare wi
   n = 1/4 sum_k resize(W_k * x). No activation.
 - :class:`LayerGraph`: ``rounds`` synchronous rounds of :class:`fsadlib.graph.GatedCrossAttentionConv`
   (shared weights) over the complete graph of each image's L nodes, h^0 = n, h^{t+1} = conv(h^t), then
-  the readout o_i = ReLU(BN(Conv3x3([h^T_i, n_i]))) [B, L, C, h, w].
+  the readout o_i = ReLU(BN(Conv3x3([h^T_i, n_i]))) [B, L, C, h, w]. In training, BN's statistics
+  are those of all B*L maps of the batch; ``per_node_norm`` (the public code, ``preset: paper``)
+  normalises each (image, node) map with its own statistics, one call after the other, so the running
+  statistics also get the public code's B*L successive updates. Identical in eval mode.
 """
 
 from __future__ import annotations
@@ -51,9 +54,11 @@ class KernelAwareConvs(nn.Module):
 
 
 class LayerGraph(nn.Module):
-    def __init__(self, channels: int, num_nodes: int, rounds: int = 5, aggregation: str = "concat") -> None:
+    def __init__(self, channels: int, num_nodes: int, rounds: int = 5, aggregation: str = "concat",
+                 per_node_norm: bool = False) -> None:
         super().__init__()
         self.rounds = rounds
+        self.per_node_norm = per_node_norm
         self.conv = GatedCrossAttentionConv(channels, aggregation, in_degree=num_nodes - 1)
         self.readout = nn.Sequential(nn.Conv2d(2 * channels, channels, 3, padding=1),
                                      nn.BatchNorm2d(channels), nn.ReLU())
@@ -69,4 +74,12 @@ class LayerGraph(nn.Module):
         h = graph.x
         for _ in range(self.rounds):
             h = self.conv(h, graph.edge_index)
-        return self.readout(torch.cat([h, graph.x], dim=1)).view_as(nodes)
+        return self.read(torch.cat([h, graph.x], dim=1)).view_as(nodes)
+
+    def read(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(BN(Conv3x3(x))): [B*L, 2C, h, w] -> [B*L, C, h, w] (BN statistics: class docstring)."""
+        conv, norm, relu = self.readout
+        y = conv(x)
+        if self.per_node_norm and self.training:
+            return relu(torch.cat([norm(y[i:i + 1]) for i in range(y.shape[0])]))
+        return relu(norm(y))

@@ -18,6 +18,13 @@ tau = ``temperature``, scales s in ``window_sizes`` with coverage matrices C_s [
    Zero-shot: M = M0, score = p(x).
 5. anomaly_map = bilinear upsampling of M from h x w to S x S (align_corners=False).
 
+``preset: paper`` computes WinCLIP as anomalib 2.x does (the public implementation the field uses):
+- text: anomalib's 21 template lines (:data:`TEMPLATES_ANOMALIB`: "a jpeg corrupted photo of the {}."
+  twice, two of the 22 missing), the prompt embeddings averaged WITHOUT normalising each one:
+      T_s = norm(mean_prompts E(prompt))   instead of   norm(mean_prompts norm(E(prompt)));
+- WinCLIP+ patch memory R_p and query patches: ln_post(raw tokens of block ``patch_layer``) (no proj);
+- WinCLIP+ map M = (M0 + Mf) / 2 (the score is unchanged: (p(x) + max_p Mf) / 2).
+
 ``WinClip`` (registry name ``winclip``) and ``WinClipPlus`` (``winclip_plus``) are one implementation;
 the subclass only sets ``few_shot = True``. Nothing is trained: the per-category state (text features,
 support banks) is a :class:`WinClipBank`, built by :meth:`WinClip.setup_category` (cached on the
@@ -30,13 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from fsadlib.clip import BackboneConfig
 from fsadlib.clip.cache import FeatureCache, tensor_key
 from fsadlib.config import to_dict
 from fsadlib.io import load_torch, save_torch
 from fsadlib.maps import harmonic_mean, nearest_distance, patch_text_probs, to_map
-from fsadlib.methods.base import AnomalyMethod
+from fsadlib.methods.base import AnomalyMethod, check_preset
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.methods.winclip.windows import (
     coverage_matrix,
@@ -45,11 +53,25 @@ from fsadlib.methods.winclip.windows import (
     window_indices,
 )
 from fsadlib.paths import models_dir
+from fsadlib.prompts import build_prompts, ensemble_text_features
 from fsadlib.prompts import class_name as prompt_class_name
-from fsadlib.prompts import ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
 
 BANK_FORMAT = 1
+#: anomalib 2.x's WinCLIP template list (``prompting.TEMPLATES``), in its order, duplicate included
+TEMPLATES_ANOMALIB: tuple[str, ...] = (
+    "a cropped photo of the {}.",
+    "a close-up photo of a {}.", "a close-up photo of the {}.",
+    "a bright photo of a {}.", "a bright photo of the {}.",
+    "a dark photo of the {}.", "a dark photo of a {}.",
+    "a jpeg corrupted photo of the {}.", "a jpeg corrupted photo of the {}.",
+    "a blurry photo of the {}.", "a blurry photo of a {}.",
+    "a photo of a {}.", "a photo of the {}.",
+    "a photo of a small {}.", "a photo of the small {}.",
+    "a photo of a large {}.", "a photo of the large {}.",
+    "a photo of the {} for visual inspection.", "a photo of a {} for visual inspection.",
+    "a photo of the {} for anomaly detection.", "a photo of a {} for anomaly detection.",
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +83,10 @@ class WinClipConfig:
     window_sizes: tuple[int, ...] = (2, 3)   # window sides in patches (32 / 48 px at patch 16)
     temperature: float = 0.07                # tau of softmax(cos / tau)
     patch_layer: int = 12                    # 1-based block whose raw tokens form WinCLIP+'s patch bank
+    preset: str = "workbench"                # paper = anomalib's text ensemble, ln_post memory, (M0 + Mf) / 2
 
     def __post_init__(self) -> None:
+        check_preset(self.preset, "winclip")
         if not self.window_sizes or any(int(s) < 1 for s in self.window_sizes):
             raise ValueError(f"winclip.window_sizes must be a non-empty list of sides >= 1, got {self.window_sizes}")
         if len(set(self.window_sizes)) != len(self.window_sizes):
@@ -127,10 +151,27 @@ class WinClip(AnomalyMethod):
         return [getattr(self, f"coverage_{s}") for s in self.config.window_sizes]
 
     # -- per-category state ------------------------------------------------------------------------
+    @property
+    def paper(self) -> bool:
+        return self.config.preset == "paper"
+
     def text_for(self, category: str) -> torch.Tensor:
-        """[2, D] unit-norm (normal, anomalous) CPE text features of a category folder name (cached)."""
-        return ensemble_text_features(self.backbone, prompt_class_name(category), NORMAL_STATES,
-                                      ABNORMAL_STATES_WINCLIP, TEMPLATES_WINCLIP)
+        """[2, D] unit-norm (normal, anomalous) CPE text features of a category folder name (cached);
+        ``paper``: anomalib's templates, prompt embeddings averaged unnormalised."""
+        name = prompt_class_name(category)
+        if not self.paper:
+            return ensemble_text_features(self.backbone, name, NORMAL_STATES, ABNORMAL_STATES_WINCLIP,
+                                          TEMPLATES_WINCLIP)
+        prompts = build_prompts(name, NORMAL_STATES, ABNORMAL_STATES_WINCLIP, TEMPLATES_ANOMALIB)
+        with torch.no_grad():
+            emb = self.backbone.encode_text_cached(prompts.normal + prompts.abnormal)
+        n = len(prompts.normal)
+        return F.normalize(torch.stack([emb[:n].mean(0), emb[n:].mean(0)]), dim=-1)
+
+    def memory_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of WinCLIP+'s memory from raw block tokens [..., Cv]: as they are, or
+        ``paper``: ln_post(tokens) (anomalib's ``output_tokens``)."""
+        return self.backbone.model.visual.ln_post(tokens) if self.paper else tokens
 
     def build_bank(self, category: str, supports: torch.Tensor | None = None) -> WinClipBank:
         """Text features, plus for WinCLIP+ the window and patch banks of ``supports`` [k, 3, S, S]."""
@@ -149,7 +190,7 @@ class WinClip(AnomalyMethod):
         with torch.no_grad():
             feats = self.backbone.encode_image(supports, layers=[self.config.patch_layer])
         windows = encode_windows(self.backbone, supports, self.windows)
-        return [w.flatten(0, 1) for w in windows], feats.tokens[0].flatten(0, 1)
+        return [w.flatten(0, 1) for w in windows], self.memory_tokens(feats.tokens[0]).flatten(0, 1)
 
     def setup_category(self, class_name: str, supports: torch.Tensor | None = None) -> None:
         """Select (build once, then reuse) the bank of a category. A zero-shot WinCLIP ignores
@@ -210,8 +251,8 @@ class WinClip(AnomalyMethod):
         windows = encode_windows(bb, images, self.windows)
         score, patch_map = self.zero_shot(feats.embedding, windows, bank.text)
         if self.few_shot:
-            fs = self.few_shot_map(feats.tokens[0], windows, bank)
-            patch_map = patch_map + fs
+            fs = self.few_shot_map(self.memory_tokens(feats.tokens[0]), windows, bank)
+            patch_map = (patch_map + fs) / 2 if self.paper else patch_map + fs
             score = (score + fs.amax(dim=1)) / 2
         return AnomalyOutput(score, to_map(patch_map, bb.grid, bb.image_size))
 

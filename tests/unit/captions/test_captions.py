@@ -213,9 +213,29 @@ def test_http_captioner_against_fake_server(tmp_path, monkeypatch):
 
 def test_http_captioner_unreachable_endpoint_names_url(tmp_path):
     draw(THREE_KINDS).save(tmp_path / "ref.png")
-    cfg = VlmConfig(base_url="http://127.0.0.1:9/v1", timeout=2)
-    with pytest.raises(ConnectionError, match="127.0.0.1:9"):
-        VlmCaptioner(http_chat(cfg), cfg, "http")([str(tmp_path / "ref.png")], "toy", "w", "w", ("{} x",))
+    cfg = VlmConfig(base_url="http://127.0.0.1:9/v1?key=secret", timeout=2, retries=2, backoff=0.5)
+    waits = []
+    with pytest.raises(ConnectionError, match=r"127.0.0.1:9/v1/chat/completions failed after 3 attempt") as err:
+        VlmCaptioner(http_chat(cfg, sleep=waits.append), cfg, "http")([str(tmp_path / "ref.png")], "toy", "w", "w",
+                                                                      ("{} x",))
+    assert waits == [0.5, 1.0] and "secret" not in str(err.value)
+
+
+def test_vlm_answer_spelling_content_null_and_no_credentials_in_files(tmp_path):
+    draw(THREE_KINDS).save(tmp_path / "ref.png")
+    loose = json.loads(json.dumps(VLM_ANSWER))
+    loose["Level_1"]["foreground"] = "Widget"
+    loose["Level_2"].update(entity=["Red-Cap"], location=["top-left"])
+    loose["Level_3"]["entity_caption"] = ["a red cap at the Top Left"]
+    cfg = VlmConfig(base_url="https://user:pw@api.example.com/v1?api_key=sk-1#x")
+    c = VlmCaptioner(lambda messages, image: json.dumps(loose), cfg, "http")(
+        [str(tmp_path / "ref.png")], "toy", "widget", "widget", ("{} x",))
+    assert c.caption.startswith("a Widget with") and c.entity_caption == ("a Red-Cap at the top-left",)
+    assert c.source["endpoint"] == "https://api.example.com/v1"
+    assert "pw" not in json.dumps(c.to_json()) and "sk-1" not in json.dumps(c.to_json())
+    with pytest.raises(ValueError, match="toy/widget: no content .*category 'widget'"):
+        VlmCaptioner(lambda messages, image: None, cfg, "http")([str(tmp_path / "ref.png")], "toy", "widget",
+                                                               "widget", ("{} x",))
 
 
 def test_transformers_captioner_with_fake_pipeline(tmp_path, monkeypatch):

@@ -174,9 +174,13 @@ def test_sampling_is_seeded_and_independent_of_image_order(backbone):
     other = make_method(backbone, sample_seed=1)
     other.setup_category("brick")
     assert not torch.allclose(other(x).pred_score, a.pred_score)
-    mean = make_method(backbone, sampling="mean")
-    mean.setup_category("brick")
-    assert torch.equal(mean(x).pred_score, mean(x).pred_score)
+    # sampling "mean" uses no noise: the sample seed cannot matter, and it differs from sampling
+    means = [make_method(backbone, sampling="mean", sample_seed=seed) for seed in (0, 1)]
+    for mm in means:
+        mm.setup_category("brick")
+    at_mean = means[0](x).pred_score
+    assert torch.allclose(at_mean, means[1](x).pred_score, atol=1e-6)
+    assert not torch.allclose(at_mean, a.pred_score, atol=1e-4)
 
 
 def test_public_score_rule_records_parts(backbone):
@@ -272,6 +276,8 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     assert torch.load(res.best_path, weights_only=True)["extra"]["protocol"]["val_categories"] == ["grass"]
     with pytest.raises(KeyError, match="unknown categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), tmp_path / "bad", smoke=True)
+    with pytest.raises(ValueError, match="protocol.val_categories is empty"):
+        train_bayes_pfl(section, replace(protocol, val_categories=()), tmp_path / "empty", smoke=True)
 
 
 def test_distribution_ablation_switches_off_samples_and_kl():

@@ -17,7 +17,7 @@ from fsadlib.methods import create, list_methods
 from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.finegrained import FineGrainedAD, FineGrainedConfig, category_model, model_path
 from fsadlib.methods.finegrained.losses import level_losses
-from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts
+from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts, carry_defect
 from fsadlib.methods.finegrained.regions import dpc_knn, effective_k, region_weights
 from fsadlib.methods.finegrained.train import fit_category
 from fsadlib.train import TrainConfig
@@ -106,6 +106,20 @@ def test_long_caption_is_split_not_cut(backbone):
     ids = m.table.level_normal[0]
     assert ids.shape[0] >= 2 and bool((ids.argmax(-1) + 5 <= 76).all())  # EOT fits after 5 injected tokens
     assert m.level_features()[0].normal.shape[0] == ids.shape[0]
+
+
+def test_every_piece_of_a_split_abnormal_caption_carries_the_defect():
+    def words(t):
+        return len(t.split())
+    text = "a photo of a widget with hole on a black board. " + " ".join(f"it has part {i}." for i in range(12))
+    with pytest.warns(UserWarning, match="split into"):
+        pieces = carry_defect(text, "widget with hole", words, 12)
+    assert len(pieces) > 2 and all("widget with hole" in p and words(p) <= 12 for p in pieces)
+    assert carry_defect("a widget with hole.", "widget with hole", words, 12) == ["a widget with hole."]
+    assert carry_defect("a widget.", "broken widget", words, 12) == ["broken widget. a widget."]
+    texts = build_texts(widget(), 111)
+    assert texts.levels[0].defects == ("widget with hole", "broken widget", "widget with scratch")
+    assert all(d in t for lv in texts.levels for t, d in zip(lv.abnormal, lv.defects))
 
 
 def test_effective_k_cap():
@@ -253,3 +267,11 @@ def test_caption_level_ablation_texts_and_forward(backbone, supports):
         "color", "texture", "shape"]
     with pytest.raises(ValueError, match="caption_levels"):
         FineGrainedConfig(caption_levels=(4,))
+
+
+def test_captions_of_another_data_set_are_refused(backbone, supports, monkeypatch):
+    other = Captions(**{**widget().__dict__, "dataset": "mvtec"})
+    monkeypatch.setattr("fsadlib.methods.finegrained.model.load_captions", lambda ds, cat: other)
+    m = FineGrainedAD(CONFIG, backbone_model=backbone)
+    with pytest.raises(ValueError, match="describe data set 'mvtec', not finegrained.captions_dataset 'toy'"):
+        m.setup_category("widget", supports)

@@ -41,6 +41,7 @@ def test_bootstrap_p_value_hand_cases():
 def test_holm_hand_case():
     """p = (0.01, 0.04, 0.03): sorted 0.01 x 3, 0.03 x 2, 0.04 x 1 -> 0.03, 0.06, 0.06 (monotone)."""
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    np.testing.assert_allclose(holm([0.5, 0.001, 0.6, 0.002]), [1.0, 0.004, 1.0, 0.006])
     assert np.isnan(holm([np.nan, 0.2])[0]) and holm([np.nan, 0.2])[1] == pytest.approx(0.2)
 
 

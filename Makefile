@@ -5,7 +5,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint venv clean-venv mutants listed-mutations
+.PHONY: run test lint venv clean-venv data mutants listed-mutations
 
 venv: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/dvc repro
+
+# Record the real data under data/real in data.dvc (refuses symbolic links, which DVC cannot track).
+data: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
+	$(BIN)/dvc commit -f data.dvc
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

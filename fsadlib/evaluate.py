@@ -12,7 +12,11 @@ Per category: seed everything with ``seed``, ``method.setup_category(class_name,
 zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``.
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
-:mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
+:mod:`fsadlib.metrics`. A metric family that is undefined for a category is *not applicable*, never
+computed on a stand-in: pixel metrics when its anomalous images have no masks (image-level-only data
+sets; not all-zero masks), image metrics when its test images are all anomalous or all normal
+(pixel-only sets such as ISIC or the polyp sets). The category records which, and why, under
+``"not_applicable"`` (``{"image" | "pixel": reason}``); the analysis shows those cells as n/a.
 
 Layout (all writes atomic, rewritten after every category so an interrupted run resumes; the folder
 is locked by ``fsadlib.io.locked`` while a run writes it, so a second run waits):
@@ -88,7 +92,12 @@ from fsadlib.stats.replicates import (
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
 _NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "n_empty_masks",
-                 "empty_mask_images"}
+                 "empty_mask_images", "not_applicable"}
+#: the metrics of each family, as named in metrics.json (what "not applicable" stands for)
+METRIC_FAMILIES: dict[str, tuple[str, ...]] = {
+    "image": ("image_auroc", "image_ap", "image_f1_max"),
+    "pixel": ("pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro"),
+}
 
 
 @dataclass(frozen=True)
@@ -201,9 +210,10 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
         if config.bootstrap:
             paths = rows["image_path"].tolist()
             counts = stats.image_resamples(paths, rows["label"].to_numpy(), config.bootstrap, config.bootstrap_seed)
+            skip = metrics.get("not_applicable", {})
             save_replicates(replicates_file(out, cat), category_replicates(
-                pred, rows["label"].to_numpy(), stored_precision(maps), masks, has_masks, counts,
-                config.fpr_limit), stats.image_list_hash(paths))
+                pred, rows["label"].to_numpy(), stored_precision(maps), masks, "pixel" not in skip, counts,
+                config.fpr_limit, image="image" not in skip), stats.image_list_hash(paths))
         if as_flag(config.save_maps):
             with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
                 np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
@@ -295,7 +305,7 @@ def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
     the interval NaN without bootstrap replicates); the category mean appears as category ``"mean"``."""
     rows = [{"category": cat, "metric": m, **v}
             for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
-            for m, v in metrics.items()]
+            for m, v in metrics.items() if m != "not_applicable"]
     return pd.DataFrame(rows, columns=["category", "metric", "mean", "std", "ci_low", "ci_high"])
 
 
@@ -321,14 +331,22 @@ def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm
 
 def category_metrics(scores: torch.Tensor, labels: np.ndarray, maps: torch.Tensor, masks: torch.Tensor,
                      has_masks: bool, config: EvalConfig = EvalConfig()) -> dict[str, float]:
-    """Flat metrics of one category: ``image_*`` always, ``pixel_*`` when the category has masks."""
-    metrics: dict[str, float] = {"n_images": len(labels), "n_anomalous": int(labels.sum())}
-    metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
-    if has_masks:
+    """Flat metrics of one category: ``image_*`` when its test images hold both labels, ``pixel_*`` when
+    its anomalous images have masks; each missing family is named under ``not_applicable`` with why."""
+    n_anomalous = int(labels.sum())
+    metrics: dict[str, Any] = {"n_images": len(labels), "n_anomalous": n_anomalous}
+    not_applicable = data.not_applicable(len(labels), n_anomalous, has_masks)
+    if "pixel" not in not_applicable and not masks.any():
+        not_applicable["pixel"] = "every mask is empty"
+    if "image" not in not_applicable:
+        metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
+    if "pixel" not in not_applicable:
         metrics.update({f"pixel_{k}": v for k, v in pixel_metrics(maps, masks, config.fpr_limit).items()})
         if as_flag(config.legacy_aupro):
             metrics["pixel_aupro_cflow200_legacy"] = legacy_cflow_aupro(maps, masks,
                                                                         expect_fpr=config.fpr_limit)
+    if not_applicable:
+        metrics["not_applicable"] = not_applicable
     return metrics
 
 
@@ -365,6 +383,9 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
 
     cats = {c: {m: stats([runs[s]["categories"][c].get(m, np.nan) for s in seeds]) for m in first["mean"]}
             for c in first["categories"]}
+    for c, metrics in first["categories"].items():
+        if "not_applicable" in metrics:
+            cats[c]["not_applicable"] = metrics["not_applicable"]
     run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": 1}
     result = {"run": run, "categories": cats,
               "mean": {m: stats([runs[s]["mean"][m] for s in seeds]) for m in first["mean"]}}

@@ -296,3 +296,13 @@ def test_distribution_ablation_switches_off_samples_and_kl():
     assert not torch.allclose(outs["image_specific"][0], outs["image_agnostic"][0])
     with pytest.raises(ValueError, match="distributions"):
         replace(TINY, distributions="context")
+
+
+def test_public_text_rule_scores_by_the_text_probability_alone(backbone):
+    """The public rule for image-level-only sets: the score is the text part of the public rule."""
+    x = synthetic_batch(4)["image"]
+    public, text_only = make_method(backbone, score_rule="public"), make_method(backbone, score_rule="public_text")
+    public.setup_category("brain")
+    text_only.setup_category("brain")
+    public(x)
+    assert torch.allclose(text_only(x).pred_score, public.score_parts[0][:, 0], atol=1e-6)

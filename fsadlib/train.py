@@ -1,10 +1,17 @@
 """Plain torch training loop shared by every trainable method.
 
 ``fit(method, batches, loss_fn, config, out_dir, validate=...)`` runs ``config.epochs`` epochs of
-``steps_per_epoch`` optimizer steps. Per step: batch -> device, ``loss_fn(method, batch)`` under bf16
-autocast on CUDA (``amp``), backward, gradient clipping (``grad_clip``), optimizer and schedule step.
-Only ``method.trainable_parameters()`` (or the given ``param_groups``) are optimised; the backbone is
-frozen.
+``steps_per_epoch`` optimizer steps. Per step: ``n = accumulate`` micro-batches, each moved to the
+device, ``loss_fn(method, batch)`` under bf16 autocast on CUDA (``amp``) and ``backward`` of
+``loss / n``, so the gradient is the mean of the micro-batch gradients
+
+    g = (1 / n) sum_i grad L_i      (= grad of the mean loss over one batch n times larger, when every
+                                     micro-batch has the same size and no layer depends on the batch)
+
+then gradient clipping of ``g`` (``grad_clip``, global norm), optimizer and schedule step. Schedule,
+clipping, warmup and ``steps_per_epoch`` count optimizer steps, never micro-batches; the logged losses
+are means over all micro-batches of the epoch. Only ``method.trainable_parameters()`` (or the given
+``param_groups``) are optimised; the backbone is frozen.
 
 Learning-rate schedule, for step s of S total and warmup W steps (``warmup`` is a step count, or a
 fraction of S when < 1):
@@ -21,7 +28,9 @@ Checkpoints are atomic (``fsadlib.io``) and hold tensors and plain data only (th
 ``weights_only=True``): ``last.pt`` after every epoch holds the method checkpoint plus optimizer,
 epoch, RNG states (as tensors) and the history, so an interrupted run resumes where the last completed
 epoch ended (``resume=True``, the default); ``best.pt`` (or ``last.pt`` when there is no validation)
-is the model the evaluation uses, and ``final.pt`` is written when training finishes.
+is the model the evaluation uses, and ``final.pt`` is written when training finishes. Checkpoints fall
+on optimizer-step boundaries: a run interrupted in the middle of an accumulation cycle resumes from the
+last epoch end and replays the cycle.
 
 Resume happens only when ``last.pt`` was written for the same method config, training config and
 ``fingerprint`` (what else determines the result: loss, data and protocol sections and the training
@@ -33,6 +42,7 @@ JupyterLab, text elsewhere) counts the steps and shows the epoch and the loss.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -73,6 +83,7 @@ class TrainConfig:
     min_lr: float = 0.0
     grad_clip: float = 0.0
     amp: int = 1
+    accumulate: int = 1          # micro-batches per optimizer step (gradient accumulation)
     seed: int = 0
     val_every: int = 1
     select_metric: str = ""
@@ -85,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
+        if self.accumulate < 1:
+            raise ValueError(f"train.accumulate must be >= 1, got {self.accumulate!r}")
 
 
 @dataclass
@@ -173,22 +186,17 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
             for _ in range(config.steps_per_epoch):
                 for g, base in zip(opt.param_groups, base_lrs):
                     g["lr"] = base * lr_factor(state["step"], total, config)
-                batch = to_device(next(stream), method.device)
-                with _autocast(method.device, config.amp):
-                    losses = loss_fn(method, batch)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {state['step']}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                means = accumulate_gradients(method, itertools.islice(stream, config.accumulate), loss_fn,
+                                             config.accumulate, config.amp, state["step"])
                 if config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                                    config.grad_clip)
                 opt.step()
                 state["step"] += 1
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
+                for k, v in means.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
                 bar.update()
             record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
             record.update({f"train_{k}": v / config.steps_per_epoch for k, v in sums.items()})
@@ -229,6 +237,32 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
         method.save_checkpoint(final, extra=extra)
     write_json(out_dir / "history.json", state["history"])
     return TrainResult(final, state["history"], extra["best_epoch"], bool(stopped and state["epoch"] < config.epochs))
+
+
+def accumulate_gradients(method: AnomalyMethod, micro_batches: Iterable[dict[str, Any]], loss_fn: LossFn,
+                         n: int, amp: int = 0, step: int = 0) -> dict[str, float]:
+    """Add ``grad (L_i / n)`` of each of the ``n`` micro-batches to the parameters' ``.grad``.
+
+    Returns the mean over the micro-batches of every entry of ``loss_fn``'s dict. ``FloatingPointError``
+    (naming ``step``, the optimizer step) on a non-finite loss; ``ValueError`` when fewer than ``n``
+    micro-batches come.
+    """
+    means: dict[str, float] = {}
+    seen = 0
+    for batch in micro_batches:
+        with _autocast(method.device, amp):
+            losses = loss_fn(method, to_device(batch, method.device))
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {step} "
+                                     f"(micro-batch {seen + 1} of {n})")
+        (loss / n).backward()
+        for k, v in losses.items():
+            means[k] = means.get(k, 0.0) + float(v.detach()) / n
+        seen += 1
+    if seen != n:
+        raise ValueError(f"{method.name}: {seen} micro-batches for train.accumulate = {n}")
+    return means
 
 
 def input_fingerprint(files: Iterable[str | Path] = (), **sections: Any) -> dict[str, Any]:

@@ -9,10 +9,11 @@ Public API (the contracts other modules code against)::
     data_card(dataset, samples=None) -> card; write_data_card(card) -> reports/data_cards/<dataset>.json
     export_meta_json(dataset, out_dir) -> meta.json readable by AnomalyCLIP / Bayes-PFL
     synthetic.generate(root, seed, image_size, n_train, n_test_good, n_test_bad, categories)
-    augment.synthesize_anomaly(image, rng, source=None, mode="perlin") -> (image, mask, label)
+    augment.synthesize_anomaly(image, rng, source=None, mode="perlin", nsa=None) -> (image, mask, label)
+    nsa.nsa_anomaly(dest_u8, source_u8, rng, nsa.nsa_params(category)) -> (image, soft label, patches)
 """
 
-from fsadlib.data import augment, shots, synthetic
+from fsadlib.data import augment, nsa, shots, synthetic
 from fsadlib.data.card import card_table, data_card, not_applicable, write_data_card
 from fsadlib.data.dataset import (
     CLIP_MEAN,
@@ -66,6 +67,7 @@ __all__ = [
     "load_shots",
     "make_shots",
     "not_applicable",
+    "nsa",
     "portable_path",
     "read_image",
     "read_samples",

@@ -22,10 +22,11 @@ from fsadlib.methods.bayes_pfl import (
     BayesPFLTrainConfig,
     train_bayes_pfl,
 )
+from fsadlib.methods.bayes_pfl.augment import BayesPFLAugmentConfig
 from fsadlib.methods.bayes_pfl.flows import planar_flow, sample_flow
 from fsadlib.methods.bayes_pfl.layers import ResidualCrossModalAttention
 from fsadlib.methods.bayes_pfl.model import public_image_scores, public_topk
-from fsadlib.methods.bayes_pfl.train import MosaicDataset, orthogonality_loss, stage1_loss, tile_2x2
+from fsadlib.methods.bayes_pfl.train import orthogonality_loss, stage1_loss
 from fsadlib.protocol import Protocol
 from fsadlib.train import TrainConfig, fit
 
@@ -255,21 +256,6 @@ def test_two_stage_training_and_checkpoint_round_trip(tmp_path):
         assert torch.equal(value, ckpt["state_dict"][name]), name
 
 
-def test_mosaic_tiles_four_anomalous_images_of_the_category():
-    imgs = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8)
-    masks = torch.zeros(4, 8, 8)
-    masks[3] = 1
-    image, mask = tile_2x2(imgs, masks)
-    assert float(image[0, 0, 0]) == 0 and float(image[0, 0, 7]) == 1 and float(image[0, 7, 0]) == 2
-    assert mask[4:, 4:].all() and not mask[:4].any()
-    items = [{"image": imgs[i], "mask": masks[i], "label": int(i > 1), "category": "a"} for i in range(4)]
-    data = MosaicDataset(items, ["a"] * 4, [0, 0, 1, 1], prob=1.0, seed=0)
-    item = data[0]
-    assert item["label"] == 1 and item["defect"] == "mosaic"
-    assert set(item["image"][0].unique().tolist()) <= {2.0, 3.0}    # only the anomalous images
-    assert MosaicDataset(items, ["a"] * 4, [0, 0, 1, 1], prob=0.0, seed=0)[0] is items[0]
-
-
 def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_path, monkeypatch):
     from fsadlib import data
     from fsadlib.data import synthetic
@@ -280,7 +266,8 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     monkeypatch.setattr(data, "load_samples",
                         lambda dataset, categories=None: table if categories is None else data.select_categories(table, categories))
     protocol = Protocol(aux_categories=("brick",), val_categories=("grass",), target_categories=("disc",))
-    section = BayesPFLSection(model=TINY, train=BayesPFLTrainConfig(batch_size=2, mosaic_prob=0.5))
+    section = BayesPFLSection(model=TINY, train=BayesPFLTrainConfig(batch_size=2, mosaic_prob=0.5),
+                              augment=BayesPFLAugmentConfig(enabled=1, mask_resize="bilinear"))
     res = train_bayes_pfl(section, protocol, tmp_path / "out", smoke=True, seed=1, live_dir=tmp_path / "live")
     assert [h["stage"] for h in res.history] == [1, 2]
     assert (tmp_path / "live" / "stage1" / "metrics.json").is_file() and (tmp_path / "live" / "stage2" / "metrics.json").is_file()

@@ -1,12 +1,14 @@
-# Two entry points for a fresh machine: `make run` (whole DVC pipeline on the synthetic default)
-# and `make test` (the test suite). Both create .venv when it is missing. `make stages` regenerates
-# dvc.yaml and pipelines/*/dvc.yaml from the method specs, `make notebooks` every notebook.
+# Entry points for a fresh machine: `make run` (whole DVC pipeline on the synthetic default),
+# `make test` (the test suite, browser tests included) and `make lab` (JupyterLab on notebooks/).
+# All create .venv when it is missing. `make stages` regenerates dvc.yaml and pipelines/*/dvc.yaml
+# from the method specs, `make notebooks` every notebook.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LAB_PORT ?= 8888
 
-.PHONY: run test lint venv clean-venv stages notebooks mutants listed-mutations
+.PHONY: run test lint venv clean-venv data mutants listed-mutations lab browser screenshots stages notebooks
 
 venv: $(STAMP)
 
@@ -18,6 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/dvc repro
 
 stages: $(STAMP)
@@ -26,8 +29,29 @@ stages: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python scripts/build_notebooks.py
 
-test: $(STAMP)
+test: $(STAMP) browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# JupyterLab from the venv on 127.0.0.1:$(LAB_PORT), serving notebooks/ with the project kernel.
+lab: $(STAMP)
+	$(BIN)/python -m fsadlib.lab --port $(LAB_PORT)
+
+# Debian's Chromium for the browser tests (tests/ui drive it with Playwright); installed once, as root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	  else echo "tests/ui need Debian's chromium (sudo apt-get install chromium); they skip without it" >&2; fi; }
+
+# Browser tests, then the README's screenshots (docs/img/) from what they saved in reports/ui/.
+screenshots: $(STAMP) browser
+	PATH="$(CURDIR)/$(BIN):$$PATH" HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/ui
+	$(BIN)/python docs/readme_images.py reports/ui docs/img
+
+# Record the real data under data/real in data.dvc (refuses symbolic links, which DVC cannot track).
+data: $(STAMP)
+	$(BIN)/python -m fsadlib.data.links
+	$(BIN)/dvc commit -f data.dvc
 
 # mutation testing (slow, not in CI): cosmic-ray per formula module with its tests; MODULE=<substring>
 mutants: $(STAMP)

@@ -15,7 +15,11 @@ normalised with the backbone's own mean and std (as in training). Whether the ba
 random is recorded as the backbone reports it (``random_weights``).
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
-:mod:`fsadlib.metrics` (pixel metrics only for categories whose anomalous images all have masks).
+:mod:`fsadlib.metrics`. A metric family that is undefined for a category is *not applicable*, never
+computed on a stand-in: pixel metrics when its anomalous images have no masks (image-level-only data
+sets; not all-zero masks), image metrics when its test images are all anomalous or all normal
+(pixel-only sets such as ISIC or the polyp sets). The category records which, and why, under
+``"not_applicable"`` (``{"image" | "pixel": reason}``); the analysis shows those cells as n/a.
 
 Layout (:mod:`fsadlib.layout`; all writes atomic, rewritten after every category so an interrupted
 run resumes; the folder is locked by ``fsadlib.io.locked`` while a run writes it, so a second run waits):
@@ -66,7 +70,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from fsadlib import data, stats
 from fsadlib.aggregate import STD_DDOF, mean_std
@@ -76,6 +79,7 @@ from fsadlib.io import atomic_path, locked, read_json, write_json
 from fsadlib.layout import aggregate_dir, run_dir, seed_name
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
+from fsadlib.progress import Bar, progress
 from fsadlib.stats.intervals import percentile_interval
 from fsadlib.stats.replicates import (
     category_mean_replicates,
@@ -92,7 +96,12 @@ from fsadlib.stats.replicates import (
 SCORE_COLUMNS = ["image_path", "category", "defect", "label", "score"]
 #: metrics that are not averaged over categories or seeds
 _NOT_AVERAGED = {"n_images", "n_anomalous", "image_f1_threshold", "inputs", "n_empty_masks",
-                 "empty_mask_images"}
+                 "empty_mask_images", "not_applicable"}
+#: the metrics of each family, as named in metrics.json (what "not applicable" stands for)
+METRIC_FAMILIES: dict[str, tuple[str, ...]] = {
+    "image": ("image_auroc", "image_ap", "image_f1_max"),
+    "pixel": ("pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro"),
+}
 
 
 @dataclass(frozen=True)
@@ -182,8 +191,8 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
     order = [*(c for c in done if c not in cats), *cats]
     scores = scores[scores["category"].isin(list(result["categories"]))]
 
-    bar = tqdm(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
-               desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
+    bar = progress(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
+                   desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
     for cat, (rows, shots, inputs) in todo.items():
         seed_everything(seed)
         model = models[cat].eval()
@@ -207,9 +216,10 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
         if config.bootstrap:
             paths = rows["image_path"].tolist()
             counts = stats.image_resamples(paths, rows["label"].to_numpy(), config.bootstrap, config.bootstrap_seed)
+            skip = metrics.get("not_applicable", {})
             save_replicates(replicates_file(out, cat), category_replicates(
-                pred, rows["label"].to_numpy(), stored_precision(maps), masks, has_masks, counts,
-                config.fpr_limit), stats.image_list_hash(paths))
+                pred, rows["label"].to_numpy(), stored_precision(maps), masks, "pixel" not in skip, counts,
+                config.fpr_limit, image="image" not in skip), stats.image_list_hash(paths))
         if as_flag(config.save_maps):
             with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
                 np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
@@ -328,11 +338,11 @@ def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
     the interval NaN without bootstrap replicates); the category mean appears as category ``"mean"``."""
     rows = [{"category": cat, "metric": m, **v}
             for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
-            for m, v in metrics.items()]
+            for m, v in metrics.items() if m != "not_applicable"]
     return pd.DataFrame(rows, columns=["category", "metric", "mean", "std", "ci_low", "ci_high"])
 
 
-def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm | None = None
+def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: Bar | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``method`` over ``loader`` (items of ``fsadlib.data.AnomalyDataset``): scores [N] float32
     (CPU), maps [N, E, E] float32 resized bilinearly to E and masks [N, E, E] bool, both on the
@@ -354,14 +364,22 @@ def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: tqdm
 
 def category_metrics(scores: torch.Tensor, labels: np.ndarray, maps: torch.Tensor, masks: torch.Tensor,
                      has_masks: bool, config: EvalConfig = EvalConfig()) -> dict[str, float]:
-    """Flat metrics of one category: ``image_*`` always, ``pixel_*`` when the category has masks."""
-    metrics: dict[str, float] = {"n_images": len(labels), "n_anomalous": int(labels.sum())}
-    metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
-    if has_masks:
+    """Flat metrics of one category: ``image_*`` when its test images hold both labels, ``pixel_*`` when
+    its anomalous images have masks; each missing family is named under ``not_applicable`` with why."""
+    n_anomalous = int(labels.sum())
+    metrics: dict[str, Any] = {"n_images": len(labels), "n_anomalous": n_anomalous}
+    not_applicable = data.not_applicable(len(labels), n_anomalous, has_masks)
+    if "pixel" not in not_applicable and not masks.any():
+        not_applicable["pixel"] = "every mask is empty"
+    if "image" not in not_applicable:
+        metrics.update({f"image_{k}": v for k, v in image_metrics(scores, labels).items()})
+    if "pixel" not in not_applicable:
         metrics.update({f"pixel_{k}": v for k, v in pixel_metrics(maps, masks, config.fpr_limit).items()})
         if as_flag(config.legacy_aupro):
             metrics["pixel_aupro_cflow200_legacy"] = legacy_cflow_aupro(maps, masks,
                                                                         expect_fpr=config.fpr_limit)
+    if not_applicable:
+        metrics["not_applicable"] = not_applicable
     return metrics
 
 
@@ -394,6 +412,9 @@ def aggregate_seeds(method: str, dataset: str, k: int, seeds: list[int] | tuple[
 
     cats = {c: {m: mean_std(runs[s]["categories"][c].get(m, np.nan) for s in seeds) for m in first["mean"]}
             for c in first["categories"]}
+    for c, metrics in first["categories"].items():
+        if "not_applicable" in metrics:
+            cats[c]["not_applicable"] = metrics["not_applicable"]
     run = {key: v for key, v in first["run"].items() if key != "seed"} | {"seeds": list(seeds), "std_ddof": STD_DDOF}
     result = {"run": run, "categories": cats,
               "mean": {m: mean_std(runs[s]["mean"][m] for s in seeds) for m in first["mean"]}}

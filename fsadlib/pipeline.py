@@ -237,7 +237,8 @@ def shared_pipeline() -> dict[str, Any]:
         "prepare_data": {
             "cmd": papermill(nb("10_prepare_data"), "10_prepare_data.ipynb", {"smoke": "${smoke}"}),
             "deps": code_deps(nb("10_prepare_data")),
-            "params": ["smoke", "synthetic", "datasets.synthetic"],
+            # it also indexes every configured data set and writes their data cards (all of `datasets`)
+            "params": ["smoke", "synthetic", "datasets", "shots", "protocol"],
             "outs": ["data/synthetic", "reports/notebooks/10_prepare_data.ipynb"],
         },
         "make_shots": {"foreach": "${datasets}", "do": {

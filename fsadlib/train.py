@@ -1,10 +1,17 @@
 """Plain torch training loop shared by every trainable method.
 
 ``fit(method, batches, loss_fn, config, out_dir, validate=...)`` runs ``config.epochs`` epochs of
-``steps_per_epoch`` optimizer steps. Per step: batch -> device, ``loss_fn(method, batch)`` under bf16
-autocast on CUDA (``amp``), backward, gradient clipping (``grad_clip``), optimizer and schedule step.
-Only ``method.trainable_parameters()`` (or the given ``param_groups``) are optimised; the backbone is
-frozen.
+``steps_per_epoch`` optimizer steps. Per step: ``n = accumulate`` micro-batches, each moved to the
+device, ``loss_fn(method, batch)`` under bf16 autocast on CUDA (``amp``) and ``backward`` of
+``loss / n``, so the gradient is the mean of the micro-batch gradients
+
+    g = (1 / n) sum_i grad L_i      (= grad of the mean loss over one batch n times larger, when every
+                                     micro-batch has the same size and no layer depends on the batch)
+
+then gradient clipping of ``g`` (``grad_clip``, global norm), optimizer and schedule step. Schedule,
+clipping, warmup and ``steps_per_epoch`` count optimizer steps, never micro-batches; the logged losses
+are means over all micro-batches of the epoch. Only ``method.trainable_parameters()`` (or the given
+``param_groups``) are optimised; the backbone is frozen.
 
 Learning-rate schedule, for step s of S total and warmup W steps (``warmup`` is a step count, or a
 fraction of S when < 1):
@@ -21,17 +28,21 @@ Checkpoints are atomic (``fsadlib.io``) and hold tensors and plain data only (th
 ``weights_only=True``): ``last.pt`` after every epoch holds the method checkpoint plus optimizer,
 epoch, RNG states (as tensors) and the history, so an interrupted run resumes where the last completed
 epoch ended (``resume=True``, the default); ``best.pt`` (or ``last.pt`` when there is no validation)
-is the model the evaluation uses, and ``final.pt`` is written when training finishes.
+is the model the evaluation uses, and ``final.pt`` is written when training finishes. Checkpoints fall
+on optimizer-step boundaries: a run interrupted in the middle of an accumulation cycle resumes from the
+last epoch end and replays the cycle.
 
 Resume happens only when ``last.pt`` was written for the same method config, training config and
 ``fingerprint`` (what else determines the result: loss, data and protocol sections and the training
 files, see :func:`fsadlib.data.files.files_fingerprint`); otherwise the run starts fresh (old
 ``last.pt`` / ``best.pt`` removed) and a warning names what differs.
-Metrics go to DVCLive (``fsadlib.tracking``) and a tqdm bar shows the loss.
+Metrics go to DVCLive (``fsadlib.tracking``); a progress bar (:mod:`fsadlib.progress`: a widget in
+JupyterLab, text elsewhere) counts the steps and shows the epoch and the loss.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -43,12 +54,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.files import files_fingerprint
 from fsadlib.io import load_torch, save_torch, write_json
 from fsadlib.methods.base import AnomalyMethod
+from fsadlib.progress import progress
 from fsadlib.tracking import open_live
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -72,6 +83,7 @@ class TrainConfig:
     min_lr: float = 0.0
     grad_clip: float = 0.0
     amp: int = 1
+    accumulate: int = 1          # micro-batches per optimizer step (gradient accumulation)
     seed: int = 0
     val_every: int = 1
     select_metric: str = ""
@@ -84,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.epochs < 1 or self.steps_per_epoch < 1:
             raise ValueError("train.epochs and train.steps_per_epoch must be >= 1")
+        if self.accumulate < 1:
+            raise ValueError(f"train.accumulate must be >= 1, got {self.accumulate!r}")
 
 
 @dataclass
@@ -130,12 +144,14 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossFn, config: TrainConfig,
         out_dir: str | Path, validate: ValidateFn | None = None, param_groups: list[dict] | None = None,
         resume: bool = True, live_dir: str | Path | None = None, desc: str = "train",
-        fingerprint: dict[str, Any] | None = None) -> TrainResult:
+        fingerprint: dict[str, Any] | None = None, leave: bool = True) -> TrainResult:
     """Train ``method`` (see the module docstring). ``batches`` is re-iterated as needed.
 
     ``param_groups``: optional ``[{"params": [...], "lr": ...}, ...]``; a group's ``lr`` is its peak
     learning rate (the schedule multiplies every group). ``fingerprint``: plain data naming everything
-    else the result depends on (compared on resume). Returns the path of the model to evaluate.
+    else the result depends on (compared on resume). One progress bar counts the run's steps
+    (``desc``, epoch and loss beside it); ``leave=False`` removes it when done (for callers that
+    train many models under a bar of their own). Returns the path of the model to evaluate.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,31 +176,28 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config)})
     stream = _cycle(batches)
     stopped = state["epoch"] >= config.epochs or (config.patience and state["bad"] >= config.patience)
+    bar = progress(total=total, initial=state["step"], desc=desc, unit="step", leave=leave)
     with open_live(live_dir, resume=state["epoch"] > 0) as live:
         while not stopped and state["epoch"] < config.epochs:
             epoch = state["epoch"] + 1
             method.train()
             sums: dict[str, float] = {}
-            bar = tqdm(range(config.steps_per_epoch), desc=f"{desc} {epoch}/{config.epochs}", leave=False)
-            for _ in bar:
+            bar.set_description(f"{desc} epoch {epoch}/{config.epochs}", refresh=False)
+            for _ in range(config.steps_per_epoch):
                 for g, base in zip(opt.param_groups, base_lrs):
                     g["lr"] = base * lr_factor(state["step"], total, config)
-                batch = to_device(next(stream), method.device)
-                with _autocast(method.device, config.amp):
-                    losses = loss_fn(method, batch)
-                loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {state['step']}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                means = accumulate_gradients(method, itertools.islice(stream, config.accumulate), loss_fn,
+                                             config.accumulate, config.amp, state["step"])
                 if config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                                    config.grad_clip)
                 opt.step()
                 state["step"] += 1
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                for k, v in means.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
+                bar.update()
             record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"]}
             record.update({f"train_{k}": v / config.steps_per_epoch for k, v in sums.items()})
             method.eval()
@@ -209,6 +222,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
             _save_last(method, opt, state, config, fingerprint, last_path)
             if config.patience and state["bad"] >= config.patience:
                 stopped = True
+    bar.total = bar.n  # early stopping ends the run here: a complete bar, not a failed one
+    bar.close()
     final = out_dir / "final.pt"
     chosen = best_path if best_path.is_file() and config.select_metric else last_path
     extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],
@@ -222,6 +237,32 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
         method.save_checkpoint(final, extra=extra)
     write_json(out_dir / "history.json", state["history"])
     return TrainResult(final, state["history"], extra["best_epoch"], bool(stopped and state["epoch"] < config.epochs))
+
+
+def accumulate_gradients(method: AnomalyMethod, micro_batches: Iterable[dict[str, Any]], loss_fn: LossFn,
+                         n: int, amp: int = 0, step: int = 0) -> dict[str, float]:
+    """Add ``grad (L_i / n)`` of each of the ``n`` micro-batches to the parameters' ``.grad``.
+
+    Returns the mean over the micro-batches of every entry of ``loss_fn``'s dict. ``FloatingPointError``
+    (naming ``step``, the optimizer step) on a non-finite loss; ``ValueError`` when fewer than ``n``
+    micro-batches come.
+    """
+    means: dict[str, float] = {}
+    seen = 0
+    for batch in micro_batches:
+        with _autocast(method.device, amp):
+            losses = loss_fn(method, to_device(batch, method.device))
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {step} "
+                                     f"(micro-batch {seen + 1} of {n})")
+        (loss / n).backward()
+        for k, v in losses.items():
+            means[k] = means.get(k, 0.0) + float(v.detach()) / n
+        seen += 1
+    if seen != n:
+        raise ValueError(f"{method.name}: {seen} micro-batches for train.accumulate = {n}")
+    return means
 
 
 def input_fingerprint(files: Iterable[str | Path] = (), **sections: Any) -> dict[str, Any]:

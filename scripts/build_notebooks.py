@@ -22,30 +22,59 @@ from fsadlib.paths import repo_root
 #: notebook name -> (title, parameters cell, cells)
 NOTEBOOKS = {
     "10_prepare_data": (
-        "# 10 Prepare data",
-        "smoke = 0  # 1: tiny synthetic data set (64 px, 8/2/6 images per category)",
+        '# 10 Prepare data',
+        'smoke = 0  # 1: tiny synthetic data set (64 px, 8/2/6 images per category)',
         [
-            md("""Generates the embedded synthetic data set (`params.yaml: synthetic`, written to its `datasets` root):
-images per category and sample grids with the masks outlined. Every configured data set (this one
-included) is indexed and shown by `15_make_shots`. Library: `fsadlib/data/` (`synthetic.py`, `samples.py`)."""),
-            """from fsadlib import config, data
-from fsadlib.data import figures""",
+            md("""Generates the embedded synthetic data set (`params.yaml: synthetic`, written to its `datasets` root)
+and indexes every data set configured in `params.yaml: datasets`: images per category and sample
+grids with the masks outlined, and writes a data card per data set
+(`reports/data_cards/<name>.json`: licence, citation, split rule, counts, image sizes, which
+metrics apply). Library: `fsadlib/data/` (`synthetic.py`, `samples.py`, `readers/`, `card.py`)."""),
+            """import pandas as pd
+
+from fsadlib import config, data
+from fsadlib.data import figures
+from fsadlib.protocol import Protocol""",
             """synthetic_config = config.load_section("synthetic", data.SyntheticConfig)
 synthetic_config = synthetic_config.for_smoke() if config.as_flag(smoke) else synthetic_config
+protocol = config.load_section("protocol", Protocol).check()
+shots_config = config.load_section("shots", data.ShotsConfig)
 synthetic_config""",
-            md("## Generate the synthetic data set"),
+            md('## Generate the synthetic data set'),
             """root = data.synthetic.generate(data.dataset_root("synthetic"), **config.to_dict(synthetic_config))
-samples = data.load_samples("synthetic")
+root""",
+            md('## Index every configured data set'),
+            """samples = pd.concat([data.load_samples(name) for name in data.dataset_specs()], ignore_index=True)
 counts = figures.count_table(samples)
 counts""",
-            "figures.sample_grid(samples, per_category=5);",
-            md("## Invariants"),
+            'figures.count_plot(samples);',
+            'figures.sample_grid(samples, per_category=5);',
+            md("""## Data cards
+One per configured data set, written to `reports/data_cards/`. `metrics` says which metric
+families apply: image-level-only sets report pixel metrics as not applicable, all-anomalous sets
+(ISIC, the polyp sets) image metrics."""),
+            """cards = [data.data_card(name, samples[samples.dataset == name]) for name in data.dataset_specs()]
+card_files = [data.write_data_card(card) for card in cards]
+pd.DataFrame([{key: card[key] for key in ('dataset', 'title', 'licence', 'citation', 'split')} for card in cards])""",
+            'pd.concat([data.card_table(card) for card in cards], ignore_index=True)',
+            md('## Invariants'),
             """normal, anomalous = samples[samples.label == 0], samples[samples.label == 1]
 assert (normal.mask_path == "").all(), "normal images carry no mask"
-assert (anomalous.mask_path != "").all(), "every synthetic defect has a mask"
-empty = [p for p in anomalous.mask_path if data.load_mask(p, synthetic_config.image_size).sum() < 1]
+synthetic_anomalous = anomalous[anomalous.dataset == "synthetic"]
+assert (synthetic_anomalous.mask_path != "").all(), "every synthetic defect has a mask"
+empty = [p for p in synthetic_anomalous.mask_path if data.load_mask(p, synthetic_config.image_size).sum() < 1]
 assert not empty, f"{len(empty)} synthetic defect masks are empty, e.g. {empty[:3]}"
-""",
+assert (counts["train good"] >= max(shots_config.ks)).all(), "enough normal training images for the largest k"
+categories_of = samples.groupby("dataset").category.unique().map(set)
+for key, dataset, wanted in [("aux_categories", protocol.aux_dataset, protocol.aux_categories),
+                              ("val_categories", protocol.aux_dataset, protocol.val_categories),
+                              ("target_categories", protocol.target_dataset, protocol.target_categories)]:
+    unknown = sorted(set(wanted) - categories_of.get(dataset, set()))
+    assert not unknown, (f"params.yaml protocol.{key}: {unknown} not in dataset {dataset!r}; "
+                         f"its categories: {sorted(categories_of.get(dataset, []))}")
+assert all(path.is_file() for path in card_files), f'data cards not written: {card_files}'
+synthetic_card = next(card for card in cards if card['dataset'] == 'synthetic')
+assert not any(c['not_applicable'] for c in synthetic_card['categories'].values()), 'image and pixel metrics apply'""",
         ],
     ),
     "15_make_shots": (
@@ -159,7 +188,7 @@ assert set(table.k) == set(planned), f"evaluated k {sorted(set(table.k))}, plann
         ],
     ),
     "50_ablation_analysis": (
-        '# 50 Ablation analysis: every run in one table, summary, figures, paper comparison',
+        '# 50 Ablation analysis: every run in one table, summary with intervals and ties, paired comparisons, rankings, figures, paper comparison',
         """metric = "image_auroc"  # metric of the k and ablation curves
 num_commits = 1  # experiments (dvc exp) of the last N commits""",
         [
@@ -170,28 +199,55 @@ plots); ablation curves over DVC experiments (`dvc exp run --queue -S ...`, see 
 numbers beside the published ones; the efficiency table of `benchmarks/bench_methods.py`."""),
             """from IPython.display import display
 
-from fsadlib import analysis, viz
+from fsadlib import analysis, stats, viz
 from fsadlib.config import load_section
 from fsadlib.paths import reports_dir
 from fsadlib.protocol import Protocol
 
-dataset = load_section("protocol", Protocol).check().target_dataset""",
+target = load_section("protocol", Protocol).check().target_dataset""",
             """runs = analysis.load_runs()
 assert not runs.empty, "no saved results: run `dvc repro evaluate` first"
 assert runs["value"].dropna().between(0, 1).all(), "metrics out of [0, 1]"
+datasets = sorted(set(runs["dataset"]), key=lambda d: (d != target, d))  # the protocol's target first
 runs.groupby(["method", "dataset", "k"]).agg(seeds=("seed", "nunique"), categories=("category", "nunique"),
                                              eval_size=("eval_size", "first"), random_weights=("random_weights", "first"))""",
-            md('## Summary: mean ± std over seeds (%), category mean'),
-            """summary = analysis.write_summary(runs)
+            md("""## Summary: mean ± std over seeds (%), category mean, with intervals and ties
+`[low, high]`: percentile bootstrap interval of the seed mean (test images resampled within label strata,
+pixel metrics by whole image, support seeds drawn with replacement; level and method in each run's
+`metrics.json`). `*` marks the best method of its (dataset, k); `≈` a method that a paired bootstrap of
+the category-mean difference (common seeds, Holm-corrected over the methods compared with the best)
+cannot tell from the best: a tie."""),
+            """replicates = analysis.load_replicates()
+intervals = analysis.interval_table(replicates)
+summary = analysis.write_summary(runs, intervals=intervals)
 empty = [(m, d, k) for m, ds in summary.items() for d, ks in ds.items() for k, e in ks.items() if e["n_seeds"] < 1]
 assert not empty, f"summary entries (method, dataset, k) without a seed: {empty}"
-analysis.summary_table(runs)""",
-            md('## Per-category heat maps (mean over seeds, %)'),
-            """fig = viz.category_heatmaps(runs, dataset)
-viz.save_figure(fig, f"heatmaps_{dataset}")""",
-            md('## Metric versus shots k (error bars: std over seeds)'),
-            """fig = viz.metric_vs_k(runs, dataset, metric)
-viz.save_figure(fig, f"{metric}_vs_k_{dataset}")""",
+assert (intervals["ci_low"] <= intervals["ci_high"]).all(), "interval bounds out of order"
+analysis.summary_table(runs, replicates=replicates)""",
+            md("""## Paired comparisons (same images, same support seeds)
+Every pair of methods evaluated at the same (dataset, k): the seed-mean difference A - B of `metric` per
+category and for the category mean, its bootstrap interval and p-value (Holm-corrected over the
+categories), and DeLong's test for image AUROC. `significant`: corrected p < 0.05."""),
+            """comparisons = analysis.paired_comparisons(replicates)
+assert comparisons.empty or comparisons["p_bootstrap"].dropna().between(0, 1).all(), "bootstrap p-values out of [0, 1]"
+comparisons[comparisons["metric"] == metric]""",
+            md("""## Ranking over categories and data sets: Friedman test, Nemenyi post-hoc, critical-difference diagram
+One diagram per k with at least three methods (scikit-posthocs): mean rank of `metric` over every
+(dataset, category) block, bars join methods whose Nemenyi p-value is at least 0.05."""),
+            """ranks = analysis.rankings(runs, metric)
+for k, ranking in ranks.items():
+    viz.save_figure(stats.critical_difference_diagram(ranking, title=f"{metric}, k = {k}: mean rank over "
+                                                      f"{ranking.n_blocks} blocks, Friedman p = {ranking.friedman_p:.3g}"),
+                    f"cd_{metric}_k{k}")
+{k: ranking.friedman_p for k, ranking in ranks.items()}""",
+            md("""## Per-category heat maps (mean over seeds, %)
+One figure per data set: a facet per method (columns: its shots k), a row per metric."""),
+            """for dataset in datasets:
+    viz.save_figure(viz.category_heatmaps(runs, dataset), f"heatmaps_{dataset}")""",
+            md("""## Metric versus shots k (error bars: std over seeds)
+One figure per data set; each method keeps its colour in every figure."""),
+            """for dataset in datasets:
+    viz.save_figure(viz.metric_vs_k(runs, dataset, metric), f"{metric}_vs_k_{dataset}")""",
             md("""## Ablations (DVC experiments)
 One curve per varied parameter of a method section (e.g. `kag_prompt.model.rounds`); empty until
 experiments have run (README: *Ablations*)."""),
@@ -202,9 +258,10 @@ for param, fig in curves.items():
 experiments[["experiment", *analysis.varied_params(experiments)]].drop_duplicates("experiment")""",
             md("""## Paper comparison
 Published numbers (`fsadlib/analysis/published.csv`; `status` says which are unverified second-hand
-quotes) beside ours for the same method, k and metric. Our data set and weights are in the row:
+quotes) beside ours (seed mean ± std and its interval `ours_ci_low`,
+`ours_ci_high`) for the same method, k and metric. Our data set and weights are in the row:
 with random backbone weights the numbers are **not comparable** (they only show that the code runs)."""),
-            """comparison = analysis.paper_comparison(runs)
+            """comparison = analysis.paper_comparison(runs, intervals=intervals)
 assert comparison.empty or comparison["paper"].between(0, 100).all(), "published numbers out of [0, 100]: check fsadlib/analysis/published.csv"
 comparison""",
             md('## Efficiency (`python benchmarks/bench_methods.py`; not a pipeline dependency)'),
@@ -218,9 +275,12 @@ fig = viz.efficiency_plot(efficiency) if efficiency is not None else None""",
         """results = ""  # results folder; "" = results/ of this checkout""",
         [
             md("""Interactive explorer over **saved** results (it never runs a model): pick the data set, category,
-two methods, k and seed; maps are normalised per (method, category) and the ground-truth contour is
-drawn in white. Sort the images by the difference of the two methods' (per-category min-max
-normalised) image scores to find where they disagree. Needs `results/` from `dvc repro evaluate`."""),
+two methods, k and seed. Each image is shown with its ground-truth outline (lime), the two methods'
+maps (each normalised per (method, category)) and their difference (red: method A higher, blue:
+method B higher); methods evaluated at different resolutions are resampled to one display size.
+Sort the images by the difference of the two methods' (per-category min-max normalised) image
+scores to find where they disagree. Needs `results/` from `dvc repro evaluate`; `make lab` opens
+this notebook in JupyterLab."""),
             """from fsadlib.viz.explorer import Explorer
 
 explorer = Explorer(results or None)

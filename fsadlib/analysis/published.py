@@ -39,7 +39,8 @@ def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None,
     with ``intervals`` (:func:`fsadlib.analysis.compare.interval_table`) our seed-mean interval
     ``ours_ci_low``, ``ours_ci_high`` in % (NaN where a run has no replicates)."""
     published = published_table() if published is None else published
-    ours = seed_means(runs).groupby(["method", "dataset", "k", "metric", "eval_size", "random_weights"])["value"]
+    means = seed_means(runs)
+    ours = means[means["applicable"] == 1].groupby(["method", "dataset", "k", "metric", "eval_size", "random_weights"])["value"]
     ours = ours.agg(ours_mean=lambda v: 100 * v.mean(), ours_std=lambda v: 100 * (v.std(ddof=1) if len(v) > 1 else 0.0),
                     seeds="size").reset_index().rename(columns={"dataset": "our_dataset"})
     table = published.rename(columns={"dataset": "paper_dataset", "value": "paper"}).merge(

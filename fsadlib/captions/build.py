@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from fsadlib import reads
 from fsadlib.captions.offline import OfflineCaptioner, OfflineConfig
@@ -22,6 +21,7 @@ from fsadlib.captions.schema import LEVEL3_LISTS, Captions, read_captions, save_
 from fsadlib.captions.vlm import VlmCaptioner, VlmConfig, http_chat, transformers_chat
 from fsadlib.captions.vocab import anomaly_phrases
 from fsadlib.paths import data_dir
+from fsadlib.progress import progress
 from fsadlib.prompts import class_name
 
 CAPTIONERS = ("offline", "http", "transformers")
@@ -83,7 +83,7 @@ def build_captions(dataset: str, categories: list[str] | None = None, config: Ca
     categories = list(categories) if categories else sorted(samples["category"].unique())
     captioner = make_captioner(config)
     written = {}
-    for category in tqdm(categories, desc=f"captions {dataset}"):
+    for category in progress(categories, desc=f"captions {dataset}"):
         images = reference_images(samples, category, config.n_images)
         captions = captioner(images, dataset, category, class_name(category), anomaly_phrases(dataset, category))
         written[category] = save_captions(captions_path(dataset, category, root), captions)

@@ -269,6 +269,28 @@ def value_value_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch
     return attn.out_proj(out)
 
 
+def input_size(cfg: BackboneConfig) -> int:
+    """The input size S of ``cfg`` without building the model: ``image_size``, else the
+    architecture's native vision size (``KeyError`` naming an unknown architecture)."""
+    if cfg.image_size is not None:
+        return int(cfg.image_size)
+    register_model_configs()
+    arch = resolve_arch(cfg.arch)
+    if arch.startswith("local-dir:"):
+        import json
+
+        config_file = Path(arch.split(":", 1)[1]).expanduser() / "open_clip_config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"backbone.arch {cfg.arch!r}: {config_file} not found")
+        model_cfg = json.loads(config_file.read_text())["model_cfg"]
+    else:
+        model_cfg = open_clip.get_model_config(arch)
+        if model_cfg is None:
+            raise KeyError(f"backbone.arch {cfg.arch!r} is not an open_clip model")
+    size = model_cfg["vision_cfg"]["image_size"]
+    return int(size if isinstance(size, int) else size[0])
+
+
 def _build_model(cfg: BackboneConfig) -> nn.Module:
     register_model_configs()
     arch = resolve_arch(cfg.arch)

@@ -7,11 +7,15 @@ Public API (the contracts other modules code against)::
     load_images(paths, image_size, mean=CLIP_MEAN, std=CLIP_STD) -> Tensor [k, 3, S, S]
     shots.shot_file / shots.make_shots / shots.load_shots
     index.write_index(samples) -> data/index/<dataset>.csv (samples + content hashes)
+    data_card(dataset, samples=None) -> card; write_data_card(card) -> reports/data_cards/<dataset>.json
+    export_meta_json(dataset, out_dir) -> meta.json readable by AnomalyCLIP / Bayes-PFL
     synthetic.generate(root, seed, image_size, n_train, n_test_good, n_test_bad, categories)
-    augment.synthesize_anomaly(image, rng, source=None, mode="perlin") -> (image, mask, label)
+    augment.synthesize_anomaly(image, rng, source=None, mode="perlin", nsa=None) -> (image, mask, label)
+    nsa.nsa_anomaly(dest_u8, source_u8, rng, nsa.nsa_params(category)) -> (image, soft label, patches)
 """
 
-from fsadlib.data import augment, index, shots, synthetic
+from fsadlib.data import augment, index, nsa, shots, synthetic
+from fsadlib.data.card import card_table, data_card, not_applicable, write_data_card
 from fsadlib.data.dataset import (
     CLIP_MEAN,
     CLIP_STD,
@@ -22,6 +26,7 @@ from fsadlib.data.dataset import (
     load_mask,
     read_image,
 )
+from fsadlib.data.export import export_meta_json
 from fsadlib.data.files import portable_path, resolve_path
 from fsadlib.data.readers import READERS, write_meta_json
 from fsadlib.data.samples import (
@@ -39,9 +44,40 @@ from fsadlib.data.shots import ShotsConfig, load_shots, make_shots, shot_file
 from fsadlib.data.synthetic import SyntheticConfig
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "IMAGE_TRANSFORM", "MASK_RULE", "READERS", "SAMPLE_COLUMNS",
-    "AnomalyDataset", "DatasetSpec", "ShotsConfig", "SyntheticConfig",
-    "augment", "check_samples", "dataset_root", "dataset_spec", "dataset_specs", "index", "load_images", "load_mask",
-    "load_samples", "load_shots", "make_shots", "portable_path", "read_image", "read_samples", "resolve_path",
-    "select_categories", "shot_file", "shots", "synthetic", "write_meta_json",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "IMAGE_TRANSFORM",
+    "MASK_RULE",
+    "READERS",
+    "SAMPLE_COLUMNS",
+    "AnomalyDataset",
+    "DatasetSpec",
+    "ShotsConfig",
+    "SyntheticConfig",
+    "augment",
+    "card_table",
+    "check_samples",
+    "data_card",
+    "dataset_root",
+    "dataset_spec",
+    "dataset_specs",
+    "export_meta_json",
+    "index",
+    "load_images",
+    "load_mask",
+    "load_samples",
+    "load_shots",
+    "make_shots",
+    "not_applicable",
+    "nsa",
+    "portable_path",
+    "read_image",
+    "read_samples",
+    "resolve_path",
+    "select_categories",
+    "shot_file",
+    "shots",
+    "synthetic",
+    "write_data_card",
+    "write_meta_json",
 ]

@@ -60,8 +60,8 @@ def load_images(paths: Sequence[str | Path], image_size: int, mean: Sequence[flo
     return torch.stack([image_tensor(read_image(p), image_size, mean, std) for p in paths])
 
 
-def load_mask(path: str | Path, mask_size: int, image_size_wh: tuple[int, int] | None = None) -> torch.Tensor:
-    """``MASK_RULE`` applied to the mask file -> float32 ``[M, M]`` in {0, 1}.
+def read_binary_mask(path: str | Path, image_size_wh: tuple[int, int] | None = None) -> np.ndarray:
+    """The mask file at native size as uint8 ``[H, W]`` in {0, 1} (non-zero -> 1, ``MASK_RULE``).
 
     ``image_size_wh`` (the image's (width, height)) is checked against the mask's size.
     """
@@ -75,9 +75,29 @@ def load_mask(path: str | Path, mask_size: int, image_size_wh: tuple[int, int] |
     if image_size_wh is not None and values.shape[::-1] != tuple(image_size_wh):
         raise ValueError(f"mask {resolved} is {values.shape[::-1]} but its image is {tuple(image_size_wh)} "
                          "(width, height)")
-    binary = Image.fromarray((values != 0).astype(np.uint8) * 255)
-    resized = np.asarray(binary.resize((mask_size, mask_size), Image.NEAREST), np.float32) / 255.0
-    return torch.from_numpy((resized > 0.5).astype(np.float32))
+    return (values != 0).astype(np.uint8)
+
+
+#: mask resize rules: PIL nearest (pixel centres), or PIL bilinear (antialiased when shrinking) as the
+#: public Bayes-PFL / APRIL-GAN code (torchvision ``Resize`` of the 0/255 mask); both thresholded at 0.5
+MASK_RESIZE_RULES = ("nearest", "bilinear")
+
+
+def resize_binary_mask(binary: np.ndarray, mask_size: int, rule: str = "nearest") -> torch.Tensor:
+    """uint8 ``[H, W]`` {0, 1} -> float32 ``[M, M]`` {0, 1}: 0/255 image, PIL ``rule`` resize, ``> 0.5``."""
+    if rule not in MASK_RESIZE_RULES:
+        raise ValueError(f"mask resize rule must be one of {MASK_RESIZE_RULES}, got {rule!r}")
+    image = Image.fromarray(binary.astype(np.uint8) * 255)
+    resized = image.resize((mask_size, mask_size), Image.NEAREST if rule == "nearest" else Image.BILINEAR)
+    return torch.from_numpy((np.asarray(resized, np.float32) / 255.0 > 0.5).astype(np.float32))
+
+
+def load_mask(path: str | Path, mask_size: int, image_size_wh: tuple[int, int] | None = None) -> torch.Tensor:
+    """``MASK_RULE`` applied to the mask file -> float32 ``[M, M]`` in {0, 1}.
+
+    ``image_size_wh`` (the image's (width, height)) is checked against the mask's size.
+    """
+    return resize_binary_mask(read_binary_mask(path, image_size_wh), mask_size, "nearest")
 
 
 class AnomalyDataset(Dataset):

@@ -1,4 +1,5 @@
-"""Figures of the data notebook: per-category counts (seaborn) and a sample grid with mask overlays."""
+"""Figures of the data notebooks: per-category counts (seaborn), a sample grid with mask overlays, and
+the grid of training samples (augmented or synthesised) every training notebook shows."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 
 from fsadlib.data.dataset import load_mask, read_image
 
@@ -53,5 +55,28 @@ def sample_grid(samples: pd.DataFrame, per_category: int = 4, size: int = 128, s
             ax.set_xticks([])
             ax.set_yticks([])
         row[0].set_ylabel(f"{dataset}\n{category}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def training_grid(preview: dict, columns: int = 6, threshold: float = 0.5) -> plt.Figure:
+    """The training samples of a method's ``training_preview``: ``image`` float ``[N, 3, S, S]`` in
+    [0, 1], ``mask`` ``[N, S, S]`` in [0, 1] (soft or binary), ``title`` (N strings). Each panel: the
+    image, the mask as a translucent heat map, and its ``threshold`` contour (the training label) in red."""
+    images, masks, titles = preview["image"], preview["mask"], preview["title"]
+    if not len(images) == len(masks) == len(titles):
+        raise ValueError(f"training_grid: {len(images)} images, {len(masks)} masks, {len(titles)} titles")
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, image, mask, title in zip(axes.flat, images, masks, titles):
+        ax.imshow(torch.as_tensor(image).permute(1, 2, 0).clamp(0, 1).numpy())
+        m = torch.as_tensor(mask).float().numpy()
+        if m.max() > 0:
+            ax.imshow(np.ma.masked_equal(m, 0), cmap="autumn_r", alpha=0.45, vmin=0, vmax=1)
+            if m.max() > threshold:
+                ax.contour(m, levels=[threshold], colors="red", linewidths=0.8)
+        ax.set_title(title, fontsize=7)
     fig.tight_layout()
     return fig

@@ -50,7 +50,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def portable_path(path: str | Path) -> str:
     """``path`` relative to the repo root (POSIX) when inside it, else absolute.
 
-    Symbolic links are kept (``data/real/mvtec`` may link to a shared disk and stay portable).
+    Symbolic links are not resolved (the path stays as configured; note that :mod:`fsadlib.data.links`
+    refuses links under ``data/real``, which DVC cannot track).
     """
     absolute = Path(os.path.abspath(path))
     try:

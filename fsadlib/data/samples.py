@@ -7,7 +7,8 @@ the repository root when they lie inside it (so tables and k-shot files move wit
 absolute otherwise; :func:`resolve_path` turns either form into a readable path.
 
 ``params.yaml: datasets`` maps a data-set name to a :class:`DatasetSpec` (reader + root + reader
-options). Readers live in :mod:`fsadlib.data.readers`; :func:`read_samples` runs one and validates the
+options). Readers live in :mod:`fsadlib.data.readers`; :func:`read_samples` refuses a root under
+``data/real`` that holds symbolic links (:mod:`fsadlib.data.links`), runs the reader and validates the
 result with :func:`check_samples`, which opens every image header: an unreadable image, or a mask whose
 size differs from its image, raises an error naming the file.
 """
@@ -24,7 +25,9 @@ import pandas as pd
 from fsadlib import reads
 from fsadlib.config import from_dict, load_params
 from fsadlib.data.files import check_name, image_size, outside_root, portable_path, resolve_path
+from fsadlib.data.links import refuse_links
 from fsadlib.data.readers import READERS
+from fsadlib.data.readers.common import derived_dir
 
 SAMPLE_COLUMNS: tuple[str, ...] = ("dataset", "category", "split", "label", "defect", "image_path", "mask_path")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -34,16 +37,19 @@ SPLITS: tuple[str, ...] = ("train", "test")
 class DatasetSpec:
     """One entry of ``params.yaml: datasets``.
 
-    ``reader``: a key of ``READERS`` (mvtec, visa, meta_json, folder); ``root``: the data-set folder,
-    relative to the repo root or absolute; ``options``: keyword arguments of that reader;
-    ``allow_outside_root``: 1 lets the reader's image and mask paths leave ``root`` (default 0: an
-    error names the first such path).
+    ``reader``: a key of ``READERS`` (``fsadlib/data/readers``: mvtec, visa, elpv, ...); ``root``: the
+    data-set folder, relative to the repo root or absolute; ``options``: keyword arguments of that
+    reader; ``allow_outside_root``: 1 lets the reader's image and mask paths leave ``root`` (default 0:
+    an error names the first such path; the pieces a reader derives under
+    ``data/derived/<reader>/`` count as inside); ``card``: data-card fields that override the reader's
+    (``title``, ``source``, ``licence``, ``citation``, ``split``; see :mod:`fsadlib.data.card`).
     """
 
     reader: str
     root: str
     options: dict[str, Any] = field(default_factory=dict)
     allow_outside_root: int = 0
+    card: dict[str, str] = field(default_factory=dict)
 
 
 def dataset_specs(params_path: str | Path | None = None) -> dict[str, DatasetSpec]:
@@ -84,8 +90,9 @@ def read_samples(reader: str, root: str | Path, dataset: str, allow_outside_root
                  **options: Any) -> pd.DataFrame:
     """Run reader ``reader`` on ``root``, label the rows with ``dataset``, validate, sort.
 
-    Every image and mask path must lie under ``root`` unless ``allow_outside_root`` (``ValueError``
-    naming the data set, the reader and the first path outside). Rows are sorted by
+    Every image and mask path must lie under ``root`` or the reader's ``data/derived`` folder of it
+    unless ``allow_outside_root`` (``ValueError`` naming the data set, the reader and the first path
+    outside). Rows are sorted by
     ``category, split, label, defect, image_path``.
     """
     if reader not in READERS:
@@ -93,12 +100,15 @@ def read_samples(reader: str, root: str | Path, dataset: str, allow_outside_root
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset '{dataset}': root folder not found: {root}")
+    refuse_links(root)
     allowed = [p for p in inspect.signature(READERS[reader]).parameters if p != "root"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise KeyError(f"dataset '{dataset}': unknown options {unknown} for reader '{reader}'; allowed: {allowed}")
     table = READERS[reader](root, **options)
-    outside = [] if allow_outside_root else outside_root([*table["image_path"], *table["mask_path"]], root)
+    derived = derived_dir(reader, root)  # pieces the reader cut or decoded from files under root
+    outside = [] if allow_outside_root else [p for p in outside_root([*table["image_path"], *table["mask_path"]], root)
+                                             if outside_root([p], derived)]
     if outside:
         raise ValueError(f"dataset '{dataset}' (reader '{reader}'): {len(outside)} image/mask path(s) lie outside "
                          f"its root {root}, e.g. {outside[0]}; set datasets.{dataset}.allow_outside_root: 1 "
@@ -125,8 +135,9 @@ def check_samples(samples: pd.DataFrame) -> pd.DataFrame:
     """Validate a samples table and return it.
 
     Checks: the columns, plain category and data-set names (:func:`check_name`), split and label
-    values, no duplicate image, normal rows without mask, every image and mask readable (header), and
-    each mask the size of its image. Errors name the file.
+    values, no image twice in one category (one-vs-all sets such as MNIST list each test image once per
+    category), normal rows without mask, every image and mask readable (header, read once per file),
+    and each mask the size of its image. Errors name the file.
     """
     missing = [c for c in SAMPLE_COLUMNS if c not in samples.columns]
     if missing:
@@ -139,11 +150,13 @@ def check_samples(samples: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"samples table: unknown split values {bad_split}; allowed: {list(SPLITS)}")
     if not samples["label"].isin([0, 1]).all():
         raise ValueError(f"samples table: labels must be 0/1, got {sorted(set(samples['label']))}")
-    duplicated = samples["image_path"][samples["image_path"].duplicated()]
+    duplicated = samples[samples[["category", "image_path"]].duplicated()]
     if len(duplicated):
-        raise ValueError(f"samples table: image listed twice: {duplicated.iloc[0]}")
+        raise ValueError(f"samples table: image listed twice in category '{duplicated['category'].iloc[0]}': "
+                         f"{duplicated['image_path'].iloc[0]}")
+    sizes = {path: image_size(path) for path in dict.fromkeys(samples["image_path"])}
     for row in samples.itertuples(index=False):
-        size = image_size(row.image_path)
+        size = sizes[row.image_path]
         if row.mask_path:
             if row.label == 0:
                 raise ValueError(f"normal image {row.image_path} has a mask {row.mask_path}; "

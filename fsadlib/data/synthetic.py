@@ -36,10 +36,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 from skimage import draw
-from tqdm.auto import tqdm
 
 from fsadlib.data.noise import fractal_noise
 from fsadlib.io import write_json
+from fsadlib.progress import progress
 
 TEXTURES: tuple[str, ...] = ("noise", "stripes", "grid", "brick", "grass", "gravel")
 OBJECTS: tuple[str, ...] = ("disc", "polygon", "cross")
@@ -85,7 +85,7 @@ def generate(root: str | Path, seed: int = 0, image_size: int = 128, n_train: in
     root = Path(root)
     partial = root.with_name(f".{root.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    for category in tqdm(categories, desc="synthetic categories"):
+    for category in progress(categories, desc="synthetic categories"):
         out = partial / category
         for i in range(n_train):
             _save(normal_image(category, _rng(seed, category, "train", i), image_size),

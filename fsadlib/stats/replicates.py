@@ -32,9 +32,10 @@ def replicates_file(run_dir: str | Path, category: str) -> Path:
 
 
 def category_replicates(scores: Any, labels: Any, maps: Any, masks: Any, has_masks: bool, counts: np.ndarray,
-                        fpr_limit: float) -> CategoryReplicates:
-    """``image_*`` (and, with masks, ``pixel_*``) metrics [B] under the resamples ``counts`` [B, N]."""
-    out = {f"image_{k}": v for k, v in bootstrap_image_metrics(scores, labels, counts).items()}
+                        fpr_limit: float, image: bool = True) -> CategoryReplicates:
+    """``image_*`` (unless ``image`` is false: not applicable, e.g. every test image anomalous) and, with
+    masks, ``pixel_*`` metrics [B] under the resamples ``counts`` [B, N]."""
+    out = {f"image_{k}": v for k, v in bootstrap_image_metrics(scores, labels, counts).items()} if image else {}
     if has_masks:
         out |= {f"pixel_{k}": v for k, v in bootstrap_pixel_metrics(maps, masks, counts, fpr_limit).items()}
     return out

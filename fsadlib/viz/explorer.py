@@ -4,10 +4,17 @@
     explorer.widget                       # display in Jupyter
 
 Widgets: data set, category, method A, method B, k, seed, sort order, image. Each image is shown
-three times (image with the ground-truth contour; A's map; B's map), maps normalised per category
-(:mod:`fsadlib.viz.overlay`). Sorting by "A - B" orders images by the difference of the two
-methods' image scores after min-max normalising each method's scores over the category
-(d = s'_A - s'_B, largest first: where A is more confident of an anomaly than B).
+four times side by side: the image with the ground-truth contour; A's map; B's map; and the
+method-to-method difference d = m'_A - m'_B in [-1, 1] (red: A higher, blue: B higher), each map
+normalised per (method, category) (:mod:`fsadlib.viz.overlay`). The display size is
+D = max(E_A, E_B, DISPLAY_MIN_SIZE), E_A and E_B the two runs' map sizes: the image is resized
+to [D, D] (bicubic, as the model input) and both maps are resampled to it
+(:func:`fsadlib.viz.overlay.resample_map`), so methods evaluated at different resolutions compare
+pixel by pixel. Panel titles are in each method's colour (:mod:`fsadlib.viz.palette`).
+
+Sorting by "A - B" orders images by the difference of the two methods' image scores after min-max
+normalising each method's scores over the category (d = s'_A - s'_B, largest first: where A is
+more confident of an anomaly than B).
 
 A method without the chosen k (a zero-shot method has only k = 0) is shown at its nearest k; the
 panel title names the k used.
@@ -16,18 +23,22 @@ panel title names the k used.
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
-from IPython.display import display
+from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from fsadlib.layout import run_dir, run_files
 from fsadlib.paths import results_dir
-from fsadlib.viz.overlay import category_range, draw_overlay, normalise, resize_image
+from fsadlib.viz.overlay import category_range, draw_overlay, normalise, resample_map, resize_image
+from fsadlib.viz.palette import method_colour
 
+DISPLAY_DPI = 100
+DISPLAY_MIN_SIZE = 256  # px: small evaluation sizes are shown enlarged, not as a few coarse pixels
 SORTS = ("path", "score A (high first)", "A - B (high first)", "B - A (high first)")
 
 
@@ -117,7 +128,7 @@ class Explorer:
     def __init__(self, root: str | Path | None = None, samples: pd.DataFrame | None = None) -> None:
         self.index = ResultsIndex(root)
         self._samples = {} if samples is None else {d: g for d, g in samples.groupby("dataset")}
-        self.figure = Figure(figsize=(10, 3.6), constrained_layout=True)
+        self.figure = Figure(figsize=(13, 3.6), constrained_layout=True)
         self.output = widgets.Output()
         methods = self.index.choices("method")
         self.dataset = widgets.Dropdown(description="data set", options=self.index.choices("dataset"))
@@ -202,26 +213,38 @@ class Explorer:
         path = self.image.value
         self.figure.clear()
         if path is not None:
-            axes = self.figure.subplots(1, 3)
+            axes = self.figure.subplots(1, 4)
             a_scores, b_scores = self.run_scores()
-            panels = []
+            runs = []
             for method, scores in ((self.method_a.value, a_scores), (self.method_b.value, b_scores)):
                 k = self.run_k(method)
                 maps = self.index.maps(method, self.dataset.value, k, self.seed.value, self.category.value)
                 lo, hi = category_range(np.stack(list(maps.values())))
                 score = float(scores.set_index("image_path").loc[path, "score"])
-                panels.append((normalise(maps[path], lo, hi), f"{method} k{k}: score {score:.3g}"))
-            size = panels[0][0].shape[0]
+                runs.append((method, f"{method} k{k}: score {score:.3g}", normalise(maps[path], lo, hi)))
+            size = max(DISPLAY_MIN_SIZE, *(amap.shape[0] for _, _, amap in runs))
+            shown = [resample_map(amap, size) for _, _, amap in runs]
             image = resize_image(data.read_image(data.resolve_path(path)), size)
             mask = self.mask(path, size)
             row = a_scores.set_index("image_path").loc[path]
             draw_overlay(axes[0], image, mask=mask, title=f"{Path(path).name} ({row['defect']}, label {row['label']})")
-            for ax, (amap, title) in zip(axes[1:], panels):
+            for ax, (method, title, _), amap in zip(axes[1:3], runs, shown):
                 draw_overlay(ax, image, amap, mask, title=title)
+                ax.title.set_color(method_colour(method))
+            (a, _, _), (b, _, _) = runs
+            draw_overlay(axes[3], image, shown[0] - shown[1], mask, alpha=0.75, cmap="RdBu_r", limits=(-1.0, 1.0),
+                         title=f"{a} - {b} (red: {a} higher)")
         self.output.clear_output(wait=True)
         with self.output:
-            display(self.figure)
+            display(self.png())
         return self.figure
+
+    def png(self) -> Image:
+        """:attr:`figure` as a PNG image (``DISPLAY_DPI``). The figure is drawn explicitly: a bare
+        matplotlib ``Figure`` has no pyplot manager, so Jupyter would only show its text repr."""
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png", dpi=DISPLAY_DPI)
+        return Image(data=buffer.getvalue(), format="png")
 
 
 def _minmax(values: pd.Series) -> pd.Series:

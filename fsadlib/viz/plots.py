@@ -1,6 +1,7 @@
 """Seaborn figures of the runs table (:func:`fsadlib.analysis.load_runs`) and of the experiments
-table (:func:`fsadlib.analysis.load_experiments`). Every function returns a matplotlib Figure;
-:func:`save_figure` writes it atomically under ``reports/figures/``."""
+table (:func:`fsadlib.analysis.load_experiments`), one figure per data set, each method in its own
+colour (:mod:`fsadlib.viz.palette`). Every function returns a matplotlib Figure; :func:`save_figure`
+writes it atomically under ``reports/figures/``."""
 
 from __future__ import annotations
 
@@ -15,29 +16,73 @@ from fsadlib.analysis.experiments import varied_params
 from fsadlib.analysis.runs import seed_means
 from fsadlib.io import atomic_path
 from fsadlib.paths import reports_dir
+from fsadlib.viz.palette import method_colour, method_palette
 
 HEATMAP_METRICS = ("image_auroc", "pixel_auroc", "pixel_aupro")
+CELL_IN = (0.6, 0.3)      # width, height of one heat-map cell in inches: room for "100.0" at ANNOT_PT
+ANNOT_PT = 8              # font size of the cell annotations (points)
+HEATMAP_CMAP = "viridis"
 
 
 def category_heatmaps(runs: pd.DataFrame, dataset: str, metrics: tuple[str, ...] = HEATMAP_METRICS
                       ) -> plt.Figure:
-    """One heat map per metric: rows = categories (+ ``mean``), columns = ``method k<k>``, cells =
-    the mean over seeds (in %). Metrics no run reports are skipped."""
+    """One figure for ``dataset``: a grid of heat maps with one row per metric and one column (facet)
+    per method. In a facet, rows = categories (+ ``mean``, the mean over the categories shown),
+    columns = the method's shots k, cells = the mean over seeds in % (annotated, one decimal).
+    Facets are as wide as their method has k values, so every cell is ``CELL_IN`` inches and no
+    annotation touches its neighbour. Metrics no run reports are skipped; a method that does not
+    report a metric gets an empty facet saying so. Facet titles are in the method's colour
+    (:mod:`fsadlib.viz.palette`)."""
     data = runs[(runs["dataset"] == dataset) & runs["metric"].isin(metrics)]
     if data.empty:
         raise ValueError(f"no runs of dataset '{dataset}' report any of {list(metrics)}")
     present = [m for m in metrics if m in set(data["metric"])]
-    height = 2.5 + 0.45 * (data["category"].nunique() + 1)
-    fig, axes = plt.subplots(1, len(present), figsize=(1.0 + 4.5 * len(present), height), squeeze=False,
-                             constrained_layout=True)
-    for ax, metric in zip(axes[0], present):
-        rows = data[data["metric"] == metric].assign(run=lambda d: d["method"] + " k" + d["k"].astype(str))
-        grid = rows.pivot_table(index="category", columns="run", values="value", aggfunc="mean")
-        grid.loc["mean"] = grid.mean()
-        sns.heatmap(100 * grid, ax=ax, annot=True, fmt=".1f", vmin=0, vmax=100, cmap="viridis", cbar=False)
-        ax.set(title=f"{metric} (%), {dataset}", xlabel="", ylabel="")
-        ax.tick_params(axis="y", rotation=0)
+    methods = sorted(data["method"].unique())
+    ks = {m: sorted(data.loc[data["method"] == m, "k"].unique()) for m in methods}
+    categories = sorted(data["category"].unique())
+    widths = [len(ks[m]) for m in methods]
+    width, height = CELL_IN[0] * sum(widths), CELL_IN[1] * (len(categories) + 1) * len(present)
+    fig = plt.figure(figsize=(1.6 + 0.35 * len(methods) + width, 0.6 + 0.75 * len(present) + height),
+                     constrained_layout=True)
+    axes = fig.subplots(len(present), len(methods), squeeze=False, gridspec_kw={"width_ratios": widths})
+    for row, metric in enumerate(present):
+        for col, method in enumerate(methods):
+            ax = axes[row, col]
+            rows = data[(data["metric"] == metric) & (data["method"] == method)]
+            ax.set_title(f"{method}\n{metric}", fontsize=9, color=method_colour(method))
+            if rows.empty:
+                ax.text(0.5, 0.5, "not\nreported", ha="center", va="center", fontsize=ANNOT_PT, color="0.4")
+                ax.set_axis_off()
+                continue
+            grid = rows.pivot_table(index="category", columns="k", values="value", aggfunc="mean")
+            grid = grid.reindex(index=categories, columns=ks[method])
+            grid.loc["mean"] = grid.mean()
+            _annotated_heatmap(ax, 100 * grid, [f"k{k}" for k in grid.columns], show_rows=col == 0)
+    fig.suptitle(f"{dataset}: per-category metrics, mean over seeds (%)", fontsize=10)
     return fig
+
+
+def _annotated_heatmap(ax: plt.Axes, values: pd.DataFrame, columns: list[str], show_rows: bool) -> None:
+    """Cells of ``values`` [rows, cols] (0..100) in ``HEATMAP_CMAP`` with one-decimal annotations
+    (black on light cells, white on dark: relative luminance of the cell colour above / below 0.4;
+    NaN cells light grey and blank). Drawn with ``imshow`` and ``text`` (seaborn's heatmap redraws
+    the whole figure once per panel, which grows quadratically with the number of facets)."""
+    cmap = plt.get_cmap(HEATMAP_CMAP).with_extremes(bad="0.9")
+    grid = values.to_numpy(float)
+    ax.imshow(grid, cmap=cmap, vmin=0, vmax=100, aspect="auto", interpolation="nearest")
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):
+            red, green, blue, _ = cmap(value / 100)
+            dark = 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.4
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=ANNOT_PT,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(columns)), columns)
+    if show_rows:
+        ax.set_yticks(range(len(values.index)), list(values.index))
+    else:
+        ax.set_yticks([])
+    ax.tick_params(axis="both", labelsize=ANNOT_PT, length=0)
+    ax.spines[:].set_visible(False)
 
 
 def metric_vs_k(runs: pd.DataFrame, dataset: str, metric: str = "image_auroc") -> plt.Figure:
@@ -48,7 +93,8 @@ def metric_vs_k(runs: pd.DataFrame, dataset: str, metric: str = "image_auroc") -
         raise ValueError(f"no runs of dataset '{dataset}' report '{metric}'")
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     sns.lineplot(data=data.assign(value=100 * data["value"]), x="k", y="value", hue="method", style="method",
-                 markers=True, dashes=False, errorbar=("sd", 1), err_style="bars", ax=ax)
+                 palette=method_palette(data["method"]), markers=True, dashes=False, errorbar=("sd", 1),
+                 err_style="bars", ax=ax)
     ax.set(xlabel="shots k", ylabel=f"{metric} (%)", title=f"{metric} vs k, {dataset} (mean ± std over seeds)")
     ax.set_xticks(sorted(data["k"].unique()))
     return fig
@@ -104,10 +150,13 @@ def ablation_curves(experiments: pd.DataFrame, metric: str = "image_auroc") -> d
 
 
 def efficiency_plot(table: pd.DataFrame) -> plt.Figure:
-    """ms per image at batch 1 and images/s at the best batch, per method (from efficiency.csv)."""
+    """ms per image at batch 1 and images/s at the best batch, per method (from efficiency.csv), each
+    bar in its method's colour."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), constrained_layout=True)
-    sns.barplot(data=table, y="method", x="ms_per_img_b1", ax=axes[0], color="tab:blue")
-    sns.barplot(data=table, y="method", x="img_per_s_best", ax=axes[1], color="tab:green")
+    palette = method_palette(table["method"])
+    for ax, column in zip(axes, ("ms_per_img_b1", "img_per_s_best")):
+        sns.barplot(data=table, y="method", x=column, hue="method", palette=palette, saturation=1, legend=False,
+                    ax=ax)
     axes[0].set(xlabel="ms / image at batch 1", ylabel="")
     axes[1].set(xlabel="images / s at the best batch", ylabel="")
     fig.suptitle(f"device: {', '.join(np.unique(table['device'].astype(str)))}")

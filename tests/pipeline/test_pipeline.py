@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pipeline_support import BIN, run
 
 from fsadlib.notebooks import notebook_parameters, notebook_stages, notebooks
-
-from pipeline_support import BIN, run
 
 STAGE_NOTEBOOKS = {Path(s.notebook).name for s in notebook_stages()}
 INTERACTIVE = [p.name for p in notebooks() if p.name not in STAGE_NOTEBOOKS]

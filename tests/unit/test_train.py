@@ -1,4 +1,5 @@
-"""Training engine: loss goes down, schedules, resume equals an uninterrupted run, selection, atomic files."""
+"""Training engine: loss goes down, schedules, resume equals an uninterrupted run, selection, atomic files,
+gradient accumulation equals one large batch."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fsadlib.clip import BackboneConfig
 from fsadlib.io import file_sha1
 from fsadlib.methods import AnomalyOutput
 from fsadlib.methods.base import AnomalyMethod, load_checkpoint
-from fsadlib.train import TrainConfig, fit, lr_factor
+from fsadlib.train import TrainConfig, accumulate_gradients, fit, lr_factor
 
 
 @dataclass(frozen=True)
@@ -203,3 +204,70 @@ def test_input_fingerprint_follows_sections_and_file_size_and_mtime(tmp_path):
                             "mask_path": ["x/a_mask.png", "", ""]})
     protocol = Protocol(aux_categories=("a",), val_categories=("v",), target_categories=("b",))
     assert training_files(protocol, samples) == ["x/a.png", "x/a_mask.png", "x/v.png"]
+
+
+def split_batches(batches, n):
+    """Each batch of ``make_batches`` cut into ``n`` equal micro-batches, in order."""
+    return [{k: v[i * len(v) // n:(i + 1) * len(v) // n] for k, v in b.items()} for b in batches for i in range(n)]
+
+
+def test_accumulated_gradients_equal_one_large_batch():
+    big = make_batches(1)[0]
+    reference = new_method()
+    reference.zero_grad()
+    loss_fn(reference, big)["loss"].backward()
+    accumulated = new_method()
+    accumulated.zero_grad()
+    means = accumulate_gradients(accumulated, split_batches([big], 4), loss_fn, 4)
+    assert math.isclose(means["loss"], loss_fn(reference, big)["loss"].item(), rel_tol=1e-6)
+    for a, b in zip(reference.trainable_parameters(), accumulated.trainable_parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), (a.grad, b.grad)
+    with pytest.raises(ValueError, match="3 micro-batches for train.accumulate = 4"):
+        accumulate_gradients(new_method(), split_batches([big], 4)[:3], loss_fn, 4)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_fit_with_accumulation_equals_fit_on_large_batches(tmp_path, optimizer):
+    """Schedule, warmup and clipping (active: the bound is far below the gradient norm) are counted in
+    optimizer steps, so n micro-batches per step train exactly as batches n times larger."""
+    common = {"epochs": 2, "steps_per_epoch": 3, "lr": 0.5, "optimizer": optimizer, "schedule": "linear",
+              "warmup": 2, "grad_clip": 0.01}
+    large = new_method()
+    res_large = fit(large, make_batches(), loss_fn, TrainConfig(**common), tmp_path / "large")
+    small = new_method()
+    res_small = fit(small, split_batches(make_batches(), 4), loss_fn, TrainConfig(**common, accumulate=4),
+                    tmp_path / "small")
+    for a, b in zip(large.trainable_parameters(), small.trainable_parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(large.head.weight, new_method().head.weight, atol=1e-3)  # it did train
+    for h_large, h_small in zip(res_large.history, res_small.history):
+        assert h_large["lr"] == h_small["lr"]
+        assert math.isclose(h_large["train_loss"], h_small["train_loss"], rel_tol=1e-6)
+
+
+def test_resume_in_the_middle_of_an_accumulation_cycle_is_exact(tmp_path):
+    cfg = TrainConfig(epochs=3, steps_per_epoch=3, lr=0.05, optimizer="adamw", schedule="cosine",
+                      grad_clip=0.5, accumulate=2)
+    micro = split_batches(make_batches(), 2)
+    full = new_method()
+    fit(full, micro, loss_fn, cfg, tmp_path / "full")
+
+    calls = {"n": 0}
+
+    def failing_loss(method, batch):
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 2 * 1 + 2:  # epoch 2, step 2, second micro-batch (its first was added)
+            raise KeyboardInterrupt
+        return loss_fn(method, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(new_method(), micro, failing_loss, cfg, tmp_path / "run")
+    resumed = new_method()
+    with torch.no_grad():
+        resumed.head.weight.normal_()
+    res = fit(resumed, micro, loss_fn, cfg, tmp_path / "run")
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    for a, b in zip(full.trainable_parameters(), resumed.trainable_parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError, match="train.accumulate must be >= 1"):
+        TrainConfig(accumulate=0)

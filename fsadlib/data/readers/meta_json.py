@@ -9,6 +9,7 @@ an empty one becomes ``good`` / ``anomaly`` from the label.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -51,27 +52,32 @@ def read_meta_json(root: Path, meta: str = "meta.json") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 
-def write_meta_json(samples: pd.DataFrame, root: str | Path, meta: str = "meta.json") -> Path:
+def write_meta_json(samples: pd.DataFrame, root: str | Path, meta: str = "meta.json", outside: bool = False,
+                    dataset_name: str | None = None) -> Path:
     """Write ``samples`` as ``<root>/<meta>`` with paths relative to ``root`` (atomic).
 
-    Every image and mask must lie under ``root`` (``ValueError`` naming the first that does not).
+    Every image and mask must lie under ``root`` (``ValueError`` naming the first that does not), unless
+    ``outside``: then a path outside is written relative with ``..`` parts (``os.path.join(root, img_path)``,
+    as AnomalyCLIP / Bayes-PFL load it, still finds it). ``dataset_name`` adds Bayes-PFL's key.
     """
     root = Path(root).resolve()
     content: dict[str, dict[str, list[dict]]] = {}
     for row in samples.itertuples(index=False):
         entry = {
-            "img_path": _relative(row.image_path, root),
-            "mask_path": _relative(row.mask_path, root) if row.mask_path else "",
+            "img_path": _relative(row.image_path, root, outside),
+            "mask_path": _relative(row.mask_path, root, outside) if row.mask_path else "",
             "cls_name": row.category,
             "specie_name": row.defect,
             "anomaly": int(row.label),
-        }
+        } | ({"dataset_name": dataset_name} if dataset_name else {})
         content.setdefault(row.split, {}).setdefault(row.category, []).append(entry)
     return write_json(root / meta, content)
 
 
-def _relative(path: str, root: Path) -> str:
+def _relative(path: str, root: Path, outside: bool) -> str:
     resolved = resolve_path(path).resolve()
-    if not resolved.is_relative_to(root):
+    if resolved.is_relative_to(root):
+        return resolved.relative_to(root).as_posix()
+    if not outside:
         raise ValueError(f"{resolved} is not under the meta.json root {root}")
-    return resolved.relative_to(root).as_posix()
+    return Path(os.path.relpath(resolved, root)).as_posix()

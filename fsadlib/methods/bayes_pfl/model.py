@@ -29,6 +29,9 @@ Image score (``score_rule``):
   unnormalised 0.5/0.5 sum with k = 20 for the classes in ``PUBLIC_SMALL_K`` and 2000 otherwise;
   :meth:`BayesPFL.public_scores` applies the per-class min-max over all images seen since
   ``setup_category`` (what the public code reports).
+- ``public_text``: the public code's rule for the image-level-only sets (HeadCT, BrainMRI, Br35H,
+  ``datasets_class`` of its ``metric_and_visualization.py``): the text probability alone (it then
+  min-max normalises it per class, which leaves AUROC / AP unchanged).
 
 Sampling. Training: one image-specific sample per image and one sample per state per step (global
 RNG, seeded by the trainer). Test: R samples drawn from ``torch.Generator().manual_seed(sample_seed)``
@@ -62,7 +65,7 @@ from fsadlib.methods.bayes_pfl.layers import ResidualCrossModalAttention, TokenF
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.prompts import LearnableTokens, class_name
 
-SCORE_RULES = ("fusion", "public")
+SCORE_RULES = ("fusion", "public", "public_text")
 DISTRIBUTIONS = ("both", "image_specific", "image_agnostic", "none")
 SAMPLINGS = ("sample", "mean")
 #: categories for which the public code's image score uses the top-20 (not top-2000) map pixels
@@ -83,7 +86,7 @@ class BayesPFLConfig:
     sample_seed: int = 0
     rca_heads: int = 4
     sigma: float = 8.0
-    score_rule: str = "fusion"  # "fusion" | "public"
+    score_rule: str = "fusion"  # "fusion" | "public" | "public_text" (image-level-only sets)
     distributions: str = "both"  # ablation: "both" | "image_specific" | "image_agnostic" | "none"
     text_weight: float = 0.5
     topk: int = 2000
@@ -281,6 +284,8 @@ class BayesPFL(AnomalyMethod):
             map_score = topk_mean(raw, public_topk(self.category))
             score = 0.5 * text_prob + 0.5 * map_score
             self.score_parts.append(torch.stack([text_prob, map_score], dim=1).cpu())
+        elif self.config.score_rule == "public_text":
+            score = text_prob
         else:
             score = fused_image_score(text_prob, raw, self.config.topk, self.config.text_weight)
         return AnomalyOutput(score, gaussian_blur(raw, self.config.sigma, "reflect" if self.paper else "mirror"))

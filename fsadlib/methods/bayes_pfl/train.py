@@ -41,6 +41,7 @@ from fsadlib.clip import ImageFeatures
 from fsadlib.config import to_dict
 from fsadlib.io import load_torch, save_torch
 from fsadlib.losses import balanced_focal_loss, dice_loss
+from fsadlib.methods.bayes_pfl.augment import AugmentedDataset, BayesPFLAugmentConfig
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
 from fsadlib.methods.training import TrainReport
 from fsadlib.protocol import Protocol, training_files, validation_sets
@@ -52,8 +53,9 @@ class BayesPFLTrainConfig:
     epochs: int = 30                 # stage-1 maximum (public: 30 epochs shared by both stages)
     stage2_epochs: int = 30          # stage-2 maximum
     patience: int = 3                # validations without improvement before switching / stopping
-    batch_size: int = 32
-    max_steps_per_epoch: int = 0     # 0 = one pass over the training set
+    batch_size: int = 32             # images per micro-batch
+    accumulate: int = 1              # micro-batches per optimizer step (the paper: 1 x 32 on one 3090)
+    max_steps_per_epoch: int = 0     # optimizer steps; 0 = one pass over the training set
     lr_prompt: float = 1e-3
     lr_temperature: float = 1e-2
     lr_flow: float = 1e-3
@@ -76,6 +78,7 @@ class BayesPFLSection:
 
     model: BayesPFLConfig = field(default_factory=BayesPFLConfig)
     train: BayesPFLTrainConfig = field(default_factory=BayesPFLTrainConfig)
+    augment: BayesPFLAugmentConfig = field(default_factory=BayesPFLAugmentConfig)
 
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -122,42 +125,6 @@ def stage2_loss(method: BayesPFL, batch: dict[str, Any]) -> dict[str, torch.Tens
 
 
 # -- data -----------------------------------------------------------------------------------------
-def tile_2x2(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Four images [4, 3, S, S] and masks [4, S, S] -> one 2 x 2 mosaic at S (image i at row i // 2,
-    column i % 2; images bilinear, masks nearest, each halved)."""
-    s = images.shape[-1]
-    small = F.interpolate(images, size=(s // 2, s // 2), mode="bilinear", align_corners=False)
-    small_m = F.interpolate(masks[:, None].float(), size=(s // 2, s // 2), mode="nearest")[:, 0]
-    image = torch.cat([torch.cat([small[0], small[1]], -1), torch.cat([small[2], small[3]], -1)], -2)
-    mask = torch.cat([torch.cat([small_m[0], small_m[1]], -1), torch.cat([small_m[2], small_m[3]], -1)], -2)
-    return F.interpolate(image[None], size=(s, s), mode="bilinear", align_corners=False)[0], \
-        F.interpolate(mask[None, None], size=(s, s), mode="nearest")[0, 0]
-
-
-class MosaicDataset(Dataset):
-    """With probability ``prob`` an item becomes a 2 x 2 mosaic of four random anomalous images of
-    its category (APRIL-GAN / Bayes-PFL), labelled anomalous; draws from a seeded numpy Generator."""
-
-    def __init__(self, base: Dataset, categories: list[str], labels: list[int], prob: float, seed: int) -> None:
-        self.base, self.prob = base, prob
-        self.categories = list(categories)
-        self.pools = {c: [i for i, (cc, y) in enumerate(zip(categories, labels)) if cc == c and y]
-                      for c in set(categories)}
-        self.rng = np.random.default_rng(seed)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.base[index]
-        pool = self.pools[self.categories[index]]
-        if not pool or self.rng.random() >= self.prob:
-            return item
-        parts = [self.base[int(j)] for j in self.rng.choice(pool, size=4)]
-        image, mask = tile_2x2(torch.stack([p["image"] for p in parts]), torch.stack([p["mask"] for p in parts]))
-        return {**item, "image": image, "mask": mask.to(item["mask"].dtype), "label": 1, "defect": "mosaic"}
-
-
 def category_samples(protocol: Protocol, categories: tuple[str, ...]):
     """Test-split rows of ``categories`` of the auxiliary data set (``KeyError`` naming unknown ones)."""
     from fsadlib import data
@@ -174,14 +141,35 @@ def make_dataset(method: BayesPFL, rows) -> Dataset:
     return AnomalyDataset(rows, bb.image_size, mask_size=bb.image_size, mean=bb.mean, std=bb.std)
 
 
-def train_loader(method: BayesPFL, protocol: Protocol, cfg: BayesPFLTrainConfig) -> DataLoader:
-    """Shuffled (seeded) loader over the auxiliary categories' test split, optional mosaic."""
+def training_dataset(method: BayesPFL, rows, cfg: BayesPFLTrainConfig, augment: BayesPFLAugmentConfig) -> Dataset:
+    """The training items: plain (``make_dataset``) unless augmentation, mosaic or the bilinear mask
+    rule asks for native-resolution items (:class:`fsadlib.methods.bayes_pfl.augment.AugmentedDataset`)."""
+    if not augment.enabled and cfg.mosaic_prob <= 0 and augment.mask_resize == "nearest":
+        return make_dataset(method, rows)
+    bb = method.backbone
+    return AugmentedDataset(rows, bb.image_size, bb.mean, bb.std, augment, cfg.mosaic_prob, cfg.seed)
+
+
+def train_loader(method: BayesPFL, protocol: Protocol, cfg: BayesPFLTrainConfig,
+                 augment: BayesPFLAugmentConfig) -> DataLoader:
+    """Shuffled (seeded) loader over the auxiliary categories' test split (``training_dataset``)."""
     rows = category_samples(protocol, protocol.aux_categories)
-    data = make_dataset(method, rows)
-    if cfg.mosaic_prob > 0:
-        data = MosaicDataset(data, list(rows["category"]), list(rows["label"]), cfg.mosaic_prob, cfg.seed)
+    data = training_dataset(method, rows, cfg, augment)
     return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(rows) > cfg.batch_size,
                       generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def training_preview(section: BayesPFLSection, protocol: Protocol, n: int = 12, seed: int = 0) -> dict[str, Any]:
+    """``n`` training items as the training data makes them (``augment``, ``train.mosaic_prob``, the
+    mask rule, at the backbone's input size), in [0, 1], for :func:`fsadlib.data.figures.training_grid`."""
+    from fsadlib.clip.backbone import input_size
+
+    rows = category_samples(protocol, protocol.aux_categories)
+    data = AugmentedDataset(rows, input_size(section.model.backbone), (0.0,) * 3, (1.0,) * 3, section.augment,
+                            section.train.mosaic_prob, seed)
+    items = [data[int(i)] for i in np.random.default_rng(seed).permutation(len(rows))[:n]]
+    return {"image": torch.stack([it["image"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
+            "title": [f"{it['category']} {it['defect']}" for it in items]}
 
 
 def validation_fn(protocol: Protocol, cfg: BayesPFLTrainConfig):
@@ -232,13 +220,13 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, *, smoke: bool
     torch.manual_seed(cfg.seed)
     method = BayesPFL(section.model)
     files = training_files(protocol) if batches is None else []  # in-memory batches read no file
-    batches = train_loader(method, protocol, cfg) if batches is None else batches
+    batches = train_loader(method, protocol, cfg, section.augment) if batches is None else batches
     validate = validation_fn(protocol, cfg) if validate is None else validate
-    steps = len(batches) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
+    steps = max(1, len(batches) // cfg.accumulate) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
     steps = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
     common = {"steps_per_epoch": steps, "optimizer": "adam", "betas": cfg.betas, "seed": cfg.seed, "amp": cfg.amp,
-              "patience": cfg.patience}
-    fingerprint = input_fingerprint(files, train=cfg, protocol=protocol)
+              "patience": cfg.patience, "accumulate": cfg.accumulate}
+    fingerprint = input_fingerprint(files, train=cfg, augment=section.augment, protocol=protocol)
     lrs = {"prompt": cfg.lr_prompt, "temperature": cfg.lr_temperature, "flow": cfg.lr_flow, "other": cfg.lr_other,
            "image": cfg.lr_stage2}
 

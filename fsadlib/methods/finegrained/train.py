@@ -26,7 +26,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.shots import ShotsConfig
@@ -35,6 +34,7 @@ from fsadlib.methods.finegrained.losses import mlsa_loss
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, model_path
 from fsadlib.methods.finegrained.regions import Regions, region_weights
 from fsadlib.methods.training import TrainReport
+from fsadlib.progress import progress
 from fsadlib.protocol import Protocol
 from fsadlib.tracking import open_live
 from fsadlib.train import TrainConfig, fit, input_fingerprint
@@ -85,9 +85,24 @@ def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, t
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
     result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc,
-                 fingerprint=fingerprint)
+                 fingerprint=fingerprint, leave=False)
     save_torch(final_path, load_torch(result.best_path))
     return result.history
+
+
+def training_preview(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig) -> dict[str, Any]:
+    """The training data of one model: the k normal shots of the first target category (first k and
+    shot seed of ``shots``; FineGrainedAD trains on them alone, unaugmented) at the backbone's input
+    size, in [0, 1], with empty masks, for :func:`fsadlib.data.figures.training_grid`."""
+    from fsadlib.clip.backbone import input_size
+    from fsadlib.data import load_images
+    from fsadlib.data.shots import load_shots
+
+    category, k, seed = protocol.target_categories[0], shots.ks[0], shots.seeds[0]
+    images = load_images(load_shots(protocol.target_dataset, category, k, seed), input_size(section.model.backbone),
+                         mean=(0.0,) * 3, std=(1.0,) * 3)
+    return {"image": images, "mask": torch.zeros(len(images), *images.shape[-2:]),
+            "title": [f"{category} k{k} seed{seed} shot {i + 1}" for i in range(len(images))]}
 
 
 def model_config(section: FineGrainedSection, dataset: str) -> FineGrainedConfig:
@@ -143,7 +158,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke:
     backbone = ClipBackbone(section.model.backbone)
     runs = [(c, k, s) for c in protocol.target_categories for k in section.ks for s in seeds]
     history, trained, models = [], [], []
-    for category, k, seed in tqdm(runs, desc="finegrained"):
+    for category, k, seed in progress(runs, desc="finegrained models"):
         path = model_path(dataset, category, k, seed, out_dir)
         records = _kept_history(path, model_config(section, dataset), section.train,
                                 category_fingerprint(dataset, category, k, seed, section))

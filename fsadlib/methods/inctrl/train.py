@@ -156,6 +156,23 @@ def training_samples(samples: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def training_preview(section: InctrlSection, protocol: Protocol, n: int = 8, seed: int = 0) -> dict[str, Any]:
+    """``n`` training queries of the auxiliary categories (half normal, half real anomalies with their
+    masks; InCTRL trains without augmentation) at the backbone's input size, in [0, 1], for
+    :func:`fsadlib.data.figures.training_grid`."""
+    from fsadlib.clip.backbone import input_size
+    from fsadlib.data import AnomalyDataset, load_samples
+
+    rows = training_samples(load_samples(protocol.aux_dataset), protocol)
+    rng = np.random.default_rng(seed)
+    normal, anomalous = np.flatnonzero(rows.label == 0), np.flatnonzero(rows.label == 1)
+    pick = [*rng.choice(normal, n // 2), *(rng.choice(anomalous, n - n // 2) if len(anomalous) else [])]
+    data = AnomalyDataset(rows.iloc[pick], input_size(section.model.backbone), mean=(0.0,) * 3, std=(1.0,) * 3)
+    items = [data[i] for i in range(len(data))]
+    return {"image": torch.stack([it["image"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
+            "title": [f"{it['category']} {it['defect']}" for it in items]}
+
+
 def make_validate(samples: pd.DataFrame, protocol: Protocol, k: int, images: CachedImages,
                   data: InctrlDataConfig) -> Callable[[Inctrl], dict[str, float]]:
     """Image AUROC per validation category (test split, or ``val_max_images`` of it, half of each class)

@@ -2,7 +2,7 @@
 
 Every step draws ``batch_size`` normal training images of the auxiliary categories; each yields two
 training images, the clean one (zero mask) and its synthetic anomaly (:mod:`fsadlib.data.augment`,
-soft mask). With gt = [mask > ``mask_threshold``], y = max gt, the 2L probability maps P_f of
+soft mask; ``data.synthesis: nsa`` is the paper's NSA, :mod:`fsadlib.data.nsa`). With gt = [mask > ``mask_threshold``], y = max gt, the 2L probability maps P_f of
 :meth:`KagPrompt.prompt_branch` and the CLS cosines c = (<a, t_n>, <a, t_a>):
 
     loss = sum_f [ Focal(P_f, gt) + dice_weight * (Dice(P_f, gt) + Dice(1 - P_f, 1 - gt)) ]
@@ -45,15 +45,17 @@ class KagLossConfig:
 
 @dataclass(frozen=True)
 class KagDataConfig:
-    batch_size: int = 18            # normal images per step (x2 with their synthetic anomalies)
+    batch_size: int = 18            # normal images per micro-batch (x2 with their synthetic anomalies)
     val_shots: int = 1              # supports per validation category
     val_seed: int = 0
     val_max_images: int = 0         # 0 = every test image of a validation category
-    synthesis: str = "cutpaste"     # fsadlib.data.augment mode: cutpaste (closest to NSA) | perlin
+    synthesis: str = "nsa"          # fsadlib.data.augment mode: nsa (the paper's) | cutpaste | perlin
 
     def __post_init__(self) -> None:
-        if self.synthesis not in ("cutpaste", "perlin"):
-            raise ValueError(f"kag_prompt.data.synthesis must be 'cutpaste' or 'perlin', got {self.synthesis!r}")
+        from fsadlib.data.augment import MODES
+
+        if self.synthesis not in MODES:
+            raise ValueError(f"kag_prompt.data.synthesis must be one of {MODES}, got {self.synthesis!r}")
         if self.batch_size < 1 or self.val_shots < 1:
             raise ValueError("kag_prompt.data.batch_size and kag_prompt.data.val_shots must be >= 1")
 
@@ -64,8 +66,10 @@ class KagTrainSection:
 
     ks: tuple[int, ...] = (1, 2, 4)
     model: KagPromptConfig = field(default_factory=KagPromptConfig)
+    # one GPU: 18 items x 16 micro-batches = the paper's 288 items (576 images) per optimizer step
+    # (18 per GPU x 8 accumulation x 2 GPUs); 13 steps ~ one pass over MVTec AD's 3,629 normals
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=50, steps_per_epoch=25, lr=1e-3, optimizer="adamw", betas=(0.9, 0.95), weight_decay=1e-3,
+        epochs=50, steps_per_epoch=13, accumulate=16, lr=1e-3, optimizer="adamw", betas=(0.9, 0.95), weight_decay=1e-3,
         schedule="linear", warmup=0.1, grad_clip=1.0, amp=0, seed=42, select_metric="auroc_mean"))
     loss: KagLossConfig = field(default_factory=KagLossConfig)
     data: KagDataConfig = field(default_factory=KagDataConfig)
@@ -109,7 +113,8 @@ class SyntheticAnomalyBatches:
     :func:`fsadlib.train.fit`), so a resumed run draws what an uninterrupted one would. Anomalies come
     from :func:`fsadlib.data.augment.synthesize_anomaly` (``mode``) on the [0, 1] image; with
     ``cutpaste`` the patch is cut from the previous image of the batch (the public code's NSA takes
-    it from the previously visited image). Every batch is a dict: image [2b, 3, S, S] (clean ones
+    it from the previously visited image); with ``nsa`` likewise, with each category's public NSA
+    parameters (:func:`fsadlib.data.nsa.nsa_params`). Every batch is a dict: image [2b, 3, S, S] (clean ones
     first), mask [2b, S, S] (zeros, then the synthetic masks), category (2b names).
     """
 
@@ -126,6 +131,7 @@ class SyntheticAnomalyBatches:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         from fsadlib.data.augment import synthesize_anomaly
+        from fsadlib.data.nsa import nsa_params
 
         order = np.random.permutation(len(self.dataset))
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
@@ -133,13 +139,36 @@ class SyntheticAnomalyBatches:
             rng = np.random.default_rng(np.random.randint(2**31))
             clean = torch.stack([it["image"] for it in items])
             unit = clean * self.std + self.mean                              # [b, 3, S, S] in [0, 1]
-            fakes = [synthesize_anomaly(x, rng, source=src if self.mode == "cutpaste" else None, mode=self.mode)
-                     for x, src in zip(unit, unit.roll(1, dims=0))]
+            fakes = [synthesize_anomaly(x, rng, source=None if self.mode == "perlin" else src, mode=self.mode,
+                                        nsa=nsa_params(it["category"]) if self.mode == "nsa" else None)
+                     for x, src, it in zip(unit, unit.roll(1, dims=0), items)]
             yield {
                 "image": torch.cat([clean, (torch.stack([f[0] for f in fakes]) - self.mean) / self.std]),
                 "mask": torch.cat([torch.zeros(len(items), *fakes[0][1].shape), torch.stack([f[1] for f in fakes])]),
                 "category": [it["category"] for it in items] * 2,
             }
+
+
+def training_preview(section: KagTrainSection, protocol: Protocol, n: int = 6, seed: int = 0) -> dict[str, Any]:
+    """``n`` normal training images, each followed by its synthetic anomaly, as the training batches
+    make them (``data.synthesis`` at the backbone's input size), in [0, 1], for
+    :func:`fsadlib.data.figures.training_grid`; the global numpy RNG is left as it was."""
+    from fsadlib.clip.backbone import input_size
+
+    rows = aux_normal_samples(protocol)
+    batches = SyntheticAnomalyBatches(rows, input_size(section.model.backbone), min(n, len(rows)),
+                                      section.data.synthesis, (0.0,) * 3, (1.0,) * 3)
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        batch = next(iter(batches))
+    finally:
+        np.random.set_state(state)
+    b = len(batch["category"]) // 2
+    order = [i for pair in zip(range(b), range(b, 2 * b)) for i in pair]
+    titles = [f"{c} normal" for c in batch["category"][:b]] + [f"{c} {section.data.synthesis}"
+                                                              for c in batch["category"][b:]]
+    return {"image": batch["image"][order], "mask": batch["mask"][order], "title": [titles[i] for i in order]}
 
 
 def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean: tuple[float, ...],

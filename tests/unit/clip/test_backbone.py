@@ -192,3 +192,14 @@ def test_text_cache_hits(backbone):
 def test_backbone_stays_in_eval_mode(backbone):
     backbone.train()
     assert not backbone.model.training
+
+
+def test_input_size_without_building_the_model():
+    from fsadlib.clip import BackboneConfig
+    from fsadlib.clip.backbone import input_size
+
+    assert input_size(BackboneConfig(arch="tiny")) == 64
+    assert input_size(BackboneConfig(arch="ViT-L-14-336", pretrained=None)) == 336
+    assert input_size(BackboneConfig(arch="ViT-H-14", image_size=518)) == 518
+    with pytest.raises(KeyError, match="nope"):
+        input_size(BackboneConfig(arch="nope"))

@@ -16,16 +16,15 @@ from fsadlib.maps import fused_image_score
 from fsadlib.methods import create
 from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.bayes_pfl import SPEC
+from fsadlib.methods.bayes_pfl.augment import BayesPFLAugmentConfig
 from fsadlib.methods.bayes_pfl.flows import planar_flow, sample_flow
 from fsadlib.methods.bayes_pfl.layers import ResidualCrossModalAttention
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig, public_image_scores, public_topk
 from fsadlib.methods.bayes_pfl.train import (
     BayesPFLSection,
     BayesPFLTrainConfig,
-    MosaicDataset,
     orthogonality_loss,
     stage1_loss,
-    tile_2x2,
     train_bayes_pfl,
 )
 from fsadlib.protocol import Protocol
@@ -260,21 +259,6 @@ def test_two_stage_training_and_checkpoint_round_trip(tmp_path):
         assert torch.equal(value, ckpt["state_dict"][name]), name
 
 
-def test_mosaic_tiles_four_anomalous_images_of_the_category():
-    imgs = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 3, 8, 8)
-    masks = torch.zeros(4, 8, 8)
-    masks[3] = 1
-    image, mask = tile_2x2(imgs, masks)
-    assert float(image[0, 0, 0]) == 0 and float(image[0, 0, 7]) == 1 and float(image[0, 7, 0]) == 2
-    assert mask[4:, 4:].all() and not mask[:4].any()
-    items = [{"image": imgs[i], "mask": masks[i], "label": int(i > 1), "category": "a"} for i in range(4)]
-    data = MosaicDataset(items, ["a"] * 4, [0, 0, 1, 1], prob=1.0, seed=0)
-    item = data[0]
-    assert item["label"] == 1 and item["defect"] == "mosaic"
-    assert set(item["image"][0].unique().tolist()) <= {2.0, 3.0}    # only the anomalous images
-    assert MosaicDataset(items, ["a"] * 4, [0, 0, 1, 1], prob=0.0, seed=0)[0] is items[0]
-
-
 def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_path, monkeypatch):
     from fsadlib import data
     from fsadlib.data import synthetic
@@ -286,7 +270,9 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
                         lambda dataset, categories=None: table if categories is None else data.select_categories(table, categories))
     protocol = Protocol(aux_categories=("brick",), val_categories=("grass",), target_categories=("disc",))
     section = smoke_section(BayesPFLSection(model=TINY, train=BayesPFLTrainConfig(batch_size=2, mosaic_prob=0.5,
-                                                                                seed=1)), SPEC.smoke)
+                                                                                seed=1),
+                                            augment=BayesPFLAugmentConfig(enabled=1, mask_resize="bilinear")),
+                            SPEC.smoke)
     res = train_bayes_pfl(section, protocol, smoke=True, out_dir=tmp_path / "out", live_dir=tmp_path / "live")
     assert list(res.history.stage) == [1, 2]
     assert (tmp_path / "live" / "stage1" / "metrics.json").is_file() and (tmp_path / "live" / "stage2" / "metrics.json").is_file()
@@ -317,3 +303,13 @@ def test_distribution_ablation_switches_off_samples_and_kl():
     assert not torch.allclose(outs["image_specific"][0], outs["image_agnostic"][0])
     with pytest.raises(ValueError, match="distributions"):
         replace(TINY, distributions="context")
+
+
+def test_public_text_rule_scores_by_the_text_probability_alone(backbone):
+    """The public rule for image-level-only sets: the score is the text part of the public rule."""
+    x = synthetic_batch(4)["image"]
+    public, text_only = make_method(backbone, score_rule="public"), make_method(backbone, score_rule="public_text")
+    public.setup_category("brain")
+    text_only.setup_category("brain")
+    public(x)
+    assert torch.allclose(text_only(x).pred_score, public.score_parts[0][:, 0], atol=1e-6)

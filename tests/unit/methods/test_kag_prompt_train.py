@@ -20,6 +20,7 @@ from fsadlib.methods.kag_prompt.train import (
     SyntheticAnomalyBatches,
     aux_normal_samples,
     train_kag_prompt,
+    training_preview,
 )
 from fsadlib.protocol import Protocol
 from fsadlib.smoke import smoke_section
@@ -70,9 +71,49 @@ def test_batches_pair_clean_and_synthetic_images(repo, mode):
         SyntheticAnomalyBatches(aux_normal_samples(PROTOCOL), 64, 9, mode, CLIP_MEAN, CLIP_STD)
 
 
+def test_nsa_batches_carry_soft_labels_and_keep_the_clean_half(repo):
+    """NSA (the paper's synthesis): soft masks in [0, 1), the clean half untouched, a function of the seed."""
+    rows = aux_normal_samples(PROTOCOL)
+    batches = SyntheticAnomalyBatches(rows, 64, 4, "nsa", CLIP_MEAN, CLIP_STD)
+    np.random.seed(1)
+    first = next(iter(batches))
+    np.random.seed(1)
+    again = next(iter(batches))
+    torch.testing.assert_close(first["image"], again["image"])
+    torch.testing.assert_close(first["mask"], again["mask"])
+    mask = first["mask"]
+    assert (mask[:4] == 0).all() and mask.min() >= 0 and mask.max() < 1 and mask[4:].amax() > 0
+    assert (first["image"][4:] != first["image"][:4]).any()
+    np.random.seed(2)
+    assert not torch.equal(next(iter(batches))["image"], first["image"])
+
+
+def test_training_preview_pairs_each_normal_with_its_anomaly_and_draws_a_grid(repo):
+    from fsadlib.data.figures import training_grid
+
+    section = from_dict(KagTrainSection, {"model": {"backbone": {"arch": "tiny"}, "proj_dim": 24},
+                                          "data": {"synthesis": "cutpaste"}}, "kag_prompt")
+    np.random.seed(11)
+    expected_next = np.random.random()
+    np.random.seed(11)
+    preview = training_preview(section, PROTOCOL, n=3)
+    assert np.random.random() == expected_next, "the global numpy RNG is left as it was"
+    image, mask, title = preview["image"], preview["mask"], preview["title"]
+    assert image.shape == (6, 3, 64, 64) and mask.shape == (6, 64, 64)  # the tiny backbone's input size
+    assert 0 <= float(image.min()) and float(image.max()) <= 1         # unnormalised for display
+    assert title[0].endswith("normal") and title[1].endswith("cutpaste")
+    assert (mask[0::2] == 0).all() and (mask[1::2].flatten(1).amax(1) == 1).all()
+    outside = (mask[1::2] == 0)[:, None].expand(-1, 3, -1, -1)
+    torch.testing.assert_close(image[1::2][outside], image[0::2][outside])  # pairs: a normal, then its anomaly
+    fig = training_grid(preview, columns=4)
+    assert sum(ax.has_data() for ax in fig.axes) == 6 and len(fig.axes) == 8
+    with pytest.raises(ValueError, match="2 titles"):
+        training_grid({**preview, "title": title[:2]})
+
+
 def test_bad_data_parameters_name_the_key():
     with pytest.raises(ValueError, match="kag_prompt.data.synthesis"):
-        KagDataConfig(synthesis="nsa")
+        KagDataConfig(synthesis="blur")
 
 
 def test_smoke_training_writes_a_reloadable_final_checkpoint(repo):

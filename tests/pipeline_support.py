@@ -1,4 +1,4 @@
-"""Helpers of the pipeline tests (imported by conftest.py and the tests of this folder)."""
+"""Helpers of the tests that run the pipeline (imported by tests/conftest.py, pipeline/ and ui/)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,11 @@ def copy_tree(src: Path, dst: Path) -> Path:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, dst / rel)
     return dst
+
+
+def git_snapshot(folder: Path) -> Path:
+    """``git init`` + commit of everything in ``folder`` not ignored (like a fresh clone)."""
+    git = ["git", "-c", "user.name=pipeline-test", "-c", "user.email=test@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run(git + cmd, cwd=folder, check=True, capture_output=True)
+    return folder

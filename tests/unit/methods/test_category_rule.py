@@ -121,6 +121,7 @@ def test_kag_prompt_encodes_the_same_text_in_training_validation_and_evaluation(
 
 @pytest.mark.parametrize("key", ["pcb1"])
 def test_bayes_pfl_encodes_the_same_text_in_training_validation_and_evaluation(visa_like, texts, tmp_path, key):
+    from fsadlib.methods.bayes_pfl.augment import BayesPFLAugmentConfig
     from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
     from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig, stage1_loss, train_loader, validation_fn
 
@@ -128,7 +129,7 @@ def test_bayes_pfl_encodes_the_same_text_in_training_validation_and_evaluation(v
     cfg = BayesPFLTrainConfig(batch_size=2, val_max_images=2, val_samples=1)
     method = BayesPFL(BayesPFLConfig(backbone=TINY, layers=(3, 6, 9, 12), test_samples=1, topk=30, sigma=1.0))
     aux = replace(protocol(key), aux_categories=(key,), val_categories=(next(k for k in KEYS.values() if k != key),))
-    batch = next(iter(train_loader(method, aux, cfg)))
+    batch = next(iter(train_loader(method, aux, cfg, BayesPFLAugmentConfig())))
     training = recorded(texts, lambda: stage1_loss(method, batch, cfg))
     method._prompt_ids.clear()
     validation = recorded(texts, lambda: validation_fn(protocol(key), cfg)(method))

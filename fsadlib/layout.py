@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsadlib.paths import models_dir, results_dir, shots_dir
+from fsadlib.paths import models_dir, results_dir, shots_dir, trained_models_dir
 
 _K = re.compile(r"k(?P<k>\d+)")
 _SEED = re.compile(r"seed(?P<seed>\d+)")
@@ -84,9 +84,12 @@ def parse_run(folder: str | Path, root: str | Path | None = None) -> RunKey:
     return RunKey(parts[0], parts[1], parse_k(parts[2], folder), parse_seed(parts[3], folder))
 
 
-def model_dir(method: str, root: str | Path | None = None) -> Path:
-    """``models/<method>/``: everything the method's training stage writes."""
-    return (Path(root) if root is not None else models_dir()) / method
+def model_dir(method: str, root: str | Path | None = None, *, trained: bool = False) -> Path:
+    """``models/<method>/``: everything the method's training stage writes (under the output root,
+    :func:`fsadlib.paths.models_dir`); ``trained=True``: where its trained models are read from
+    (:func:`fsadlib.paths.trained_models_dir`)."""
+    base = trained_models_dir() if trained else models_dir()
+    return (Path(root) if root is not None else base) / method
 
 
 def per_k_dir(out_dir: str | Path, k: int) -> Path:

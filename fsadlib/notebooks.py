@@ -52,6 +52,21 @@ def build_notebook(parameters: str, cells: Sequence[str | NotebookNode], title: 
     return nb
 
 
+#: every pipeline notebook's last parameter and first cell: where its models/, results/ and reports/ go
+#: (the repo root under DVC; outside DVC, ``output_root`` else FSAD_OUTPUT_ROOT else scratch/)
+OUTPUT_ROOT_PARAMETER = 'output_root = ""  # outside DVC: root of models/, results/, reports/ (default: scratch/)'
+OUTPUT_ROOT_CELL = ("from fsadlib.paths import use_output_root\n\n"
+                    'print(f"models/, results/ and reports/ of this run go under {use_output_root(output_root)}")')
+
+
+def pipeline_notebook(parameters: str, cells: Sequence[str | NotebookNode], title: str | None = None
+                      ) -> NotebookNode:
+    """:func:`build_notebook` of a pipeline notebook: ``parameters`` + ``output_root``, then the cell
+    that chooses and prints the output root (:func:`fsadlib.paths.use_output_root`), then ``cells``;
+    so papermill or JupyterLab alone never overwrites what the DVC pipeline tracks."""
+    return build_notebook(f"{parameters.rstrip()}\n{OUTPUT_ROOT_PARAMETER}", [OUTPUT_ROOT_CELL, *cells], title)
+
+
 def write_notebook(path: str | Path, parameters: str, cells: Sequence[str | NotebookNode],
                    title: str | None = None) -> Path:
     """Build, check (``ValueError`` listing contract problems) and write a notebook."""
@@ -173,7 +188,7 @@ def training_notebook(spec: Any) -> NotebookNode:
         f"assert not other, f\"models whose config differs from params.yaml {spec.name}.model: {{other}}\"\n"
          "print(f\"{len(report.models)} model file(s), {len(report.history)} history rows\")"),
     ]
-    return build_notebook("smoke = 0", cells, title=f"# {number} Train {spec.name}")
+    return pipeline_notebook("smoke = 0", cells, title=f"# {number} Train {spec.name}")
 
 
 # -- dvc.yaml stages that run notebooks ----------------------------------------------------------

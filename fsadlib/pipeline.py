@@ -224,7 +224,10 @@ def method_pipeline(spec: MethodSpec) -> dict[str, Any]:
     """The content of ``pipelines/<folder>/dvc.yaml``."""
     stages = {f"train_{spec.name}": train_stage(spec)} if spec.trainable else {}
     stages["evaluate"] = evaluate_family(spec)
-    return {"vars": ["../../params.yaml"], "stages": stages}
+    pipeline: dict[str, Any] = {"vars": ["../../params.yaml"], "stages": stages}
+    if spec.trainable:  # DVCLive's curves, so that `dvc plots diff` compares experiments' training
+        pipeline["plots"] = [{f"../../reports/train_{spec.name}/plots/metrics": {"x": "step"}}]
+    return pipeline
 
 
 # -- the shared stages -------------------------------------------------------------------------------

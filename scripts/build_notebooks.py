@@ -16,7 +16,14 @@ import argparse
 from pathlib import Path
 
 from fsadlib.methods import specs
-from fsadlib.notebooks import md, save_notebook, training_notebook, write_notebook
+from fsadlib.notebooks import (
+    is_pipeline_notebook,
+    md,
+    pipeline_notebook,
+    save_notebook,
+    training_notebook,
+    write_notebook,
+)
 from fsadlib.paths import repo_root
 
 #: notebook name -> (title, parameters cell, cells)
@@ -292,7 +299,8 @@ explorer.widget""",
 
 def build(out: Path) -> list[Path]:
     """Write every notebook into ``out``; returns the paths written."""
-    written = [write_notebook(out / f"{name}.ipynb", parameters, cells, title)
+    written = [save_notebook(out / f"{name}.ipynb", pipeline_notebook(parameters, cells, title))
+               if is_pipeline_notebook(Path(f"{name}.ipynb")) else write_notebook(out / f"{name}.ipynb", parameters, cells, title)
                for name, (title, parameters, cells) in NOTEBOOKS.items()]
     for spec in specs().values():
         if spec.trainable:

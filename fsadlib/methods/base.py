@@ -95,7 +95,7 @@ class AnomalyMethod(nn.Module, ABC):
         from fsadlib.layout import model_dir
         from fsadlib.methods.registry import spec_of
 
-        return model_dir(spec_of(cls.name).name) / "final.pt"
+        return model_dir(spec_of(cls.name).name, trained=True) / "final.pt"
 
     @classmethod
     def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,

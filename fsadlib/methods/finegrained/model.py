@@ -250,7 +250,7 @@ def category_model(dataset: str, category: str, k: int, seed: int, map_location:
 
     Then ``m.setup_category(category, supports)`` with the same k-shot supports and ``m(images)``.
     """
-    path = model_path(dataset, category, k, seed, root)
+    path = model_path(dataset, category, k, seed, root if root is not None else model_dir("finegrained", trained=True))
     if not path.is_file():
         raise FileNotFoundError(f"no finegrained model for {dataset}/{category} k={k} seed={seed}: {path} "
                                 "(run the train_finegrained stage)")

@@ -145,7 +145,7 @@ class Inctrl(AnomalyMethod):
     @classmethod
     def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
         """``models/inctrl/k<k>/final.pt``: one model per k (the paper trains k in {2, 4, 8})."""
-        return per_k_dir(model_dir(cls.name), k) / "final.pt"
+        return per_k_dir(model_dir(cls.name, trained=True), k) / "final.pt"
 
     def __init__(self, config: InctrlConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)

@@ -1,0 +1,110 @@
+"""Ablation sweeps end to end with real DVC experiments (README: Ablations).
+
+``test_queued_grid_reaches_the_ablation_figures``: a throw-away DVC repository whose one stage writes a
+``reports/summary.json`` in the workbench's layout from two params; a 2 x 2 grid is queued and run
+with ``dvc exp run --queue`` / ``--run-all`` exactly as the README says, then ``dvc exp show --json``
+must carry the summary of all four experiments (the summary is a git-tracked DVC metric) and the
+analysis (:func:`fsadlib.analysis.load_experiments`, :func:`fsadlib.viz.ablation_curves`) must draw one
+figure per parameter whose points are those metrics, the other parameter held fixed per facet.
+
+``test_papermill_alone_leaves_the_pipeline_untouched``: notebook 40 run with papermill alone in a copy
+of the finished smoke pipeline writes under ``scratch/`` and ``dvc status`` stays clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import matplotlib
+import pytest
+from pipeline_support import BIN, run
+
+matplotlib.use("Agg")
+
+STAGE = """stages:
+  toy:
+    cmd: python make_summary.py
+    deps: [make_summary.py]
+    params: [toy.rounds, toy.flag]
+    metrics:
+      - reports/summary.json:
+          cache: false
+"""
+SCRIPT = """import json, pathlib, yaml
+p = yaml.safe_load(open("params.yaml"))["toy"]
+mean = 0.5 + p["rounds"] / 10 + p["flag"] / 100
+pathlib.Path("reports").mkdir(exist_ok=True)
+json.dump({"toy": {"synthetic": {"k1": {"image_auroc": {"mean": mean, "std": 0.01}, "eval_size": 64}}}},
+          open("reports/summary.json", "w"))
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FSAD_ROOT", "FSAD_OUTPUT_ROOT", "DVC_STAGE")}
+    return env | {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost",
+                  "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@localhost"}
+
+
+def test_queued_grid_reaches_the_ablation_figures(tmp_path):
+    from fsadlib.analysis import load_experiments, varied_params
+    from fsadlib.analysis.experiments import exp_show
+    from fsadlib.viz import ablation_curves
+
+    env, repo = _env(), tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("toy:\n  rounds: 1\n  flag: 0\n")
+    (repo / "dvc.yaml").write_text(STAGE)
+    (repo / "make_summary.py").write_text(SCRIPT)
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(list(cmd), cwd=repo, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        return done.stdout
+
+    sh("git", "init", "-q")
+    sh(str(BIN / "dvc"), "init", "-q")
+    sh(str(BIN / "dvc"), "repro", "-q")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "baseline")
+    sh(str(BIN / "dvc"), "exp", "run", "--queue", "-S", "toy.rounds=1,2", "-S", "toy.flag=0,1")
+    sh(str(BIN / "dvc"), "exp", "run", "--run-all", "-j", "1")
+
+    shown = {(r["data"]["params"]["params.yaml"]["data"]["toy"]["rounds"],
+              r["data"]["params"]["params.yaml"]["data"]["toy"]["flag"]):
+             r["data"]["metrics"]["reports/summary.json"]["data"]["toy"]["synthetic"]["k1"]["image_auroc"]["mean"]
+             for commit in exp_show(repo) for e in commit.get("experiments") or [] for r in e["revs"]}
+    assert shown == pytest.approx({(r, f): 0.5 + r / 10 + f / 100 for r in (1, 2) for f in (0, 1)})
+
+    table = load_experiments(repo)
+    assert table["experiment"].nunique() == 5                        # the baseline and the four experiments
+    assert varied_params(table) == ["toy.flag", "toy.rounds"]
+    figures = ablation_curves(table)
+    assert sorted(figures) == ["toy.flag", "toy.rounds"]
+    for param, other in (("toy.rounds", "toy.flag"), ("toy.flag", "toy.rounds")):
+        axes = figures[param].axes
+        values = (0, 1) if other == "toy.flag" else (1, 2)
+        assert [ax.get_title() for ax in axes] == [f"{other}={v}" for v in values]
+        for ax in axes:
+            fixed = int(ax.get_title().split("=")[1])
+            line = ax.containers[0].lines[0]
+            for x, y in zip(line.get_xdata(), line.get_ydata()):
+                key = (x, fixed) if param == "toy.rounds" else (fixed, x)
+                assert y == pytest.approx(100 * shown[key])
+
+
+def test_papermill_alone_leaves_the_pipeline_untouched(smoke_pipeline, tmp_path):
+    src, env = smoke_pipeline
+    dst = tmp_path / "workbench"
+    shutil.copytree(src, dst, symlinks=True)
+    env = {k: v for k, v in env.items() if k != "DVC_STAGE"} | {"PYTHONPATH": str(dst), "FSAD_ROOT": str(dst)}
+    env.pop("FSAD_OUTPUT_ROOT", None)
+    log = tmp_path / "papermill.log"
+    result = run([str(BIN / "papermill"), "notebooks/40_evaluate.ipynb", str(tmp_path / "out.ipynb"),
+                  "-p", "method", "winclip", "-p", "folder", "winclip", "-p", "smoke", "1"], dst, env, log)
+    assert result.returncode == 0, log.read_text()[-4000:]
+    assert "scratch" in (tmp_path / "out.ipynb").read_text()            # the printed output root
+    assert list((dst / "scratch" / "results" / "winclip").glob("*/k0/seed0/metrics.json"))
+    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=dst, env=env, capture_output=True, text=True)
+    assert status.returncode == 0 and status.stdout.strip() == "Data and pipelines are up to date.", status.stdout

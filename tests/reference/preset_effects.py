@@ -83,7 +83,7 @@ def kag_prompt():
 
 
 def bayes_pfl():
-    from fsadlib.methods.bayes_pfl import BayesPFLTrainConfig
+    from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig
     from fsadlib.methods.bayes_pfl.train import stage1_loss
 
     cfg = {"layers": [3, 12], "test_samples": 2, "topk": 30, "sigma": 1.5}

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from fsadlib.clip import BackboneConfig, ClipBackbone
-from fsadlib.methods.bayes_pfl import BayesPFL, BayesPFLConfig, BayesPFLTrainConfig
+from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
+from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig
 from fsadlib.methods.bayes_pfl.train import stage1_loss
 
 TINY = BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 12), bank_size=2, context_length=2,

@@ -12,7 +12,7 @@ import torch
 
 from fsadlib.captions import Captions
 from fsadlib.clip import BackboneConfig, ClipBackbone
-from fsadlib.methods.finegrained import FineGrainedAD, FineGrainedConfig
+from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig
 from fsadlib.methods.finegrained.prompts import build_texts
 from fsadlib.methods.finegrained.regions import region_weights
 from fsadlib.methods.finegrained.train import finegrained_loss, training_batch

@@ -153,7 +153,7 @@ def test_same_seed_same_items_different_seeds_differ(rows):
 def test_training_items_are_plain_unless_asked(rows):
     from fsadlib.clip import BackboneConfig
     from fsadlib.data import AnomalyDataset
-    from fsadlib.methods.bayes_pfl import BayesPFL, BayesPFLConfig
+    from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
     from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig, training_dataset
 
     method = BayesPFL(BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 6, 9, 12)))
@@ -167,7 +167,8 @@ def test_training_items_are_plain_unless_asked(rows):
 def test_training_preview_shows_the_items_training_makes(rows, monkeypatch):
     from fsadlib import data
     from fsadlib.clip import BackboneConfig
-    from fsadlib.methods.bayes_pfl import BayesPFLConfig, BayesPFLSection, BayesPFLTrainConfig
+    from fsadlib.methods.bayes_pfl.model import BayesPFLConfig
+    from fsadlib.methods.bayes_pfl.train import BayesPFLSection, BayesPFLTrainConfig
     from fsadlib.methods.bayes_pfl.train import training_preview
     from fsadlib.protocol import Protocol
 

@@ -172,10 +172,15 @@ def training_notebook(spec: Any) -> NotebookNode:
            f"`fsadlib/smoke.py`). Writes `models/{spec.name}/` and `reports/train_{spec.name}/`; details in "
            f"the method's README.md."),
         ("import numpy as np\n\nfrom fsadlib.config import as_flag\n"
-        "from fsadlib.methods import method_spec\nfrom fsadlib.methods.base import load_checkpoint\n"
-         "from fsadlib.methods.training import load_method_section, train_method"),
+        "from fsadlib.data import figures\nfrom fsadlib.methods import method_spec\n"
+         "from fsadlib.methods.base import load_checkpoint\n"
+         "from fsadlib.methods.training import load_method_section, preview_training_data, train_method"),
         f"section = load_method_section(method_spec({spec.name!r}))\nsection",
         f"report = train_method({spec.name!r}, smoke=as_flag(smoke))\nreport.history",
+        md("The training data: samples as the method's training batches make them (synthesised or augmented),"
+           " the label mask as a translucent map with its contour in red."),
+        (f"preview = preview_training_data({spec.name!r}, smoke=as_flag(smoke))\n"
+         "figures.training_grid(preview) if preview is not None else None;"),
         md("Training curves: the training loss and every validation value per epoch."),
         "report.curves();",
         md("## Invariants"),

@@ -77,11 +77,21 @@ def models_dir() -> Path:
     return output_root() / "models"
 
 
+def read_dir(name: str) -> Path:
+    """Where ``models/`` or ``results/`` are read from: the output root's when it exists (a notebook
+    run outside DVC that wrote its own), else the pipeline's ``<repo>/<name>``."""
+    own = output_root() / name
+    return own if own.is_dir() else repo_root() / name
+
+
 def trained_models_dir() -> Path:
-    """Where trained models are read from: the output root's ``models/`` when it exists (a notebook
-    run outside DVC that trained its own), else the pipeline's ``<repo>/models``."""
-    own = models_dir()
-    return own if own.is_dir() else repo_root() / "models"
+    """Where trained models are read from (:func:`read_dir`)."""
+    return read_dir("models")
+
+
+def evaluated_results_dir() -> Path:
+    """Where evaluation results are read from by the analysis and the explorer (:func:`read_dir`)."""
+    return read_dir("results")
 
 
 def results_dir() -> Path:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fsadlib.io import read_json
-from fsadlib.paths import results_dir
+from fsadlib.paths import evaluated_results_dir
 from fsadlib.stats import bootstrap_p_value, delong, holm, percentile_interval, z_test
 from fsadlib.stats.intervals import seed_draws, seed_mean_replicates
 from fsadlib.stats.ranking import Ranking, rank_methods
@@ -60,7 +60,7 @@ def load_replicates(root: str | Path | None = None) -> dict[tuple[str, str, int]
     """Every (method, dataset, k) under ``root`` (default ``results/``) whose runs have bootstrap
     replicates; runs of one (method, dataset, k) must share their bootstrap settings (``ValueError``
     naming the folder otherwise)."""
-    root = Path(root) if root is not None else results_dir()
+    root = Path(root) if root is not None else evaluated_results_dir()
     groups: dict[tuple[str, str, int], dict[int, tuple[Path, dict]]] = {}
     for path in sorted(root.glob("*/*/k*/seed*/metrics.json")):
         where = _RUN_DIR.fullmatch("/".join(path.parts[-3:-1]))

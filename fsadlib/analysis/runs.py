@@ -31,7 +31,7 @@ from fsadlib.aggregate import mean_std
 from fsadlib.evaluate import _NOT_AVERAGED, METRIC_FAMILIES
 from fsadlib.io import read_json, write_json
 from fsadlib.layout import run_files
-from fsadlib.paths import reports_dir, results_dir
+from fsadlib.paths import evaluated_results_dir, reports_dir
 
 RUN_COLUMNS = ["method", "dataset", "k", "seed", "category", "metric", "value",
                "image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights", "applicable"]
@@ -42,7 +42,7 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
     """All ``<root>/<method>/<dataset>/k<k>/seed<s>/metrics.json`` (default root: ``results/``) as the
     tidy table of the module docstring, sorted. A file whose recorded run disagrees with its folder
     raises ``ValueError`` naming the file; no run at all gives an empty table with the columns."""
-    root = Path(root) if root is not None else results_dir()
+    root = Path(root) if root is not None else evaluated_results_dir()
     rows: list[dict[str, Any]] = []
     for key, path in run_files(root, "metrics.json"):
         content = read_json(path)

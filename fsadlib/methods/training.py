@@ -134,3 +134,26 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
     write_json(live_dir / "summary.json", report.summary())
     return report
+
+
+def preview_training_data(name: str, *, smoke: bool = False, params_path: str | Path | None = None
+                          ) -> dict[str, Any] | None:
+    """What method folder ``name`` trains on, as its train module's ``training_preview(section,
+    protocol)`` draws it (``image`` ``[N, 3, S, S]`` in [0, 1], ``mask`` ``[N, S, S]``, ``title``; shown by
+    :func:`fsadlib.data.figures.training_grid`) from params.yaml with the smoke policy of
+    :func:`train_method`; ``None`` when the module defines no preview."""
+    import importlib
+
+    from fsadlib.config import load_section
+    from fsadlib.methods.registry import method_spec
+    from fsadlib.protocol import Protocol
+    from fsadlib.smoke import smoke_section
+
+    spec = method_spec(name)
+    preview = getattr(importlib.import_module(spec.train.split(":")[0]), "training_preview", None)
+    if preview is None:
+        return None
+    section = load_method_section(spec, params_path)
+    section = smoke_section(section, spec.smoke, name) if smoke else section
+    return preview(section, load_section("protocol", Protocol, params_path).check())
+

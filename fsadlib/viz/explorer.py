@@ -33,7 +33,7 @@ from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 from fsadlib.layout import run_dir, run_files
-from fsadlib.paths import results_dir
+from fsadlib.paths import evaluated_results_dir
 from fsadlib.viz.overlay import category_range, draw_overlay, normalise, resample_map, resize_image
 from fsadlib.viz.palette import method_colour
 
@@ -46,7 +46,7 @@ class ResultsIndex:
     """The saved runs under ``root`` (``<method>/<dataset>/k<k>/seed<s>/scores.csv``) and their files."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else results_dir()
+        self.root = Path(root) if root is not None else evaluated_results_dir()
         rows = [dataclasses.asdict(key) for key, _ in run_files(self.root, "scores.csv")]
         self.runs = pd.DataFrame(rows, columns=["method", "dataset", "k", "seed"])
         if self.runs.empty:

@@ -26,6 +26,10 @@ def test_outside_dvc_writes_under_scratch_and_reads_pipeline_models(repo):
     (repo / "scratch" / "models").mkdir(parents=True)
     assert paths.trained_models_dir() == repo / "scratch" / "models"  # ... until this run trained its own
     assert paths.data_dir() == repo / "data"                          # data always from the repo
+    (repo / "results").mkdir()
+    assert paths.evaluated_results_dir() == repo / "results"         # the analysis reads the pipeline's
+    (repo / "scratch" / "results").mkdir()
+    assert paths.evaluated_results_dir() == repo / "scratch" / "results"
 
 
 def test_parameter_then_environment(repo, tmp_path_factory, monkeypatch):

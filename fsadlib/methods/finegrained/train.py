@@ -90,15 +90,17 @@ def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, t
     return result.history
 
 
-def training_preview(section: FineGrainedSection, protocol: Protocol, shots: ShotsConfig) -> dict[str, Any]:
-    """The training data of one model: the k normal shots of the first target category (first k and
-    shot seed of ``shots``; FineGrainedAD trains on them alone, unaugmented) at the backbone's input
-    size, in [0, 1], with empty masks, for :func:`fsadlib.data.figures.training_grid`."""
+def training_preview(section: FineGrainedSection, protocol: Protocol) -> dict[str, Any]:
+    """The training data of one model: the k normal shots of the first target category (the first k of
+    ``section.ks`` and the first seed of params.yaml ``shots``; FineGrainedAD trains on them alone,
+    unaugmented) at the backbone's input size, in [0, 1], with empty masks, for
+    :func:`fsadlib.data.figures.training_grid`."""
     from fsadlib.clip.backbone import input_size
+    from fsadlib.config import load_section
     from fsadlib.data import load_images
     from fsadlib.data.shots import load_shots
 
-    category, k, seed = protocol.target_categories[0], shots.ks[0], shots.seeds[0]
+    category, k, seed = protocol.target_categories[0], section.ks[0], load_section("shots", ShotsConfig).seeds[0]
     images = load_images(load_shots(protocol.target_dataset, category, k, seed), input_size(section.model.backbone),
                          mean=(0.0,) * 3, std=(1.0,) * 3)
     return {"image": images, "mask": torch.zeros(len(images), *images.shape[-2:]),

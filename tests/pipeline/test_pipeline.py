@@ -59,5 +59,9 @@ def test_interactive_notebook_runs_on_pipeline_outputs(clone, name):
     dst, env = clone
     smoke = ["-p", "smoke", "1"] if "smoke" in notebook_parameters(dst / "notebooks" / name) else []
     out = dst / "reports" / "notebooks" / name
-    result = run([str(BIN / "papermill"), f"notebooks/{name}", str(out), *smoke], dst, env, dst / f"{name}.log")
+    cmd = [str(BIN / "papermill"), f"notebooks/{name}", str(out), "--execution-timeout", "300", *smoke]
+    result = run(cmd, dst, env, dst / f"{name}.log")
+    if result.returncode != 0 and "Timeout" in (dst / f"{name}.log").read_text():
+        # once (of several runs) papermill and an idle kernel both waited for ever on one cell: retry once
+        result = run(cmd, dst, env, dst / f"{name}.log")
     assert result.returncode == 0, (dst / f"{name}.log").read_text()[-4000:]

@@ -188,7 +188,7 @@ def train_stage(spec: MethodSpec) -> dict[str, Any]:
     datasets = {"aux": AUX, "target": TARGET}
     deps = code_deps(spec.notebook, modules, spec)
     deps += [d for source in spec.train_reads for d in reads[source]] + list(spec.train_deps)
-    params = ["smoke", spec.name, "protocol", *(["shots"] if spec.few_shot else []), *spec.params,
+    params = ["smoke", spec.name, "protocol", *(["shots"] if spec.few_shot else []), "distributed", *spec.params,
               *(f"datasets.{datasets[source]}" for source in spec.train_reads)]
     return {
         "wdir": "../..",

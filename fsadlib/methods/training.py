@@ -112,7 +112,19 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
                  out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainReport:
     """Train method folder ``name`` from params.yaml (its section and ``protocol``), with the smoke
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
-    Defaults: ``models/<name>/`` and ``reports/train_<name>/``."""
+    Defaults: ``models/<name>/`` and ``reports/train_<name>/``. Runs on the ranks that the
+    ``distributed`` section names (:func:`fsadlib.distributed.launch`; default one process, this one)
+    and returns rank 0's report."""
+    from fsadlib import distributed
+
+    return distributed.launch(_train_rank, name, bool(smoke), params_path, out_dir, live_dir,
+                              config=distributed.load_config(params_path))
+
+
+def _train_rank(name: str, smoke: bool, params_path: str | Path | None, out_dir: str | Path | None,
+                live_dir: str | Path | None) -> TrainReport:
+    """:func:`train_method` on one rank (rank 0 writes the summary)."""
+    from fsadlib import distributed
     from fsadlib.config import load_section
     from fsadlib.io import write_json
     from fsadlib.layout import model_dir
@@ -132,7 +144,8 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
                    out_dir=Path(out_dir) if out_dir is not None else model_dir(name), live_dir=live_dir)
     if not isinstance(report, TrainReport):
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
-    write_json(live_dir / "summary.json", report.summary())
+    if distributed.is_main():
+        write_json(live_dir / "summary.json", report.summary())
     return report
 
 

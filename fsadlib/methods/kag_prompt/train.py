@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from fsadlib import distributed
 from fsadlib.config import seed_everything
 from fsadlib.losses import dice_loss, focal_loss
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
@@ -110,7 +111,9 @@ class SyntheticAnomalyBatches:
     """Training batches: ``batch_size`` normal images + their synthetic anomalies.
 
     Each pass shuffles the normal images with the global numpy RNG (seeded and restored on resume by
-    :func:`fsadlib.train.fit`), so a resumed run draws what an uninterrupted one would. Anomalies come
+    :func:`fsadlib.train.fit`), so a resumed run draws what an uninterrupted one would; on W ranks
+    (:mod:`fsadlib.distributed`) a rank keeps every W-th image of its own (rank-seeded) shuffle, so a pass
+    has N / W images per rank. Anomalies come
     from :func:`fsadlib.data.augment.synthesize_anomaly` (``mode``) on the [0, 1] image; with
     ``cutpaste`` the patch is cut from the previous image of the batch (the public code's NSA takes
     it from the previously visited image); with ``nsa`` likewise, with each category's public NSA
@@ -133,7 +136,7 @@ class SyntheticAnomalyBatches:
         from fsadlib.data.augment import synthesize_anomaly
         from fsadlib.data.nsa import nsa_params
 
-        order = np.random.permutation(len(self.dataset))
+        order = distributed.shard(np.random.permutation(len(self.dataset)))  # this rank's 1/W of the pass
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
             items = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
             rng = np.random.default_rng(np.random.randint(2**31))

@@ -41,6 +41,16 @@ pixel metrics resampling whole images, exact for every metric (:mod:`fsadlib.sta
 maps at their stored float16 precision; the seed aggregate adds the support-seed spread (two-stage
 bootstrap, :mod:`fsadlib.stats.intervals`).
 
+Several processes (``params.yaml: distributed``, :mod:`fsadlib.distributed`): :func:`run_plan` runs on
+every rank and :func:`evaluate_sharded` shares out the categories (rank r takes categories r, r + W,
+... of the run's list; a category is the unit of work, so each rank encodes its categories' images
+once): each rank evaluates its categories with :func:`evaluate` into its own folder
+``<run>/.shards/rank<r>/`` (atomic writes, resumable), then rank 0 moves their maps and bootstrap
+files into the run folder and writes metrics.json and scores.csv from their entries
+(:func:`merge_shards`), exactly what one process writes: per-category work depends on nothing but
+the category (seeded per category), and JSON and CSV round trips are exact. A failing rank stops
+every rank before the merge, so the run folder keeps no partial result.
+
 Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
 config, trainable weights, the sha1 of the checkpoint file the model was loaded from, the backbone's
 weights file (size + mtime), data set, k, seed, evaluation settings, the test images and masks and the
@@ -59,6 +69,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fsadlib import data, stats
+from fsadlib import data, distributed, stats
 from fsadlib.aggregate import STD_DDOF, mean_std
 from fsadlib.config import as_flag, seed_everything, to_dict
 from fsadlib.data.files import files_fingerprint
@@ -286,13 +298,76 @@ def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | 
             list(dict.fromkeys(data.load_samples(dataset)["category"]))
         shared = load(seeds[0], cats[0])
         for seed in seeds:
-            evaluate(shared, dataset, k=k, seed=seed, config=config, categories=cats,
-                     category_models=lambda cat, s=seed: load(s, cat, shared.backbone))
+            evaluate_sharded(shared, dataset, k=k, seed=seed, config=config, categories=cats,
+                             category_models=lambda cat, s=seed: load(s, cat, shared.backbone))
     else:
         model = load(seeds[0])
         for seed in seeds:
-            evaluate(model, dataset, k=k, seed=seed, config=config, categories=categories)
-    return aggregate_seeds(name, dataset, k, list(seeds))
+            evaluate_sharded(model, dataset, k=k, seed=seed, config=config, categories=categories)
+    return distributed.broadcast(aggregate_seeds(name, dataset, k, list(seeds)) if distributed.is_main() else None)
+
+
+#: folder of a run folder where the ranks of a sharded evaluation write their categories
+SHARDS = ".shards"
+
+
+def evaluate_sharded(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
+                     config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
+                     samples: pd.DataFrame | None = None, out_dir: str | Path | None = None,
+                     category_models: Callable[[str], AnomalyMethod] | None = None) -> dict[str, Any]:
+    """:func:`evaluate` with the categories shared out over the ranks of the process group (module
+    docstring; one process: :func:`evaluate` itself). Every rank must call it; returns the run's
+    metrics.json content on every rank."""
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate(method, dataset, k=k, seed=seed, config=config, categories=categories, samples=samples,
+                        out_dir=out_dir, category_models=category_models)
+    table = data.load_samples(dataset) if samples is None else samples
+    test = table[table["split"] == "test"]
+    test = data.select_categories(test, categories) if categories is not None else test
+    cats = list(dict.fromkeys(test["category"]))  # the order evaluate() writes them in
+    out = Path(out_dir) if out_dir is not None else run_dir(method.name, dataset, k, seed)
+    parts = {out / SHARDS / f"rank{r}": distributed.shard(cats, r, world) for r in range(world)}
+    mine = list(parts.values())[distributed.rank()]
+    if mine:
+        evaluate(method, dataset, k=k, seed=seed, config=config, categories=mine, samples=table,
+                 out_dir=out / SHARDS / f"rank{distributed.rank()}", category_models=category_models)
+    distributed.barrier()
+    if distributed.is_main():
+        merge_shards(out, {part: part_cats for part, part_cats in parts.items() if part_cats}, cats, config)
+    distributed.barrier()
+    return read_json(out / "metrics.json")
+
+
+def merge_shards(out: Path, parts: dict[Path, list[str]], cats: list[str], config: EvalConfig) -> dict[str, Any]:
+    """Write run folder ``out`` from shard folders (``{folder: its categories}``; ``cats``: all of them in
+    the run's order, which metrics.json and scores.csv keep): their maps and bootstrap files are moved in, metrics.json and scores.csv hold their entries
+    (after the categories ``out`` already held with the same run settings, as :func:`evaluate` keeps
+    them; those of other settings are dropped with their files); the shard folders are removed."""
+    with locked(out):
+        shards = {part: read_json(part / "metrics.json") for part in parts}
+        run = next(iter(shards.values()))["run"]
+        previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
+        _drop_stale(out, previous, run)
+        kept = {c: v for c, v in previous.get("categories", {}).items() if c not in cats} \
+            if previous.get("run") == run else {}
+        frames = [pd.read_csv(out / "scores.csv", keep_default_na=False)] \
+            if kept and (out / "scores.csv").is_file() else []
+        frames = [f[f["category"].isin(list(kept))] for f in frames]
+        result: dict[str, Any] = {"run": run, "categories": dict(kept)}
+        for part, part_cats in parts.items():
+            if shards[part]["run"] != run:
+                raise ValueError(f"{part / 'metrics.json'}: run settings differ from {next(iter(parts))}")
+            table = pd.read_csv(part / "scores.csv", keep_default_na=False)
+            frames.append(table[table["category"].isin(part_cats)])
+            for cat in part_cats:
+                result["categories"][cat] = shards[part]["categories"][cat]
+                for file in (part / f"maps_{cat}.npz", replicates_file(part, cat)):
+                    if file.is_file():
+                        os.replace(file, out / file.name)
+        merged = _write(out, result, pd.concat(frames, ignore_index=True), [*kept, *cats], config)
+        shutil.rmtree(out / SHARDS, ignore_errors=True)
+    return merged
 
 
 def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
@@ -307,13 +382,21 @@ def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
 
 
 def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = None,
-             folder: str | None = None) -> pd.DataFrame:
+             folder: str | None = None, world: distributed.DistributedConfig | None = None) -> pd.DataFrame:
     """The ``evaluate@<method>`` stage: method ``method`` (of method folder ``folder``; only that folder
     is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
     zero-shot) x every seed of ``shots``, on the protocol's target data set and categories (smoke: the
     first k and the first seed, :mod:`fsadlib.smoke`). k = 0 (zero-shot) has no support draw, so it
     runs once, with the first seed. Returns the seed aggregates as a tidy table (k, category, metric,
-    mean, std)."""
+    mean, std). Runs on the ranks that the ``distributed`` section names (or ``world``;
+    :func:`fsadlib.distributed.launch`; default one process, this one), which share out the categories
+    (:func:`evaluate_sharded`)."""
+    return distributed.launch(_run_plan_rank, method, bool(smoke), params_path, folder,
+                              config=world if world is not None else distributed.load_config(params_path))
+
+
+def _run_plan_rank(method: str, smoke: bool, params_path: str | Path | None, folder: str | None) -> pd.DataFrame:
+    """:func:`run_plan` on one rank."""
     from fsadlib.config import load_section
     from fsadlib.methods.training import entry_ks, load_method_section
     from fsadlib.protocol import Protocol
@@ -325,7 +408,7 @@ def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = 
     seeds = first_only(load_section("shots", data.ShotsConfig, params_path).seeds, smoke)
     config = load_section("evaluate", EvalConfig, params_path)
     frames = []
-    for k in entry_ks(entry, section, smoke):
+    for k in entry_ks(entry, section, smoke):  # every rank: evaluate_trained shares out the categories
         agg = evaluate_trained(method, protocol.target_dataset, k=k, seeds=seeds if k else seeds[:1], config=config,
                                categories=protocol.target_categories or None, params_path=params_path,
                                folder=spec.name)

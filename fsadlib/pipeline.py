@@ -26,7 +26,8 @@ What a stage depends on:
   image and mask, so a changed image changes it) and, where k-shot files are read, ``data/shots/<dataset>``;
   the names are interpolated from ``params.yaml``, never hard-coded;
 - params: every section the stage reads (``smoke``, the method's section, ``protocol``, ``shots`` where
-  k is checked or shots are read, ``evaluate``, ``datasets.<dataset>`` of each data set read).
+  k is checked or shots are read, ``evaluate``, ``distributed`` (how many processes run it),
+  ``datasets.<dataset>`` of each data set read).
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def evaluate_family(spec: MethodSpec) -> dict[str, Any]:
             "cmd": papermill(EVALUATE_NOTEBOOK, "40_evaluate_${item}.ipynb",
                              {"method": "${item}", "folder": spec.name, "smoke": "${smoke}"}),
             "deps": _unique(deps),
-            "params": ["smoke", "evaluate", spec.name, "shots", "protocol", f"datasets.{TARGET}"],
+            "params": ["smoke", "evaluate", spec.name, "shots", "protocol", "distributed", f"datasets.{TARGET}"],
             "outs": [f"results/${{item}}/{TARGET}", "reports/notebooks/40_evaluate_${item}.ipynb"],
         },
     }

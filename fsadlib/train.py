@@ -190,7 +190,10 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     stale = _resume_mismatch(method, last_path, config, fingerprint) if resume and last_path.is_file() else None
     if stale and main:
         warnings.warn(f"{last_path}: {stale}; starting fresh", stacklevel=2)
-    if resume and last_path.is_file() and not stale:
+    resuming = resume and last_path.is_file() and not stale
+    if world > 1:
+        distributed.barrier()  # every rank has read last.pt before rank 0 may remove it
+    if resuming:
         state = _resume(method, opt, last_path, config.seed if world > 1 and not distributed.is_main() else None)
         if main:
             print(f"{desc}: resuming from {last_path} after epoch {state['epoch']} "

@@ -109,16 +109,17 @@ def method_ks(method: str, smoke: bool = False, params_path: str | Path | None =
 
 
 def train_method(name: str, *, smoke: bool = False, params_path: str | Path | None = None,
-                 out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainReport:
+                 out_dir: str | Path | None = None, live_dir: str | Path | None = None,
+                 world: Any = None) -> TrainReport:
     """Train method folder ``name`` from params.yaml (its section and ``protocol``), with the smoke
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
     Defaults: ``models/<name>/`` and ``reports/train_<name>/``. Runs on the ranks that the
-    ``distributed`` section names (:func:`fsadlib.distributed.launch`; default one process, this one)
-    and returns rank 0's report."""
+    ``distributed`` section names (or ``world``, a :class:`fsadlib.distributed.DistributedConfig`;
+    :func:`fsadlib.distributed.launch`; default one process, this one) and returns rank 0's report."""
     from fsadlib import distributed
 
     return distributed.launch(_train_rank, name, bool(smoke), params_path, out_dir, live_dir,
-                              config=distributed.load_config(params_path))
+                              config=world if world is not None else distributed.load_config(params_path))
 
 
 def _train_rank(name: str, smoke: bool, params_path: str | Path | None, out_dir: str | Path | None,

@@ -1,6 +1,7 @@
 """torch.distributed on CPU (gloo, 2 spawned ranks): training equals one process with the global batch,
-a killed 2-rank run resumes with 1 rank, and the launcher's rules. The worker functions live at module
-level: the elastic launcher pickles them into freshly spawned processes."""
+a killed 2-rank run resumes with 1 rank, a sharded evaluation writes what one process writes, a rank
+that cannot read an image stops the run with the file named and no result, and the launcher's rules.
+The worker functions live at module level: the elastic launcher pickles them into spawned processes."""
 
 from __future__ import annotations
 
@@ -9,19 +10,23 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsadlib import distributed
+from fsadlib import data, distributed
+from fsadlib.data import CLIP_MEAN, CLIP_STD, synthetic
 from fsadlib.distributed import DistributedConfig, RankFailed, launch, rank_seed, shard
+from fsadlib.evaluate import SHARDS, EvalConfig, evaluate, evaluate_sharded
 from fsadlib.io import load_torch, read_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.train import TrainConfig, fit
 
-TWO_RANKS = DistributedConfig(nproc_per_node=2, timeout_s=120)
+TWO_RANKS = DistributedConfig(nproc_per_node=2, threads_per_rank=1, timeout_s=120)
 FEATURES = torch.Generator().manual_seed(0)
 X = torch.randn(8, 5, generator=FEATURES)                       # 8 samples, 5 features
 Y = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1], dtype=torch.float32)
@@ -113,6 +118,73 @@ def test_two_ranks_equal_one_rank_with_the_global_batch_and_a_killed_run_resumes
     assert resumed.history[0] == read_json(tmp_path / "ranks2_batch2" / "history.json")[0]
     assert read_json(killed / "train_config.json")["world_size"] == 1
     assert load_torch(resumed.best_path)["extra"]["epochs_run"] == 3
+
+
+class Brightness(AnomalyMethod):
+    """score = mean intensity + seeded noise (the evaluation seeds every category), map = grey level."""
+
+    name = "brightness"
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+        self.config, self.backbone, self.checkpoint_sha1 = ProbeConfig(), StubBackbone(), ""
+        self.backbone.image_size, self.backbone.mean, self.backbone.std = 32, CLIP_MEAN, CLIP_STD
+        self.backbone.random_weights = True
+
+    def setup_category(self, category_key, supports=None):
+        self.category = category_key
+
+    def forward(self, images):
+        gray = images.mean(1)
+        return AnomalyOutput(gray.mean((1, 2)) + 0.05 * torch.rand(len(images)), gray)
+
+
+CATEGORIES = ("noise", "grid", "disc")
+EVAL = EvalConfig(bootstrap=20)
+
+
+def _tree(root: Path) -> pd.DataFrame:
+    """The samples table of a tiny synthetic data set written to ``root``."""
+    synthetic.generate(root, image_size=32, n_train=1, n_test_good=2, n_test_bad=2, categories=CATEGORIES)
+    return data.read_samples("mvtec", root, "synthetic")
+
+
+def _evaluate_ranks(tmp: str, table: pd.DataFrame, broken: pd.DataFrame) -> None:
+    """Both ranks: a sharded evaluation of ``table``, then of ``broken``, whose first 'grid' test image
+    (a category of rank 1) is not an image."""
+    evaluate_sharded(Brightness(), "synthetic", config=EVAL, samples=table, out_dir=Path(tmp, "two_ranks"))
+    evaluate_sharded(Brightness(), "synthetic", config=EVAL, samples=broken, out_dir=Path(tmp, "broken"))
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def test_sharded_evaluation_writes_what_one_process_writes_and_a_failing_rank_leaves_no_result(tmp_path):
+    table = _tree(tmp_path / "data")
+    one = evaluate(Brightness(), "synthetic", config=EVAL, samples=table, out_dir=tmp_path / "one")
+    broken = _tree(tmp_path / "broken_data")
+    bad = broken[(broken.category == "grid") & (broken.split == "test")].image_path.iloc[0]
+    Path(bad).write_bytes(b"not an image")
+    assert distributed.shard(sorted(CATEGORIES), 1, 2) == ["grid"]  # the run's order: the table's
+    with pytest.raises(RankFailed, match=f"rank 1 failed: .*{bad}"):
+        launch(_evaluate_ranks, str(tmp_path), table, broken, config=TWO_RANKS)
+
+    two = tmp_path / "two_ranks"
+    assert read_json(two / "metrics.json") == one
+    assert (two / "scores.csv").read_bytes() == (tmp_path / "one" / "scores.csv").read_bytes()
+    files = sorted(p.name for p in (tmp_path / "one").iterdir() if p.suffix == ".npz")
+    assert len(files) == 2 * len(CATEGORIES)  # maps and bootstrap replicates per category
+    assert sorted(p.name for p in two.iterdir() if not p.name.startswith(".")) == sorted(
+        p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith("."))
+    assert not (two / SHARDS).exists()
+    for name in files:
+        mine, theirs = _arrays(two / name), _arrays(tmp_path / "one" / name)
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}: {key}")
+    assert not [p.name for p in (tmp_path / "broken").iterdir() if not p.name.startswith(".")]
 
 
 def test_one_process_runs_in_place_and_config_errors_name_the_key():

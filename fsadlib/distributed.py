@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 import uuid
@@ -54,6 +55,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 BACKENDS = ("auto", "gloo", "nccl")
+_LAUNCHER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 T = TypeVar("T")
 
 
@@ -268,11 +270,17 @@ def _elastic(config: DistributedConfig, fn: Callable[..., T], args: tuple) -> T:
         rdzv_endpoint=config.rdzv_endpoint or "127.0.0.1:0",
         rdzv_configs={"timeout": config.timeout_s, "join_timeout": config.timeout_s},
         max_restarts=0, monitor_interval=0.2, start_method="spawn")
+    # the launcher turns SIGTERM / SIGINT / SIGHUP / SIGQUIT into exceptions while it runs and leaves
+    # its handlers installed: restore the caller's (a notebook kernel is stopped with SIGTERM)
+    saved = {sig: signal.getsignal(sig) for sig in _LAUNCHER_SIGNALS}
     with tempfile.TemporaryDirectory(prefix="fsad-ranks-") as error_dir:
         try:
             results = elastic_launch(launch_config, _run_rank)(config, fn, args, error_dir)
         except ChildFailedError as err:
             raise RankFailed(_first_failure(Path(error_dir), err)) from None
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
     return results.get(0)  # None on a machine that does not hold rank 0
 
 

@@ -168,8 +168,11 @@ def test_sharded_evaluation_writes_what_one_process_writes_and_a_failing_rank_le
     bad = broken[(broken.category == "grid") & (broken.split == "test")].image_path.iloc[0]
     Path(bad).write_bytes(b"not an image")
     assert distributed.shard(sorted(CATEGORIES), 1, 2) == ["grid"]  # the run's order: the table's
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
     with pytest.raises(RankFailed, match=f"rank 1 failed: .*{bad}"):
         launch(_evaluate_ranks, str(tmp_path), table, broken, config=TWO_RANKS)
+    # the caller's signal handlers are back (a notebook kernel stopped with SIGTERM exits quietly)
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
 
     two = tmp_path / "two_ranks"
     assert read_json(two / "metrics.json") == one

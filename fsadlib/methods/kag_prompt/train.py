@@ -125,9 +125,10 @@ class SyntheticAnomalyBatches:
                  std: tuple[float, ...]) -> None:
         from fsadlib.data import AnomalyDataset
 
-        if len(samples) < batch_size:
+        world = distributed.world_size()
+        if len(samples) // world < batch_size:
             raise ValueError(f"kag_prompt.data.batch_size {batch_size} exceeds the {len(samples)} normal "
-                             "training images")
+                             f"training images" + (f" / {world} ranks" if world > 1 else ""))
         self.dataset = AnomalyDataset(samples, image_size, mask_size=image_size, mean=mean, std=std)
         self.batch_size, self.mode = batch_size, mode
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)

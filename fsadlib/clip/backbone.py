@@ -12,6 +12,9 @@ Configuration (``BackboneConfig``, the ``backbone`` section of a method's params
 - ``quick_gelu``: ``None`` keeps the architecture default; ``True``/``False`` forces the activation
   (Bayes-PFL's checkpoints were trained with plain GELU on OpenAI weights). Stored in checkpoints.
 - ``precision``: ``auto`` = bf16 autocast on CUDA, fp32 on CPU; or ``fp32`` / ``bf16``.
+- ``geometry``: the image transform of the method's inputs (:mod:`fsadlib.data.geometry`:
+  ``resize_crop`` | ``squash``); ``None`` (default) leaves it to the data set
+  (:func:`fsadlib.data.resolve_geometry`).
 
 Layer indices are 1-based block numbers everywhere (block 1 is the first residual block), as in the
 papers: InCTRL taps 7/9/11 of ViT-B-16+, Bayes-PFL 6/12/18/24 of ViT-L-14.
@@ -36,6 +39,7 @@ from torch import nn
 
 from fsadlib.clip.cache import FeatureCache
 from fsadlib.clip.tiny import register_model_configs, resolve_arch
+from fsadlib.data.geometry import check_geometry
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -47,8 +51,11 @@ class BackboneConfig:
     image_size: int | None = None
     quick_gelu: bool | None = None
     precision: str = "auto"
+    geometry: str | None = None
 
     def __post_init__(self) -> None:
+        if self.geometry is not None:
+            check_geometry(self.geometry, "backbone.geometry")
         if self.precision not in PRECISIONS:
             raise ValueError(f"backbone.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.image_size is not None and int(self.image_size) <= 0:
@@ -105,6 +112,7 @@ class ClipBackbone(nn.Module):
         pp = getattr(visual, "preprocess_cfg", {}) or {}
         self.mean: tuple[float, ...] = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std: tuple[float, ...] = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
+        self.geometry: str | None = self.config.geometry
         self.text_cache = FeatureCache()
 
     # -- basics -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ class FakeBackbone(nn.Module):
     device = torch.device("cpu")
     mean, std = CLIP_MEAN, CLIP_STD
     random_weights = True
+    geometry = None
 
 
 class Brightness(AnomalyMethod):

@@ -19,7 +19,7 @@ Per training item (the public ``MyDataset.__getitem__``), from a generator seede
      (albumentations' GaussNoise on the 0-255 scale), p ``noise_prob``;
    - one of {3 x 3 box blur, ColorJitter(0.2, 0.2, 0.2, 0.2), Gaussian blur with an odd kernel
      ``K ~ U{3, 5, 7}`` and ``sigma = 0.3 ((K - 1) / 2 - 1) + 0.8`` (OpenCV's rule)}, p ``blur_prob``.
-3. Back to uint8, then the workbench's image transform (``fsadlib.data.IMAGE_TRANSFORM``: PIL bicubic,
+3. Back to uint8, then the workbench's image transform (``fsadlib.data.describe_transform``: PIL bicubic,
    antialiased) to S x S; the mask by ``mask_resize`` (``nearest``, or ``bilinear`` + 0.5 threshold as
    the public code: ``fsadlib.data.dataset.resize_binary_mask``).
 

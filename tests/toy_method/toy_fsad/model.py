@@ -21,6 +21,7 @@ class PixelBackbone(nn.Module):
     """Stands in for the CLIP backbone: the input size and normalisation, nothing else."""
 
     random_weights = True   # no pretrained weights at all
+    geometry = None         # the data set's image transform
 
     def __init__(self, image_size: int) -> None:
         super().__init__()

@@ -12,7 +12,11 @@ Per category: seed everything with ``seed``, ``method.setup_category(category_ke
 (supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
 zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``,
 normalised with the backbone's own mean and std (as in training). Whether the backbone's weights are
-random is recorded as the backbone reports it (``random_weights``). Images, supports and masks go
+random is recorded as the backbone reports it (``random_weights``), and so is the precision it ran at
+(``precision``: ``fp32`` | ``bf16``, :mod:`fsadlib.clip.precision`). The reported image scores are
+``method.category_scores(all scores of the category)``: unchanged but for transductive rules such as
+Bayes-PFL's ``score_rule: public``, whose ``target_statistics`` text is recorded beside every number
+(``None`` for every inductive method). Images, supports and masks go
 through one image transform (``geometry``, :mod:`fsadlib.data.geometry`: the method's
 ``backbone.geometry``, else the data set's ``datasets.<name>.geometry``, else ``resize_crop``), recorded
 beside every number with its rule in words (``image_transform``), the resolution and the mask rule.
@@ -158,7 +162,8 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "map_resize": f"bilinear, align_corners=False, to {eval_size} x {eval_size}",
         "geometry": geometry, "image_transform": data.describe_transform(geometry), "fpr_limit": config.fpr_limit,
         "normalisation": {"mean": list(backbone.mean), "std": list(backbone.std)},
-        "random_weights": int(bool(backbone.random_weights)),
+        "random_weights": int(bool(backbone.random_weights)), "precision": backbone.effective_precision(),
+        "target_statistics": method.target_statistics(),
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
         "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,
@@ -216,6 +221,7 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
                                                     std=backbone.std, geometry=geometry),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
             pred, maps, masks = predict(model, loader, eval_size, bar)
+            pred = model.category_scores(pred)
         has_masks = _has_masks(rows, cat)
         metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, has_masks, config)
         empty = empty_mask_images(rows, masks) if has_masks else []

@@ -38,6 +38,9 @@ class FakeBackbone(nn.Module):
     random_weights = True
     geometry = None
 
+    def effective_precision(self) -> str:
+        return "fp32"
+
 
 class Brightness(AnomalyMethod):
     """score = mean intensity (+ seeded noise), map = channel-mean intensity."""

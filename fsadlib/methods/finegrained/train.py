@@ -157,7 +157,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke:
     protocol.check()
     seeds = first_only(load_section("shots", ShotsConfig).seeds, smoke)
     dataset = protocol.target_dataset
-    backbone = ClipBackbone(section.model.backbone)
+    backbone = ClipBackbone(FineGrainedAD.with_paper_precision(section.model).backbone)
     runs = [(c, k, s) for c in protocol.target_categories for k in section.ks for s in seeds]
     history, trained, models = [], [], []
     for category, k, seed in progress(runs, desc="finegrained models"):

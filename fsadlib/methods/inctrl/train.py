@@ -216,7 +216,8 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
 
         samples = load_samples(protocol.aux_dataset)
     out_dir, live_dir = Path(out_dir), Path(live_dir)
-    backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
+    backbone = backbone_model if backbone_model is not None else \
+        ClipBackbone(Inctrl.with_paper_precision(section.model).backbone)
     images = CachedImages(backbone.image_size, loader or backbone_loader(backbone))
     aux = training_samples(samples, protocol)
     files = training_files(protocol, samples)

@@ -28,6 +28,10 @@ class PixelBackbone(nn.Module):
         self.image_size, self.mean, self.std = image_size, CLIP_MEAN, CLIP_STD
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
+    def effective_precision(self) -> str:
+        """No autocast anywhere: always fp32."""
+        return "fp32"
+
     @property
     def device(self) -> torch.device:
         return self.anchor.device

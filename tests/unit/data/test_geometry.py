@@ -53,6 +53,9 @@ class IdentityBackbone(nn.Module):
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     random_weights, geometry = False, None
 
+    def effective_precision(self) -> str:
+        return "fp32"
+
 
 class RednessOracle(AnomalyMethod):
     """Knows the anomaly: map = redness R - (G + B) / 2 of the input (anomalies are pure red)."""

@@ -1,5 +1,7 @@
 """Few-shot PatchCore with the real pretrained EfficientNet-Lite0 on real MVTec AD images, through the
-normal evaluation (readers, k-shot files, geometry, map resizing, exact metrics): a real-signal check."""
+normal evaluation (reader, k-shot files, geometry, map resizing, exact metrics): a real-signal check of
+all of them together. One shot seed per k keeps it cheap; ``benchmarks/bench_patchcore_real.py`` gives
+the mean +- std over seeds (method README)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,14 @@ import numpy as np
 import pytest
 
 from fsadlib.data import load_samples, make_shots
-from fsadlib.evaluate import EvalConfig, aggregate_seeds, evaluate
+from fsadlib.evaluate import EvalConfig, evaluate
 from fsadlib.methods import create
 from fsadlib.paths import shared_data_dir
 
 ROOT = shared_data_dir() / "mvtec_ad_reduced"
 pytestmark = [pytest.mark.realdata,
               pytest.mark.skipif(not ROOT.is_dir(), reason=f"real MVTec AD excerpt not found at {ROOT}")]
-KS, SEEDS = (1, 2, 4), (0, 1, 2)
+KS = (1, 2, 4)
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +26,18 @@ def real_bench(tmp_path_factory):
     (root / "params.yaml").write_text(f"datasets:\n  mvtec: {{reader: mvtec, root: {ROOT}}}\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FSAD_ROOT", str(root))
-        make_shots(load_samples("mvtec", categories=["hazelnut"]), ks=KS, seeds=SEEDS)
+        make_shots(load_samples("mvtec", categories=["hazelnut"]), ks=KS, seeds=(0,))
         yield root
 
 
 def test_patchcore_detects_real_hazelnut_defects(real_bench):
-    method = create("patchcore")
-    assert method.backbone.effective_precision() == "fp32"  # CPU
+    method = create("patchcore")  # the PatchCoreConfig default: 224 px, the package's ImageNet weights
+    assert not method.backbone.random_weights and method.backbone.effective_precision() == "fp32"  # CPU
     config = EvalConfig(save_maps=0, bootstrap=0)
     for k in KS:
-        for seed in SEEDS:
-            evaluate(method, "mvtec", k=k, seed=seed, config=config, categories=["hazelnut"])
-        summary = aggregate_seeds("patchcore", "mvtec", k, SEEDS)
-        hazelnut = summary["categories"]["hazelnut"]
-        assert summary["run"]["geometry"] == "resize_crop" and summary["run"]["precision"] == "fp32"
-        assert hazelnut["pixel_auroc"]["mean"] > 0.93, (k, hazelnut["pixel_auroc"])
-        assert min(hazelnut["pixel_auroc"]["mean"] - hazelnut["pixel_auroc"]["std"], 1) > 0.9
-        assert hazelnut["image_auroc"]["mean"] > 0.7 and np.isfinite(hazelnut["pixel_aupro"]["mean"])
+        result = evaluate(method, "mvtec", k=k, seed=0, config=config, categories=["hazelnut"])
+        hazelnut = result["categories"]["hazelnut"]
+        assert result["run"]["geometry"] == "resize_crop" and result["run"]["precision"] == "fp32"
+        assert hazelnut["pixel_auroc"] > 0.93, (k, hazelnut)
+        assert hazelnut["image_auroc"] > 0.7 and 0.7 < hazelnut["pixel_aupro"] <= 1, (k, hazelnut)
+        assert np.isfinite(hazelnut["pixel_ap"])

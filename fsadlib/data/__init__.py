@@ -42,6 +42,7 @@ from fsadlib.data.samples import (
     load_samples,
     read_samples,
     resolve_geometry,
+    samples_geometry,
     select_categories,
 )
 from fsadlib.data.shots import ShotsConfig, load_shots, make_shots, shot_file
@@ -83,6 +84,7 @@ __all__ = [
     "read_samples",
     "resolve_geometry",
     "resolve_path",
+    "samples_geometry",
     "select_categories",
     "shot_file",
     "shots",

@@ -90,6 +90,15 @@ def resolve_geometry(dataset: str, method_geometry: str | None = None, key: str 
     return DEFAULT_GEOMETRY
 
 
+def samples_geometry(samples: pd.DataFrame, method_geometry: str | None = None) -> str:
+    """:func:`resolve_geometry` for the rows of ``samples`` (one data set: ``ValueError`` naming them
+    otherwise): what a training loop reads its images with, as the evaluation does."""
+    datasets = list(dict.fromkeys(samples["dataset"]))
+    if len(datasets) != 1:
+        raise ValueError(f"samples of one data set expected to choose their image transform, got {datasets}")
+    return resolve_geometry(str(datasets[0]), method_geometry)
+
+
 def dataset_root(dataset: str) -> Path:
     """The resolved root folder of a configured data set."""
     return resolve_path(dataset_spec(dataset).root)

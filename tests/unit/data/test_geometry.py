@@ -138,3 +138,17 @@ def test_the_evaluation_follows_the_backbone_geometry(tmp_path):
     result = evaluate(oracle, "toy", samples=samples, out_dir=tmp_path / "own",
                       config=EvalConfig(save_maps=0, bootstrap=0))
     assert result["run"]["geometry"] == "squash"
+
+
+def test_training_reads_its_images_with_the_same_rule(workbench):
+    """Training loaders take the data set's transform (or the method's), as the evaluation does."""
+    from fsadlib.data import samples_geometry
+    from fsadlib.methods.kag_prompt.train import SyntheticAnomalyBatches
+
+    (workbench / "params.yaml").write_text("datasets:\n  visa: {reader: visa, root: x, geometry: squash}\n")
+    rows = pd.DataFrame([{"dataset": "visa", "category": "pcb1", "split": "train", "label": 0, "defect": "good",
+                          "image_path": f"{i}.png", "mask_path": ""} for i in range(2)])
+    assert samples_geometry(rows) == "squash" and samples_geometry(rows, "resize_crop") == "resize_crop"
+    assert SyntheticAnomalyBatches(rows, 32, 1, "cutpaste", (0.5,) * 3, (0.5,) * 3).dataset.geometry == "squash"
+    with pytest.raises(ValueError, match=r"one data set.*\['visa', 'mvtec'\]"):
+        samples_geometry(pd.concat([rows, rows.assign(dataset="mvtec")]))

@@ -38,9 +38,13 @@ class ProbeConfig:
 
 
 class StubBackbone(nn.Module):
-    """What fit and the checkpoints read of a backbone (no CLIP: spawned ranks start fast)."""
+    """What fit, the evaluation and the checkpoints read of a backbone (no CLIP: spawned ranks start fast)."""
 
     device = torch.device("cpu")
+    geometry = None
+
+    def effective_precision(self) -> str:
+        return "fp32"
 
 
 class LinearProbe(AnomalyMethod):

@@ -14,16 +14,7 @@ machine without rank 0; under torchrun every process returns its own):
   free port, one machine only). A failing worker stops the whole run: the others are terminated and
   :class:`RankFailed` names the rank and repeats its error (the file it could not read ...).
 
-The same from a shell, a script or a SLURM job (README "More than one GPU or machine")::
-
-    python -m fsadlib.distributed train <method folder> [--smoke] [--nproc-per-node N] [--nnodes M
-        --rdzv-endpoint host:port --rdzv-id ID] [--output-root DIR]
-    python -m fsadlib.distributed evaluate <method> [--folder F] [--smoke] [...]
-    torchrun --standalone --nproc-per-node N -m fsadlib.distributed train <method folder> [--smoke]
-
-run what the training notebook and the evaluation notebook run (``train_method``, ``run_plan``), with
-the ``distributed`` section of params.yaml overridden by the options given; like a notebook outside DVC
-they write under ``scratch/`` (or ``--output-root``; inside a DVC stage, the repository).
+The same from a shell, a script or a SLURM job: ``python -m fsadlib.scale`` (:mod:`fsadlib.scale`).
 
 Each worker joins the process group (``backend``: NCCL on GPUs, gloo on CPU; ``auto`` picks) and binds
 its device (:func:`bind_device`): GPU ``LOCAL_RANK`` when CUDA is present, else a share of the CPU
@@ -284,40 +275,6 @@ def _elastic(config: DistributedConfig, fn: Callable[..., T], args: tuple) -> T:
     return results.get(0)  # None on a machine that does not hold rank 0
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """The command line of the module docstring."""
-    import argparse
-    import dataclasses
-
-    parser = argparse.ArgumentParser(prog="python -m fsadlib.distributed",
-                                     description="train or evaluate a method on several processes")
-    parser.add_argument("task", choices=("train", "evaluate"))
-    parser.add_argument("method", help="train: a method folder (kag_prompt); evaluate: a method (winclip_plus)")
-    parser.add_argument("--folder", default=None, help="evaluate: the method's folder (default: found)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, as params.yaml smoke: 1")
-    parser.add_argument("--output-root", default="", help="where models/ results/ reports/ go (default scratch/)")
-    for field in dataclasses.fields(DistributedConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=None,
-                            help=f"distributed.{field.name} (default: params.yaml)")
-    args = parser.parse_args(argv)
-    from fsadlib.paths import use_output_root
-
-    print(f"writing under {use_output_root(args.output_root)}")
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistributedConfig)
-                 if getattr(args, f.name) is not None}
-    config = dataclasses.replace(load_config(), **overrides)
-    if args.task == "train":
-        from fsadlib.methods.training import train_method
-
-        result = train_method(args.method, smoke=args.smoke, world=config)
-    else:
-        from fsadlib.evaluate import run_plan
-
-        result = run_plan(args.method, smoke=args.smoke, folder=args.folder, world=config)
-    if result is not None and os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns
-        print(result.summary() if args.task == "train" else result.to_string())
-
-
 def _first_failure(error_dir: Path, err: Any) -> str:
     """``rank r failed: <error>`` for the rank that caused the failure: one that died without a Python
     exception (killed by a signal ...: the launcher's record names it), else the rank whose exception
@@ -331,9 +288,3 @@ def _first_failure(error_dir: Path, err: Any) -> str:
         return f"rank {failed_rank} failed: {message}"
     first = min(records.values(), key=lambda r: r["time_ns"])
     return f"rank {first['rank']} failed: {first['error']}"
-
-
-if __name__ == "__main__":  # through the imported module, so that workers unpickle fsadlib.distributed's functions
-    from fsadlib.distributed import main as _main
-
-    _main()

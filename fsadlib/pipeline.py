@@ -35,11 +35,12 @@ import argparse
 import ast
 import sys
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from fsadlib.config import load_params
 from fsadlib.methods.spec import MethodSpec
 from fsadlib.paths import repo_root
 
@@ -220,13 +221,31 @@ def evaluate_family(spec: MethodSpec) -> dict[str, Any]:
     }
 
 
+def curve_folders(spec: MethodSpec, params: dict[str, Any] | None = None) -> list[str]:
+    """The folders of a trainable method's DVCLive curves (``<live dir>/plots/metrics``), repo-relative:
+    each of ``spec.curves`` under ``reports/train_<name>/``, a ``{k}`` expanded over the ``ks`` of its
+    params section (``params``: default ``params.yaml``), e.g. InCTRL's ``reports/train_inctrl/k2/plots/metrics``.
+    DVC cannot expand a list into plots, so a changed ``ks`` needs ``make stages`` for its curves."""
+    folders = []
+    for curve in spec.curves:
+        if "{k}" in curve:
+            section = (load_params() if params is None else params).get(spec.name) or {}
+            if "ks" not in section:
+                raise KeyError(f"method spec '{spec.name}': curves {curve!r} needs '{spec.name}.ks' in params.yaml")
+            names = [curve.format(k=k) for k in section["ks"]]
+        else:
+            names = [curve]
+        folders += [str(PurePosixPath("reports", f"train_{spec.name}", name, "plots", "metrics")) for name in names]
+    return folders
+
+
 def method_pipeline(spec: MethodSpec) -> dict[str, Any]:
     """The content of ``pipelines/<folder>/dvc.yaml``."""
     stages = {f"train_{spec.name}": train_stage(spec)} if spec.trainable else {}
     stages["evaluate"] = evaluate_family(spec)
     pipeline: dict[str, Any] = {"vars": ["../../params.yaml"], "stages": stages}
     if spec.trainable:  # DVCLive's curves, so that `dvc plots diff` compares experiments' training
-        pipeline["plots"] = [{f"../../reports/train_{spec.name}/plots/metrics": {"x": "step"}}]
+        pipeline["plots"] = [{f"../../{folder}": {"x": "step"}} for folder in curve_folders(spec)]
     return pipeline
 
 

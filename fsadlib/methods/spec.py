@@ -14,7 +14,10 @@ A method folder ``fsadlib/methods/<name>/`` (or an outside package registered un
 - what its training reads, for its DVC stage (:mod:`fsadlib.pipeline`): ``train_reads``, the protocol's
   data sets (``"aux"``: ``protocol.aux_dataset``; ``"target"``: ``protocol.target_dataset`` and its
   k-shot files), ``train_deps``, further DVC paths (``${...}`` interpolated from params.yaml), and
-  ``params``, params sections besides its own, ``protocol`` and (few-shot) ``shots``.
+  ``params``, params sections besides its own, ``protocol`` and (few-shot) ``shots``;
+- ``curves``: where its training's DVCLive curves are, as folders under ``reports/train_<name>/``
+  (``""``: that folder itself; ``{k}`` is expanded over the ``ks`` of its params section, as InCTRL's
+  ``"k{k}"``), so that its stage file declares them as plots for ``dvc plots diff``.
 
 A training-free method's section has a ``model`` field (its ``Config``): the evaluation builds it from that.
 
@@ -62,6 +65,7 @@ class MethodSpec:
     train_reads: tuple[str, ...] = ("aux",)   # protocol data sets read by training: "aux", "target"
     train_deps: tuple[str, ...] = ()          # further DVC dependencies of training
     params: tuple[str, ...] = ()              # params sections read by training besides the implied ones
+    curves: tuple[str, ...] = ("",)           # DVCLive folders under reports/train_<name>/ ("{k}" per k)
 
     def __post_init__(self) -> None:
         if (self.train is None) != (self.notebook is None):

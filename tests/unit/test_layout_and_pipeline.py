@@ -20,7 +20,8 @@ from fsadlib.layout import (
     run_dir,
     run_files,
 )
-from fsadlib.pipeline import import_closure, imported_names, package_data
+from fsadlib.methods.spec import MethodEntry, MethodSpec
+from fsadlib.pipeline import curve_folders, import_closure, imported_names, package_data
 
 
 def test_run_paths_are_built_and_parsed_back(tmp_path):
@@ -83,3 +84,13 @@ def test_import_closure_follows_every_import_of_the_package_only(tmp_path):
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
         "pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/sub/__init__.py", "pkg/sub/c.py", "pkg/sub/d.py"]
     assert package_data(files) == [pkg / "sub" / "table.csv"]   # data, never the README
+
+
+def test_curve_folders_expand_k_over_the_sections_ks():
+    spec = MethodSpec(name="m", package="m", methods=(MethodEntry("m", "m:M", few_shot=True),), section="m:S",
+                      train="m:train", notebook="nb.ipynb", curves=("k{k}", "stage2", ""))
+    assert curve_folders(spec, {"m": {"ks": [1, 4]}}) == [
+        "reports/train_m/k1/plots/metrics", "reports/train_m/k4/plots/metrics",
+        "reports/train_m/stage2/plots/metrics", "reports/train_m/plots/metrics"]
+    with pytest.raises(KeyError, match="m.ks"):
+        curve_folders(spec, {"m": {}})

@@ -18,7 +18,9 @@ For R runs of a category with N test images in batches of b:
    state and random-number state restored, ``score_queries`` per batch, both states captured again.
    A category within the budget is scored run after run from one chunk; a larger one streams in chunks
    and still gives every run the same batches in the same order with the same states, so its results
-   are those of the per-run path (bit for bit on CPU).
+   are those of the per-run path (bit for bit on CPU);
+4. each run's image scores are its ``category_scores`` of all its scores, its state active (a
+   transductive rule such as Bayes-PFL's ``score_rule: public`` reads what its scoring recorded).
 
 Scores come back as float32 [N] on the CPU, maps as float32 [N, E, E] resized bilinearly
 (align_corners=False) to the evaluation size E, masks as bool [N, E, E], maps and masks on the device.
@@ -46,12 +48,13 @@ from fsadlib.progress import Bar
 
 @dataclass(frozen=True)
 class CategoryRun:
-    """One (k, seed) run to score on a category: its model, its seed and its k-shot image paths
-    (empty for zero-shot runs)."""
+    """One (k, seed) run to score on a category: its model, its seed, its k-shot image paths (empty for
+    zero-shot runs) and its image transform (:mod:`fsadlib.data.geometry`)."""
 
     model: AnomalyMethod
     seed: int
     shots: Sequence[str] = ()
+    geometry: str = data.DEFAULT_GEOMETRY
 
 
 @dataclass(frozen=True)
@@ -123,8 +126,8 @@ def prepare_run(run: CategoryRun, category: str) -> PreparedRun:
     model, backbone = run.model, run.model.backbone
     seed_everything(run.seed)
     model.eval()
-    supports = data.load_images(list(run.shots), int(backbone.image_size), backbone.mean, backbone.std
-                                ).to(model.device) if run.shots else None
+    supports = data.load_images(list(run.shots), int(backbone.image_size), backbone.mean, backbone.std,
+                                run.geometry).to(model.device) if run.shots else None
     with torch.inference_mode():
         model.setup_category(category, supports)
     return PreparedRun(model, model.category_state(), RandomState.capture())
@@ -138,31 +141,32 @@ def score_category(category: str, rows: pd.DataFrame, runs: Sequence[CategoryRun
     separately (the per-run path, as a reference and for the benchmark)."""
     prepared = [prepare_run(run, category) for run in runs]
     groups: dict[Any, list[int]] = {}
-    for i, p in enumerate(prepared):
-        key = (_transform_key(p.model, eval_size), p.model.encoding_key()) if encode_once else i
+    for i, (run, p) in enumerate(zip(runs, prepared)):
+        key = (_transform_key(p.model, run.geometry, eval_size), p.model.encoding_key()) if encode_once else i
         groups.setdefault(key, []).append(i)
     results: list[Scored | None] = [None] * len(runs)
     for indices in groups.values():
-        scored = _score_group(rows, [prepared[i] for i in indices], eval_size, batch_size, num_workers,
-                              budget_bytes, bar)
+        scored = _score_group(rows, [prepared[i] for i in indices], runs[indices[0]].geometry, eval_size,
+                              batch_size, num_workers, budget_bytes, bar)
         for i, s in zip(indices, scored):
             results[i] = s
     return results
 
 
-def _transform_key(model: AnomalyMethod, eval_size: int) -> tuple:
-    """What the group's decoded images depend on: input size, normalisation, mask size."""
+def _transform_key(model: AnomalyMethod, geometry: str, eval_size: int) -> tuple:
+    """What the group's decoded images depend on: geometry, input size, normalisation, mask size."""
     bb = model.backbone
-    return int(bb.image_size), tuple(bb.mean), tuple(bb.std), eval_size
+    return geometry, int(bb.image_size), tuple(bb.mean), tuple(bb.std), eval_size
 
 
-def _score_group(rows: pd.DataFrame, runs: list[PreparedRun], eval_size: int, batch_size: int,
+def _score_group(rows: pd.DataFrame, runs: list[PreparedRun], geometry: str, eval_size: int, batch_size: int,
                  num_workers: int, budget_bytes: int, bar: Bar | None) -> list[Scored]:
     """Steps 2-3 of the module docstring for the runs of one encoding group."""
     encoder = runs[0].model
     bb = encoder.backbone
     loader = DataLoader(data.AnomalyDataset(rows, int(bb.image_size), mask_size=eval_size, mean=bb.mean,
-                                            std=bb.std), batch_size=batch_size, num_workers=num_workers)
+                                            std=bb.std, geometry=geometry),
+                        batch_size=batch_size, num_workers=num_workers)
     scores: list[list[torch.Tensor]] = [[] for _ in runs]
     maps: list[list[torch.Tensor]] = [[] for _ in runs]
     masks: list[torch.Tensor] = []
@@ -179,7 +183,16 @@ def _score_group(rows: pd.DataFrame, runs: list[PreparedRun], eval_size: int, ba
     if chunk:
         _score_chunk(chunk, runs, scores, maps, eval_size, bar)
     all_masks = torch.cat(masks)
-    return [Scored(torch.cat(s), torch.cat(m), all_masks) for s, m in zip(scores, maps)]
+    return [Scored(_category_scores(run, torch.cat(s)), torch.cat(m), all_masks)
+            for run, s, m in zip(runs, scores, maps)]
+
+
+def _category_scores(run: PreparedRun, scores: torch.Tensor) -> torch.Tensor:
+    """The run's ``category_scores`` of all its scores [N], with its state active (a transductive rule
+    reads what its scoring recorded)."""
+    run.activate()
+    with torch.inference_mode():
+        return run.model.category_scores(scores)
 
 
 def _score_chunk(chunk: list[Any], runs: list[PreparedRun], scores: list[list[torch.Tensor]],

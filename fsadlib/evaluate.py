@@ -13,7 +13,14 @@ Per category: seed everything with ``seed``, ``method.setup_category(category_ke
 (supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
 zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``,
 normalised with the backbone's own mean and std (as in training). Whether the backbone's weights are
-random is recorded as the backbone reports it (``random_weights``).
+random is recorded as the backbone reports it (``random_weights``), and so is the precision it ran at
+(``precision``: ``fp32`` | ``bf16``, :mod:`fsadlib.clip.precision`). The reported image scores are
+``method.category_scores(all scores of the category)``: unchanged but for transductive rules such as
+Bayes-PFL's ``score_rule: public``, whose ``target_statistics`` text is recorded beside every number
+(``None`` for every inductive method). Images, supports and masks go
+through one image transform (``geometry``, :mod:`fsadlib.data.geometry`: the method's
+``backbone.geometry``, else the data set's ``datasets.<name>.geometry``, else ``resize_crop``), recorded
+beside every number with its rule in words (``image_transform``), the resolution and the mask rule.
 A plan of several (k, seed) runs (:func:`evaluate_plan`, the evaluate stage's :func:`run_plan`) goes
 category by category (:func:`evaluate_category`, the unit of work) and encodes each test image once
 for all runs whose models share an encoding (:mod:`fsadlib.encode_once`; ``encode_once``,
@@ -78,8 +85,8 @@ import torch
 from fsadlib import data, stats
 from fsadlib.aggregate import STD_DDOF, mean_std
 from fsadlib.config import as_flag, to_dict
-from fsadlib.encode_once import CategoryRun, Scored, score_category
 from fsadlib.data.files import files_fingerprint
+from fsadlib.encode_once import CategoryRun, Scored, score_category
 from fsadlib.io import atomic_path, locked, read_json, write_json
 from fsadlib.layout import aggregate_dir, run_dir, seed_name
 from fsadlib.methods.base import AnomalyMethod
@@ -137,18 +144,22 @@ class PlannedRun:
     seed: int = 0
     out: Path | None = None
     category_models: Callable[[str], AnomalyMethod] | None = None
+    geometry: str | None = None   # the image transform (None: resolve_geometry, see evaluate)
 
 
 def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
              config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
              samples: pd.DataFrame | None = None, out_dir: str | Path | None = None,
-             category_models: Callable[[str], AnomalyMethod] | None = None) -> dict[str, Any]:
+             category_models: Callable[[str], AnomalyMethod] | None = None,
+             geometry: str | None = None) -> dict[str, Any]:
     """Evaluate ``method`` on the test split of ``dataset`` (``samples`` overrides
     ``fsadlib.data.load_samples(dataset)``, ``categories`` selects); write and return the
     metrics.json content (see the module docstring). ``category_models(category)``, when given,
     returns the model used for that category (``method`` then only names the run and its config).
+    ``geometry`` overrides the image transform (default: :func:`fsadlib.data.resolve_geometry` of the
+    data set and the backbone's ``geometry``; with ``samples`` given, the backbone's or ``resize_crop``).
     One run of :func:`evaluate_plan`."""
-    run = PlannedRun(method, k, seed, Path(out_dir) if out_dir is not None else None, category_models)
+    run = PlannedRun(method, k, seed, Path(out_dir) if out_dir is not None else None, category_models, geometry)
     return evaluate_plan([run], dataset, config=config, categories=categories, samples=samples)[0]
 
 
@@ -172,10 +183,12 @@ def evaluate_plan(runs: list[PlannedRun], dataset: str, *, config: EvalConfig = 
     outs = [run.out if run.out is not None else run_dir(run.method.name, dataset, run.k, run.seed) for run in runs]
     if len(set(outs)) != len(outs):
         raise ValueError(f"two runs of the plan write the same results folder: {[str(o) for o in outs]}")
+    geometries = [run_geometry(run, dataset, given_samples=samples is not None) for run in runs]
     with ExitStack() as stack:
         for out in sorted(outs):
             stack.enter_context(locked(out))
-        records = [RunRecord(run, out, dataset, test, config) for run, out in zip(runs, outs)]
+        records = [RunRecord(run, out, dataset, test, config, geometry)
+                   for run, out, geometry in zip(runs, outs, geometries)]
         names = sorted({r.run.method.name for r in records})
         bar = progress(total=sum(len(rows) for r in records for rows, _, _ in r.todo.values()), unit="img",
                        desc=f"evaluate {'/'.join(names)} {dataset} " + " ".join(f"k{r.run.k}s{r.run.seed}"
@@ -184,6 +197,18 @@ def evaluate_plan(runs: list[PlannedRun], dataset: str, *, config: EvalConfig = 
             evaluate_category(cat, records, config, bar)
         bar.close()
         return [r.write() for r in records]
+
+
+def run_geometry(run: PlannedRun, dataset: str, given_samples: bool) -> str:
+    """The image transform of a run: its own ``geometry``, else :func:`fsadlib.data.resolve_geometry` of
+    the data set and the backbone's ``geometry``; for a samples table given directly (no data-set
+    setting) the backbone's or ``resize_crop``."""
+    backbone = run.method.backbone
+    if run.geometry is not None:
+        return data.check_geometry(run.geometry, "geometry")
+    if not given_samples:
+        return data.resolve_geometry(dataset, backbone.geometry)
+    return data.check_geometry(backbone.geometry or data.DEFAULT_GEOMETRY, "backbone.geometry")
 
 
 def evaluate_category(category: str, records: list[RunRecord], config: EvalConfig, bar: Bar | None = None
@@ -195,7 +220,7 @@ def evaluate_category(category: str, records: list[RunRecord], config: EvalConfi
     if not pending:
         return
     rows = pending[0].todo[category][0]
-    runs = [CategoryRun(r.models[category], r.run.seed, r.todo[category][1]) for r in pending]
+    runs = [CategoryRun(r.models[category], r.run.seed, r.todo[category][1], r.geometry) for r in pending]
     scored = score_category(category, rows, runs, eval_size=pending[0].eval_size, batch_size=config.batch_size,
                             num_workers=config.num_workers, budget_bytes=int(config.feature_budget_mb * 2**20),
                             encode_once=as_flag(config.encode_once), bar=bar)
@@ -209,13 +234,14 @@ class RunRecord:
     models (``models``), and the metrics and scores so far; :meth:`add` records a category and
     rewrites the folder's files, :meth:`write` returns the metrics.json content."""
 
-    def __init__(self, run: PlannedRun, out: Path, dataset: str, test: pd.DataFrame, config: EvalConfig) -> None:
+    def __init__(self, run: PlannedRun, out: Path, dataset: str, test: pd.DataFrame, config: EvalConfig,
+                 geometry: str) -> None:
         method = run.method
         backbone = method.backbone
         image_size = int(backbone.image_size)
         self.run, self.out, self.dataset, self.config = run, out, dataset, config
-        self.eval_size = config.eval_size or image_size
-        settings = run_settings(method, dataset, run.k, run.seed, config, self.eval_size)
+        self.eval_size, self.geometry = config.eval_size or image_size, geometry
+        settings = run_settings(method, dataset, run.k, run.seed, config, self.eval_size, geometry)
         previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
         done = previous.get("categories", {}) if previous.get("run") == settings else {}
         _drop_stale(out, previous, settings)
@@ -282,17 +308,18 @@ class RunRecord:
         return _write(self.out, self.result, self.scores, self.order, self.config)
 
 
-def run_settings(method: AnomalyMethod, dataset: str, k: int, seed: int, config: EvalConfig, eval_size: int
-                 ) -> dict[str, Any]:
+def run_settings(method: AnomalyMethod, dataset: str, k: int, seed: int, config: EvalConfig, eval_size: int,
+                 geometry: str) -> dict[str, Any]:
     """The ``"run"`` entry of a run's metrics.json: everything its numbers depend on besides the inputs."""
     backbone = method.backbone
     return {
         "method": method.name, "dataset": dataset, "k": k, "seed": seed, "image_size": int(backbone.image_size),
         "eval_size": eval_size, "mask_rule": f"{data.MASK_RULE} (M = {eval_size})",
         "map_resize": f"bilinear, align_corners=False, to {eval_size} x {eval_size}",
-        "image_transform": data.IMAGE_TRANSFORM, "fpr_limit": config.fpr_limit,
+        "geometry": geometry, "image_transform": data.describe_transform(geometry), "fpr_limit": config.fpr_limit,
         "normalisation": {"mean": list(backbone.mean), "std": list(backbone.std)},
-        "random_weights": int(bool(backbone.random_weights)),
+        "random_weights": int(bool(backbone.random_weights)), "precision": backbone.effective_precision(),
+        "target_statistics": method.target_statistics(),
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
         "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,

@@ -87,9 +87,10 @@ def plan(name: str, backbone: ClipBackbone) -> list[PlannedRun]:
     FineGrainedAD: one model per (category, k, seed)); zero-shot runs differ only in their seed."""
     grid = [(1, 0), (1, 1), (2, 0)]
     if name in ("winclip", "bayes_pfl"):
-        model = create("winclip", backbone_model=backbone, window_sizes=[2], **TINY) if name == "winclip" else randomised(BayesPFL(
-            BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 6, 9, 12), test_samples=2, topk=30,
-                           preset="paper"), backbone_model=backbone), 4)
+        bayes = BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 6, 9, 12), test_samples=2, topk=30,
+                               preset="paper", score_rule="public")  # per-image noise, transductive scores
+        model = create("winclip", backbone_model=backbone, window_sizes=[2], **TINY) if name == "winclip" \
+            else randomised(BayesPFL(bayes, backbone_model=backbone), 4)
         return [PlannedRun(model, 0, s) for s in (0, 1)]
     if name == "inctrl":
         inctrl = {k: randomised(create("inctrl", backbone_model=backbone, **TINY), k) for k in (1, 2)}
@@ -98,8 +99,13 @@ def plan(name: str, backbone: ClipBackbone) -> list[PlannedRun]:
         fine = {(k, s, c): finegrained(backbone, c, 10 * k + s) for k, s in grid for c in CATEGORIES}
         return [PlannedRun(fine[(1, 0, CATEGORIES[0])], k, s, category_models=lambda c, k=k, s=s: fine[(k, s, c)])
                 for k, s in grid]
-    model = create("winclip_plus", backbone_model=backbone, window_sizes=[2], **TINY) if name == "winclip_plus" else randomised(
-        create("kag_prompt", backbone_model=backbone, layers=[3, 6, 9, 12], proj_dim=24, topk=5, **TINY), 3)
+    if name == "patchcore":
+        model = create("patchcore", backbone={"image_size": 64, "layers": [5, 11]}, sigma=1.0)
+    elif name == "winclip_plus":
+        model = create("winclip_plus", backbone_model=backbone, window_sizes=[2], **TINY)
+    else:
+        model = randomised(create("kag_prompt", backbone_model=backbone, layers=[3, 6, 9, 12], proj_dim=24, topk=5,
+                                  **TINY), 3)
     return [PlannedRun(model, k, s) for k, s in grid]
 
 
@@ -120,14 +126,15 @@ def per_run_reference(model: AnomalyMethod, rows: pd.DataFrame, category: str, k
             out = model(batch["image"])
             scores.append(out.pred_score.float())
             maps.append(out.anomaly_map.float())
-    return torch.cat(scores).numpy(), torch.cat(maps).numpy()
+        return model.category_scores(torch.cat(scores)).numpy(), torch.cat(maps).numpy()
 
 
 def with_out(runs: list[PlannedRun], root) -> list[PlannedRun]:
     return [replace(r, out=root / f"k{r.k}" / f"seed{r.seed}") for r in runs]
 
 
-@pytest.mark.parametrize("name", ["winclip", "winclip_plus", "inctrl", "kag_prompt", "bayes_pfl", "finegrained"])
+@pytest.mark.parametrize("name", ["winclip", "winclip_plus", "inctrl", "kag_prompt", "bayes_pfl", "finegrained",
+                                  "patchcore"])
 def test_plan_equals_the_per_run_path(name, toy, tmp_path, backbone):
     runs = plan(name, backbone)
     planned = evaluate_plan(with_out(runs, tmp_path / "plan"), "toy", config=CONFIG, samples=toy)

@@ -104,6 +104,7 @@ class FineGrainedAD(AnomalyMethod):
     few_shot = True
     per_category = True
     category_attributes = ("category", "memory", "captions", "captions_locked", "table", "_pairs")
+    paper_precision = "bf16"  # the public code runs fp16 (PromptAD's), which is not offered: the nearest
 
     @classmethod
     def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,

@@ -90,7 +90,7 @@ def plan(name: str, backbone: ClipBackbone) -> list[PlannedRun]:
         bayes = BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 6, 9, 12), test_samples=2, topk=30,
                                preset="paper", score_rule="public")  # per-image noise, transductive scores
         model = create("winclip", backbone_model=backbone, window_sizes=[2], **TINY) if name == "winclip" \
-            else randomised(BayesPFL(bayes, backbone_model=backbone), 4)
+            else randomised(BayesPFL(bayes), 4)  # its own backbone: the paper preset runs it in fp32
         return [PlannedRun(model, 0, s) for s in (0, 1)]
     if name == "inctrl":
         inctrl = {k: randomised(create("inctrl", backbone_model=backbone, **TINY), k) for k in (1, 2)}

@@ -53,12 +53,12 @@ def _timed(work) -> float:
 def evaluation_rank(root: str, out: str) -> dict[str, float]:
     """One rank of the evaluation measurement: ``{"seconds", "images"}``."""
     from fsadlib.data import read_samples
-    from fsadlib.evaluate import EvalConfig, evaluate_sharded, load_method
+    from fsadlib.evaluate import EvalConfig, PlannedRun, evaluate_sharded, load_method
 
     table = read_samples("mvtec", root, "synthetic")
     method = load_method("winclip", "synthetic", 0, 0)  # params.yaml winclip.model (training-free)
-    seconds = _timed(lambda: evaluate_sharded(method, "synthetic", config=EvalConfig(bootstrap=200), samples=table,
-                                              out_dir=out))
+    seconds = _timed(lambda: evaluate_sharded([PlannedRun(method, out=Path(out))], "synthetic",
+                                              config=EvalConfig(bootstrap=200), samples=table))
     return {"seconds": seconds, "images": float((table.split == "test").sum())}
 
 

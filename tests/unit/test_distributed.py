@@ -20,7 +20,7 @@ from torch import nn
 from fsadlib import data, distributed
 from fsadlib.data import CLIP_MEAN, CLIP_STD, synthetic
 from fsadlib.distributed import DistributedConfig, RankFailed, launch, rank_seed, shard
-from fsadlib.evaluate import SHARDS, EvalConfig, evaluate, evaluate_sharded
+from fsadlib.evaluate import SHARDS, EvalConfig, PlannedRun, evaluate, evaluate_sharded
 from fsadlib.io import load_torch, read_json
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.methods.output import AnomalyOutput
@@ -156,8 +156,8 @@ def _tree(root: Path) -> pd.DataFrame:
 def _evaluate_ranks(tmp: str, table: pd.DataFrame, broken: pd.DataFrame) -> None:
     """Both ranks: a sharded evaluation of ``table``, then of ``broken``, whose first 'grid' test image
     (a category of rank 1) is not an image."""
-    evaluate_sharded(Brightness(), "synthetic", config=EVAL, samples=table, out_dir=Path(tmp, "two_ranks"))
-    evaluate_sharded(Brightness(), "synthetic", config=EVAL, samples=broken, out_dir=Path(tmp, "broken"))
+    evaluate_sharded([PlannedRun(Brightness(), out=Path(tmp, "two_ranks"))], "synthetic", config=EVAL, samples=table)
+    evaluate_sharded([PlannedRun(Brightness(), out=Path(tmp, "broken"))], "synthetic", config=EVAL, samples=broken)
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:

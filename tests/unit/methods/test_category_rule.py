@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from fsadlib.clip import BackboneConfig, ClipBackbone
-from fsadlib.data import make_shots, read_samples, synthetic
+from fsadlib.data import make_shots, read_samples, samples_geometry, synthetic
 from fsadlib.evaluate import EvalConfig, evaluate
 from fsadlib.protocol import Protocol
 
@@ -92,7 +92,8 @@ def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa
     _, samples = visa_like
     data = InctrlDataConfig(normals_per_batch=1, anomalies_per_batch=1, val_max_images=2)
     method = Inctrl(InctrlConfig(backbone=TINY))
-    images = CachedImages(method.backbone.image_size, backbone_loader(method.backbone))
+    geometry = samples_geometry(samples, method.backbone.geometry)
+    images = CachedImages(method.backbone.image_size, backbone_loader(method.backbone, geometry))
     rows = samples[samples.category == key].reset_index(drop=True)
     batch = next(iter(PromptedBatches(rows, 1, images, data)))
     training = recorded(texts, lambda: inctrl_loss(method, batch, InctrlLossConfig()))

@@ -2,7 +2,7 @@
 
     result = evaluate(method, "synthetic", k=4, seed=0)        # one (k, seed) run, resumable
     summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
-    summary = evaluate_trained("inctrl", "synthetic", k=4, seeds=(0, 1, 2))   # trained model(s)
+    summary = evaluate_trained("inctrl", protocol, k=4, seeds=(0, 1, 2))    # trained model(s)
     table = run_plan("inctrl")              # the evaluate stage: every k of inctrl.ks x every shot seed
 
 Methods with one model per category (``per_category``, FineGrainedAD) are evaluated with
@@ -80,6 +80,7 @@ from fsadlib.layout import aggregate_dir, run_dir, seed_name
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.progress import Bar, progress
+from fsadlib.protocol import Protocol, check_data, check_trained_for
 from fsadlib.stats.intervals import percentile_interval
 from fsadlib.stats.replicates import (
     category_mean_replicates,
@@ -122,11 +123,14 @@ class EvalConfig:
 def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
              config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
              samples: pd.DataFrame | None = None, out_dir: str | Path | None = None,
-             category_models: Callable[[str], AnomalyMethod] | None = None) -> dict[str, Any]:
+             category_models: Callable[[str], AnomalyMethod] | None = None,
+             trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``method`` on the test split of ``dataset`` (``samples`` overrides
     ``fsadlib.data.load_samples(dataset)``, ``categories`` selects); write and return the
     metrics.json content (see the module docstring). ``category_models(category)``, when given,
-    returns the model used for that category (``method`` then only names the run and its config)."""
+    returns the model used for that category (``method`` then only names the run and its config).
+    ``trained_on`` (default ``method.trained_on``): what the model was trained on and how it was
+    selected, recorded with the numbers (None: built from a config, training-free)."""
     if method.few_shot != (k > 0):
         raise ValueError(f"method '{method.name}' is {'few' if method.few_shot else 'zero'}-shot: "
                          f"{'k >= 1' if method.few_shot else 'k = 0'} expected, got k={k}")
@@ -149,6 +153,7 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "random_weights": int(bool(backbone.random_weights)),
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
+        "trained_on": trained_on if trained_on is not None else getattr(method, "trained_on", None),
         "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,
                       "confidence": config.confidence, "method": stats.INTERVAL_METHOD} if config.bootstrap else None,
     }
@@ -250,44 +255,50 @@ def _drop_stale(out: Path, previous: dict[str, Any], run: dict[str, Any]) -> Non
         replicates_file(out, cat).unlink(missing_ok=True)
 
 
-def load_method(name: str, dataset: str, k: int, seed: int, category: str | None = None,
+def load_method(name: str, protocol: Protocol, k: int, seed: int, category: str | None = None,
                 device: str | torch.device = "cpu", backbone_model: Any = None,
                 params_path: str | Path | None = None, folder: str | None = None) -> AnomalyMethod:
-    """The model the evaluation uses for (dataset, k, seed[, category]) of method ``name`` (of method
-    folder ``folder``, found by the registry when not given): the trained one
-    (``AnomalyMethod.load_trained``), or, for a training-free method, one built from the ``model``
-    field of its params section (no models folder is read)."""
+    """The model the evaluation uses for (``protocol``'s evaluation, k, seed[, category]) of method
+    ``name`` (of method folder ``folder``, found by the registry when not given): the trained one
+    (``AnomalyMethod.load_trained``), refused by :func:`fsadlib.protocol.check_trained_for` unless
+    what it was trained on fits ``protocol``; or, for a training-free method, one built from the
+    ``model`` field of its params section (no models folder is read)."""
     from fsadlib.methods.registry import entry_class
     from fsadlib.methods.training import load_method_section
 
     spec, entry = _registered(name, folder)
     cls = entry_class(entry)
     if spec.trainable:
-        return cls.load_trained(dataset, k, seed, category, device, backbone_model)
+        method = cls.load_trained(protocol, k, seed, category, device, backbone_model)
+        check_trained_for(method.trained_on, protocol, method.checkpoint_file, category)
+        return method
     return cls(load_method_section(spec, params_path).model, backbone_model=backbone_model).to(device)
 
 
-def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
+def evaluate_trained(name: str, protocol: Protocol, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
                      config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
                      device: str | torch.device | None = None, params_path: str | Path | None = None,
                      folder: str | None = None) -> dict[str, Any]:
-    """Evaluate method ``name`` (:func:`load_method`) for every seed, then aggregate over seeds;
-    returns the aggregate (see :func:`aggregate_seeds`). A model shared by the seeds (one per k or
-    one for all) is loaded once; a per-category method loads the model of each (category, seed)."""
+    """Evaluate method ``name`` (:func:`load_method`) on ``protocol.target_dataset`` for every seed,
+    then aggregate over seeds; returns the aggregate (see :func:`aggregate_seeds`). A model shared by
+    the seeds (one per k or one for all) is loaded once; a per-category method loads the model of each
+    (category, seed), and its results record the shots it was trained on (:data:`fsadlib.protocol.TARGET_SHOTS`)."""
     from fsadlib.clip import default_device
 
     device = torch.device(device) if device is not None else default_device()
+    dataset = protocol.target_dataset
 
     def load(seed: int, category: str | None = None, backbone: Any = None) -> AnomalyMethod:
-        return load_method(name, dataset, k, seed, category, device, backbone, params_path, folder)
+        return load_method(name, protocol, k, seed, category, device, backbone, params_path, folder)
 
     if _registered(name, folder)[1].per_category:
         cats = list(categories) if categories is not None else \
             list(dict.fromkeys(data.load_samples(dataset)["category"]))
         shared = load(seeds[0], cats[0])
+        record = {key: v for key, v in shared.trained_on.items() if key not in ("category", "seed")}
         for seed in seeds:
             evaluate(shared, dataset, k=k, seed=seed, config=config, categories=cats,
-                     category_models=lambda cat, s=seed: load(s, cat, shared.backbone))
+                     category_models=lambda cat, s=seed: load(s, cat, shared.backbone), trained_on=record)
     else:
         model = load(seeds[0])
         for seed in seeds:
@@ -316,17 +327,16 @@ def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = 
     mean, std)."""
     from fsadlib.config import load_section
     from fsadlib.methods.training import entry_ks, load_method_section
-    from fsadlib.protocol import Protocol
     from fsadlib.smoke import first_only
 
     spec, entry = _registered(method, folder)
     section = load_method_section(spec, params_path)
-    protocol = load_section("protocol", Protocol, params_path).check()
+    protocol = check_data(load_section("protocol", Protocol, params_path), ("target",))
     seeds = first_only(load_section("shots", data.ShotsConfig, params_path).seeds, smoke)
     config = load_section("evaluate", EvalConfig, params_path)
     frames = []
     for k in entry_ks(entry, section, smoke):
-        agg = evaluate_trained(method, protocol.target_dataset, k=k, seeds=seeds if k else seeds[:1], config=config,
+        agg = evaluate_trained(method, protocol, k=k, seeds=seeds if k else seeds[:1], config=config,
                                categories=protocol.target_categories or None, params_path=params_path,
                                folder=spec.name)
         frames.append(aggregate_table(agg).assign(k=k))

@@ -112,10 +112,11 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
                  out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainReport:
     """Train method folder ``name`` from params.yaml (its section and ``protocol``), with the smoke
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
-    Defaults: ``models/<name>/`` and ``reports/train_<name>/``."""
+    Defaults: ``models/<name>/<aux>_to_<target>/`` (:func:`fsadlib.layout.training_dir`) and
+    ``reports/train_<name>/``."""
     from fsadlib.config import load_section
     from fsadlib.io import write_json
-    from fsadlib.layout import model_dir
+    from fsadlib.layout import training_dir
     from fsadlib.methods.registry import method_spec
     from fsadlib.paths import reports_dir
     from fsadlib.protocol import Protocol
@@ -129,7 +130,8 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
     protocol = load_section("protocol", Protocol, params_path).check()
     live_dir = Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}"
     report = train(section, protocol, smoke=bool(smoke),
-                   out_dir=Path(out_dir) if out_dir is not None else model_dir(name), live_dir=live_dir)
+                   out_dir=Path(out_dir) if out_dir is not None else
+                   training_dir(name, protocol.aux_dataset, protocol.target_dataset), live_dir=live_dir)
     if not isinstance(report, TrainReport):
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
     write_json(live_dir / "summary.json", report.summary())

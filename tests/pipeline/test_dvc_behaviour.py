@@ -109,7 +109,7 @@ def test_an_outside_method_trains_and_evaluates_through_dvc_with_no_shared_file_
     log = (tmp_path / "toy.log").read_text()
     assert result.returncode == 0, log[-4000:]
     assert "Running stage 'pipelines/toy/dvc.yaml:train_toy'" in log and "Running stage 'make_shots" not in log
-    assert (dst / "models" / "toy" / "final.pt").is_file()
+    assert (dst / "models" / "toy" / "synthetic_to_synthetic" / "final.pt").is_file()
     assert (dst / "results" / "toy" / "synthetic" / "k1" / "metrics.json").is_file()
     outputs = ("data/", "models/", "results/", "reports/")
     changed = sorted(line[3:] for line in set(porcelain(dst)) - before_toy if not line[3:].startswith(outputs))

@@ -42,7 +42,8 @@ def test_training_killed_mid_epoch_resumes_under_dvc_bit_for_bit(smoke_pipeline,
     params["finegrained"]["train"]["steps_per_epoch"] = 4
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.rmtree(dst / "models" / "finegrained")
-    folder = dst / "models" / "finegrained" / params["protocol"]["target_dataset"] / "k1" / "seed0"
+    target = params["protocol"]["target_dataset"]
+    folder = dst / "models" / "finegrained" / f"{params['protocol']['aux_dataset']}_to_{target}" / target / "k1" / "seed0"
     last, final = folder / category / "last.pt", folder / f"{category}.pt"
 
     with open(tmp_path / "killed.log", "w") as log:

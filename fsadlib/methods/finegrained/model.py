@@ -45,6 +45,7 @@ from fsadlib.methods.finegrained.prompts import (
     prepare_table,
 )
 from fsadlib.methods.output import AnomalyOutput
+from fsadlib.protocol import Protocol
 
 
 def _paper_backbone() -> BackboneConfig:
@@ -103,12 +104,14 @@ class FineGrainedAD(AnomalyMethod):
     per_category = True
 
     @classmethod
-    def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,
+    def load_trained(cls, protocol: Protocol, k: int, seed: int, category: str | None = None,
                      map_location: str | torch.device = "cpu", backbone_model: Any = None) -> FineGrainedAD:
-        """The evaluation's entry point: :func:`category_model` of (dataset, category, k, seed)."""
+        """The evaluation's entry point: :func:`category_model` of (the target data set, category, k,
+        seed) under :meth:`training_dir` of ``protocol``."""
         if category is None:
             raise ValueError("finegrained trains one model per category: a category is required")
-        return category_model(dataset, category, k, seed, map_location, backbone_model)
+        return category_model(protocol.target_dataset, category, k, seed, map_location, backbone_model,
+                              root=cls.training_dir(protocol))
 
     def __init__(self, config: FineGrainedConfig, backbone_model: Any = None) -> None:
         super().__init__(config, backbone_model)

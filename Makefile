@@ -53,9 +53,11 @@ data: $(STAMP)
 	$(BIN)/python -m fsadlib.data.links
 	$(BIN)/dvc commit -f data.dvc
 
-# mutation testing (slow, not in CI): cosmic-ray per formula module with its tests; MODULE=<substring>
+# mutation testing (slow, not in CI): cosmic-ray per formula module with its tests; MODULE=<substring>,
+# SAMPLE=<n> runs a seeded random sample of n mutants per module (figures: tests/reference/MUTANTS.md)
+SAMPLE ?= 0
 mutants: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python tests/reference/mutants.py --only "$(MODULE)"
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/reference/mutants.py --only "$(MODULE)" --sample $(SAMPLE)
 
 # the formula changes listed in issue 15 must each make a test fail
 listed-mutations: $(STAMP)

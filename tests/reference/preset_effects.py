@@ -116,6 +116,27 @@ def finegrained():
         batch, _ = training_batch(m.train(), images(2, 1), 0)
         losses.append(finegrained_loss(m, batch)["loss"].detach())
     report("finegrained training loss (untrained prompts)", relative_change=loss_change(losses))
+    finegrained_vocabulary(captions)
+
+
+def finegrained_vocabulary(captions: Captions) -> None:
+    """The defect vocabulary alone, on MVTec AD hazelnut captions: the workbench phrases
+    (``fsadlib.captions.vocab``) -> the public ones, same seeded model."""
+    from dataclasses import replace
+
+    from fsadlib.captions.vocab import anomaly_phrases
+    from fsadlib.methods.finegrained.vocabulary import paper_phrase_table
+
+    hazelnut = replace(captions, dataset="mvtec", category="hazelnut", class_name="hazelnut", foreground="hazelnut",
+                       entity=("shell", "tip"), entity_caption=("a brown shell at the top", "a pale tip at the center"),
+                       relation="the tip is below the shell", caption="a photo of a hazelnut on a black background.")
+    models = []
+    for phrases in (anomaly_phrases("mvtec", "hazelnut"), paper_phrase_table()["hazelnut"]):
+        torch.manual_seed(0)
+        model = create("finegrained", backbone={"arch": "tiny"}, captions_dataset="mvtec", region_upscale=2, sigma=1.5)
+        model.set_captions(replace(hazelnut, anomaly_phrases=phrases))
+        models.append(model)
+    report_outputs("finegrained defect vocabulary (hazelnut)", output_change(models, "hazelnut", images(2, 1), images(2, 2)))
 
 
 METHODS = {"winclip": winclip, "inctrl": inctrl, "kag_prompt": kag_prompt, "bayes_pfl": bayes_pfl,

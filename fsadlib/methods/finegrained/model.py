@@ -18,8 +18,9 @@ caption, background, entities; each the normalised mean of its normal / abnormal
 
 ``preset: paper`` switches on the public code's behaviours: the triplet loss summed over the token
 axis (:mod:`fsadlib.methods.finegrained.losses`), one handcrafted abnormal caption per entity and
-N(0, 1) attribute weights (:mod:`fsadlib.methods.finegrained.prompts`), and scipy's default ``reflect``
-borders for the Gaussian (the public evaluation's ``gaussian_filter``).
+N(0, 1) attribute weights (:mod:`fsadlib.methods.finegrained.prompts`), the public per-class defect
+vocabulary (:mod:`fsadlib.methods.finegrained.vocabulary`), and scipy's default ``reflect`` borders for
+the Gaussian (the public evaluation's ``gaussian_filter``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from fsadlib.methods.finegrained.prompts import (
     build_texts,
     prepare_table,
 )
+from fsadlib.methods.finegrained.vocabulary import defect_phrases
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.protocol import Protocol
 
@@ -130,7 +132,8 @@ class FineGrainedAD(AnomalyMethod):
         self.captions, self.captions_locked = captions, locked
         budget = self.backbone.context_length - 2 - self.prompts.budget_tokens
         texts = build_texts(captions, self.config.prompt_seed, tuple(self.config.caption_levels),
-                            one_abnormal_per_entity=self.config.paper)
+                            one_abnormal_per_entity=self.config.paper,
+                            phrases=defect_phrases(captions, self.config.paper))
         self.table = prepare_table(self.backbone, texts, budget)
         self._pairs = None
 

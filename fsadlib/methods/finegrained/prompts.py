@@ -80,7 +80,7 @@ class MllpTexts:
 
 
 def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2, 3),
-                one_abnormal_per_entity: bool = False) -> MllpTexts:
+                one_abnormal_per_entity: bool = False, phrases: tuple[str, ...] | None = None) -> MllpTexts:
     """Normal and handcrafted-abnormal texts of every level (table in the module docstring).
 
     ``caption_levels`` (ablation) names the MFSC levels whose fine-grained content is used:
@@ -91,9 +91,12 @@ def build_texts(c: Captions, seed: int, caption_levels: tuple[int, ...] = (1, 2,
 
     ``one_abnormal_per_entity`` (the public code, ``preset: paper``): each entity level gets ONE
     handcrafted abnormal text, built with one seeded random defect phrase, instead of one per phrase.
+
+    ``phrases``: the defect templates (one ``{}`` each) written into the abnormal texts; default the
+    captions' ``anomaly_phrases`` (:func:`fsadlib.methods.finegrained.vocabulary.defect_phrases`).
     """
     rng = np.random.default_rng(seed)
-    phrases = c.anomaly_phrases
+    phrases = c.anomaly_phrases if phrases is None else phrases
     background = f"{c.background} background" if 1 in caption_levels else "background"
     levels = [
         LevelTexts("image", (c.caption,), tuple(c.caption.replace(c.foreground, p.format(c.foreground), 1)

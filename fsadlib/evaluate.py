@@ -3,7 +3,7 @@
     result = evaluate(method, "synthetic", k=4, seed=0)        # one (k, seed) run, resumable
     summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
     summary = evaluate_trained("inctrl", protocol, k=4, seeds=(0, 1, 2))    # trained model(s)
-    table = run_plan("inctrl")              # the evaluate stage: every k of inctrl.ks x every shot seed
+    table = run_plan("inctrl", target="visa")   # a stage evaluate@inctrl-visa: every k of inctrl.ks x shot seed
 
 Methods with one model per category (``per_category``, FineGrainedAD) are evaluated with
 ``category_models``: a callable category -> the method to use for it.
@@ -80,7 +80,7 @@ from fsadlib.layout import aggregate_dir, run_dir, seed_name
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.progress import Bar, progress
-from fsadlib.protocol import Protocol, check_data, check_trained_for
+from fsadlib.protocol import Protocol, check_data, check_trained_for, load_protocol
 from fsadlib.stats.intervals import percentile_interval
 from fsadlib.stats.replicates import (
     category_mean_replicates,
@@ -318,10 +318,11 @@ def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
 
 
 def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = None,
-             folder: str | None = None) -> pd.DataFrame:
-    """The ``evaluate@<method>`` stage: method ``method`` (of method folder ``folder``; only that folder
-    is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
-    zero-shot) x every seed of ``shots``, on the protocol's target data set and categories (smoke: the
+             folder: str | None = None, target: str = "") -> pd.DataFrame:
+    """The ``evaluate@<method>-<target>`` stage: method ``method`` (of method folder ``folder``; only that
+    folder is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
+    zero-shot) x every seed of ``shots``, on the target data set and categories of the evaluation of
+    ``target`` (params.yaml ``protocol``; empty: the first), which must exist there (smoke: the
     first k and the first seed, :mod:`fsadlib.smoke`). k = 0 (zero-shot) has no support draw, so it
     runs once, with the first seed. Returns the seed aggregates as a tidy table (k, category, metric,
     mean, std)."""
@@ -331,7 +332,7 @@ def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = 
 
     spec, entry = _registered(method, folder)
     section = load_method_section(spec, params_path)
-    protocol = check_data(load_section("protocol", Protocol, params_path), ("target",))
+    protocol = check_data(load_protocol(target, params_path), ("target",))
     seeds = first_only(load_section("shots", data.ShotsConfig, params_path).seeds, smoke)
     config = load_section("evaluate", EvalConfig, params_path)
     frames = []

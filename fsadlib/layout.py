@@ -6,7 +6,7 @@ Every path that carries a shot count k or a seed s is built and read here (nowhe
     results/<method>/<dataset>/k<k>/seed<s>/          one evaluation run          (run_dir)
     results/<method>/<dataset>/k<k>/metrics.json       its mean +- std over seeds  (aggregate_dir)
     models/<method>/                                   what a method's training writes (model_dir)
-    models/<method>/<aux>_to_<target>/                 the models of one evaluation, keyed by the data
+    models/<method>/<target>/trained_on_<aux>/         the models of one evaluation, keyed by the data
                                                        set they were trained on     (training_dir)
     <training_dir>/k<k>/                               one model per k              (per_k_dir)
     <training_dir>/<dataset>/k<k>/seed<s>/<category>.pt    one model per category   (category_model_file)
@@ -95,13 +95,14 @@ def model_dir(method: str, root: str | Path | None = None, *, trained: bool = Fa
 
 
 def training_name(aux_dataset: str, target_dataset: str) -> str:
-    """``<aux>_to_<target>``: the folder of the models trained on ``aux_dataset`` for ``target_dataset``."""
-    return f"{aux_dataset}_to_{target_dataset}"
+    """``<target>/trained_on_<aux>``: the folder (under the method's) of the models trained on
+    ``aux_dataset`` for the evaluation on ``target_dataset``."""
+    return f"{target_dataset}/trained_on_{aux_dataset}"
 
 
 def training_dir(method: str, aux_dataset: str, target_dataset: str, root: str | Path | None = None, *,
                  trained: bool = False) -> Path:
-    """``models/<method>/<aux>_to_<target>/`` (:func:`model_dir` with ``root`` and ``trained``): what the
+    """``models/<method>/<target>/trained_on_<aux>/`` (:func:`model_dir` with ``root`` and ``trained``): what the
     training of method folder ``method`` for one evaluation (auxiliary -> target data set) writes, so the
     two directions of a cross-data-set protocol never share a model file."""
     return model_dir(method, root, trained=trained) / training_name(aux_dataset, target_dataset)

@@ -1,9 +1,11 @@
 """The evaluation protocol every method shares: auxiliary training data, model selection, and target
 data that never takes part in training or model selection.
 
-``Protocol`` is one evaluation of the ``protocol`` section of params.yaml: train on ``aux_categories``
-of ``aux_dataset``, report on ``target_categories`` of ``target_dataset``. Model selection
-(``selection``):
+``Protocol`` is one evaluation of the ``protocol`` section of params.yaml, which maps each target data
+set to its evaluation (:func:`load_protocols`; the key is ``target_dataset``): train on
+``aux_categories`` of ``aux_dataset``, report on ``target_categories`` of ``target_dataset``. Several
+evaluations (both directions of a cross-data-set protocol, a user's own set) coexist, each with its own
+stages and results. Model selection (``selection``):
 
 - ``validation`` (default): the model is chosen on ``val_categories`` of ``val_dataset`` (empty = the
   auxiliary data set, held-out categories; or another data set, so that every auxiliary category can
@@ -23,6 +25,7 @@ was trained on another data set than the run says.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,6 +82,12 @@ class Protocol:
         if not (self.epoch == "last" or (isinstance(self.epoch, int) and self.epoch >= 1)):
             raise ValueError(f"protocol.epoch must be 'last' or an epoch number >= 1, got {self.epoch!r}")
         return self
+
+    def named_categories(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(key, data set, categories) of the auxiliary, validation and target categories."""
+        return [("aux_categories", self.aux_dataset, self.aux_categories),
+                ("val_categories", self.validation_dataset, self.val_categories),
+                ("target_categories", self.target_dataset, self.target_categories)]
 
     def trained_on(self, dataset: str) -> set[str]:
         """Categories of ``dataset`` that take part in training or model selection."""
@@ -155,13 +164,61 @@ def check_data(protocol: Protocol, reads: tuple[str, ...] | list[str], load: Any
     if load is None:
         from fsadlib.data import load_samples as load
     protocol.check()
-    named = {"aux": [("aux_categories", protocol.aux_dataset, protocol.aux_categories),
-                     ("val_categories", protocol.validation_dataset, protocol.val_categories)],
-             "target": [("target_categories", protocol.target_dataset, protocol.target_categories)]}
+    aux, val, target = protocol.named_categories()
+    named = {"aux": [aux, val], "target": [target]}
     for key, dataset, categories in (item for source in reads for item in named[source]):
         if categories:
             check_categories(load(dataset), dataset, categories, f"protocol.{key}")
     return protocol
+
+
+#: keys every evaluation of params.yaml ``protocol`` names: its stages depend on these data sets
+REQUIRED_KEYS = ("aux_dataset", "val_dataset")
+
+
+def load_protocols(params_path: str | Path | None = None) -> dict[str, Protocol]:
+    """``params.yaml: protocol``: target data set -> its checked :class:`Protocol`, in params order
+    (``KeyError`` / ``TypeError`` / ``ValueError`` naming ``protocol.<target>`` and the key at fault)."""
+    from fsadlib import reads
+
+    reads.record("params", "protocol")
+    return {target: _protocol(target, values) for target, values in _evaluations(params_path).items()}
+
+
+def load_protocol(target: str = "", params_path: str | Path | None = None) -> Protocol:
+    """The checked evaluation of ``target`` (a key of ``params.yaml: protocol``; empty: the first one);
+    ``KeyError`` naming the known targets otherwise."""
+    from fsadlib import reads
+
+    evaluations = _evaluations(params_path)
+    target = target or next(iter(evaluations))
+    if target not in evaluations:
+        raise KeyError(f"params.yaml protocol has no evaluation of target data set '{target}'; "
+                       f"it lists {list(evaluations)}")
+    reads.record("params", f"protocol.{target}")
+    return _protocol(target, evaluations[target])
+
+
+def _evaluations(params_path: str | Path | None) -> dict[str, dict[str, Any]]:
+    from fsadlib.config import load_params
+
+    section = load_params(params_path).get("protocol")
+    if not isinstance(section, dict) or not section or not all(isinstance(v, dict) for v in section.values()):
+        raise TypeError("params.yaml protocol: a mapping of target data set -> its evaluation (aux_dataset, "
+                        f"aux_categories, selection, val_dataset, val_categories, epoch, target_categories), got {section!r}")
+    return section
+
+
+def _protocol(target: str, values: dict[str, Any]) -> Protocol:
+    from fsadlib.config import from_dict
+
+    missing = [key for key in REQUIRED_KEYS if not values.get(key)]
+    if missing:
+        raise KeyError(f"params.yaml protocol.{target} lacks {missing}: its stages depend on these data sets "
+                       "(val_dataset: the auxiliary data set to validate on held-out auxiliary categories)")
+    if "target_dataset" in values:
+        raise KeyError(f"params.yaml protocol.{target}: the key names the target data set; drop target_dataset")
+    return from_dict(Protocol, {**values, "target_dataset": target}, f"protocol.{target}").check()
 
 
 def training_samples(protocol: Protocol) -> pd.DataFrame:

@@ -99,7 +99,7 @@ class AnomalyMethod(nn.Module, ABC):
     @classmethod
     def training_dir(cls, protocol: Protocol) -> Path:
         """Where the training stage of ``protocol``'s evaluation leaves its models:
-        ``models/<folder>/<aux>_to_<target>/`` (:func:`fsadlib.layout.training_dir`, read side)."""
+        ``models/<folder>/<target>/trained_on_<aux>/`` (:func:`fsadlib.layout.training_dir`, read side)."""
         from fsadlib.layout import training_dir
         from fsadlib.methods.registry import spec_of
 

@@ -83,3 +83,25 @@ def test_import_closure_follows_every_import_of_the_package_only(tmp_path):
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
         "pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/sub/__init__.py", "pkg/sub/c.py", "pkg/sub/d.py"]
     assert package_data(files) == [pkg / "sub" / "table.csv"]   # data, never the README
+
+
+def test_every_evaluation_gets_its_own_training_and_evaluation_stages():
+    from fsadlib.methods import method_spec
+    from fsadlib.pipeline import method_pipeline
+
+    stages = method_pipeline(method_spec("inctrl"))["stages"]
+    train, evaluate = stages["train_inctrl"], stages["evaluate"]
+    assert train["foreach"] == "${protocol}" and evaluate["matrix"] == {"method": ["inctrl"], "target": "${protocol}"}
+    do = train["do"]
+    assert do["outs"][0] == {"models/inctrl/${key}/trained_on_${item.aux_dataset}": {"persist": True}}
+    assert {"data/index/${item.aux_dataset}.csv", "data/index/${item.val_dataset}.csv"} <= set(do["deps"])
+    assert "protocol.${key}" in do["params"] and "-p target ${key}" in do["cmd"]
+    assert do["outs"][1] == "reports/notebooks/31_train_inctrl_${key}.ipynb"
+    assert do["metrics"] == [{"reports/train_inctrl/${key}/summary.json": {"cache": False}}]
+    # the evaluation of a target depends on that target's models folder, the parent of its training output
+    assert "models/inctrl/${item.target}" in evaluate["deps"] and "protocol.${item.target}" in evaluate["params"]
+    assert evaluate["outs"] == ["results/${item.method}/${item.target}",
+                                "reports/notebooks/40_evaluate_${item.method}_${item.target}.ipynb"]
+    winclip = method_pipeline(method_spec("winclip"))["stages"]
+    assert set(winclip) == {"evaluate"} and winclip["evaluate"]["matrix"]["method"] == ["winclip", "winclip_plus"]
+    assert not any(d.startswith("models/") for d in winclip["evaluate"]["deps"])

@@ -103,3 +103,35 @@ def test_absent_categories_are_named_with_their_data_set():
     with pytest.raises(KeyError, match=r"protocol.aux_categories: categories \['grid'\] are not in data set 'mvtec'"):
         check_data(Protocol(aux_dataset="mvtec", aux_categories=("grid",), selection="fixed"), ("aux",),
                    tables.__getitem__)
+
+
+def test_the_protocol_lists_evaluations_by_target_data_set(tmp_path):
+    import yaml
+
+    from fsadlib.protocol import load_protocol, load_protocols
+
+    both = {"mvtec": {"aux_dataset": "visa", "aux_categories": ["pcb1"], "selection": "fixed", "val_dataset": "visa",
+                      "target_categories": ["bottle"]},
+            "visa": {"aux_dataset": "mvtec", "aux_categories": ["bottle", "grid"], "val_dataset": "mvtec",
+                     "val_categories": ["cable"], "epoch": "last", "target_categories": ["pcb1"]}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"protocol": both}))
+    protocols = load_protocols(params)
+    assert list(protocols) == ["mvtec", "visa"]
+    assert protocols["visa"] == Protocol(aux_dataset="mvtec", aux_categories=("bottle", "grid"), val_dataset="mvtec",
+                                         val_categories=("cable",), target_dataset="visa", target_categories=("pcb1",))
+    assert load_protocol("", params) == protocols["mvtec"] and load_protocol("visa", params) == protocols["visa"]
+    with pytest.raises(KeyError, match=r"no evaluation of target data set 'btad'; it lists \['mvtec', 'visa'\]"):
+        load_protocol("btad", params)
+    for bad, match in [({"visa": {**both["visa"], "target_dataset": "visa"}}, "the key names the target data set"),
+                       ({"visa": {k: v for k, v in both["visa"].items() if k != "val_dataset"}},
+                        r"protocol.visa lacks \['val_dataset'\]"),
+                       ({"visa": {**both["visa"], "aux_categorie": ["a"]}}, r"unknown key\(s\) \['aux_categorie'\]"),
+                       ({"aux_dataset": "mvtec"}, "a mapping of target data set -> its evaluation")]:
+        params.write_text(yaml.safe_dump({"protocol": bad}))
+        with pytest.raises((KeyError, TypeError), match=match):
+            load_protocols(params)
+    params.write_text(yaml.safe_dump({"protocol": {"visa": {**both["visa"], "target_categories": ["cable"],
+                                                            "aux_dataset": "visa", "val_dataset": "visa"}}}))
+    with pytest.raises(ValueError, match=r"target categories \['cable'\] of 'visa'"):
+        load_protocols(params)

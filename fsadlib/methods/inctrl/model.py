@@ -145,7 +145,7 @@ class Inctrl(AnomalyMethod):
 
     @classmethod
     def trained_path(cls, protocol: Protocol, k: int, seed: int, category: str | None = None) -> Path:
-        """``models/inctrl/<aux>_to_<target>/k<k>/final.pt``: one model per k (the paper trains k in {2, 4, 8})."""
+        """``models/inctrl/<target>/trained_on_<aux>/k<k>/final.pt``: one model per k (the paper trains k in {2, 4, 8})."""
         return per_k_dir(cls.training_dir(protocol), k) / "final.pt"
 
     def __init__(self, config: InctrlConfig, backbone_model=None) -> None:

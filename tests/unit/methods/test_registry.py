@@ -115,7 +115,8 @@ def test_train_method_reads_the_section_applies_the_smoke_policy_and_returns_a_r
     root = tmp_path / "bench"
     root.mkdir()
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"protocol": {"aux_categories": ["a"], "target_categories": ["b"], "selection": "fixed"},
+    params.write_text(yaml.safe_dump({"protocol": {"synthetic": {"aux_dataset": "synthetic", "aux_categories": ["a"], "target_categories": ["b"],
+                                                                    "selection": "fixed", "val_dataset": "synthetic"}},
                                       "shots": {"ks": [1, 2]},
                                       "toy": {"ks": [1, 2], "train": {"epochs": 3, "steps_per_epoch": 1, "optimizer": "sgd", "momentum": 0,
                                                                       "lr": 0.1, "amp": 0}}}))
@@ -176,26 +177,29 @@ def test_evaluation_refuses_a_model_of_the_other_direction_or_overlapping_catego
     root.mkdir()
     (root / "dvc.yaml").write_text("stages: {}\n")
     protocol = {"aux_dataset": "mvtec", "aux_categories": ["bottle", "cable"], "selection": "fixed", "epoch": 2,
-                "target_dataset": "visa", "target_categories": ["pcb1"]}
-    (root / "params.yaml").write_text(yaml.safe_dump({"protocol": protocol, "shots": {"ks": [1]}, "toy": {"ks": [1]}}))
+                "val_dataset": "mvtec", "target_categories": ["pcb1"]}
+    (root / "params.yaml").write_text(yaml.safe_dump({"protocol": {"visa": protocol}, "shots": {"ks": [1]},
+                                                      "toy": {"ks": [1]}}))
     monkeypatch.setenv("FSAD_ROOT", str(root))
     monkeypatch.setenv("FSAD_OUTPUT_ROOT", str(root))
-    report = train_method("toy", params_path=root / "params.yaml", live_dir=root / "live")
-    assert report.models == [root / "models" / "toy" / "mvtec_to_visa" / "final.pt"]
+    report = train_method("toy", target="visa", params_path=root / "params.yaml")
+    assert report.models == [root / "models" / "toy" / "visa" / "trained_on_mvtec" / "final.pt"]
     assert load_torch(report.models[0])["extra"]["trained_on"] == {
         "data": "auxiliary", "aux_dataset": "mvtec", "aux_categories": ["bottle", "cable"], "selection": "fixed",
         "val_dataset": "", "val_categories": [], "epoch": 2}
-    run = Protocol(**{**protocol, "aux_categories": ("bottle", "cable"), "target_categories": ("pcb1",)})
+    assert (root / "reports" / "train_toy" / "visa" / "summary.json").is_file()
+    run = Protocol(**{**protocol, "aux_categories": ("bottle", "cable"), "target_dataset": "visa",
+                      "target_categories": ("pcb1",)})
     assert load_method("toy", run, k=1, seed=0).trained_on["aux_dataset"] == "mvtec"
 
     other = Protocol(aux_dataset="visa", aux_categories=("pcb1",), selection="fixed", target_dataset="mvtec",
                      target_categories=("bottle",))
-    with pytest.raises(FileNotFoundError, match="visa_to_mvtec"):   # each direction has its own folder
+    with pytest.raises(FileNotFoundError, match="mvtec/trained_on_visa"):   # each direction has its own folder
         load_method("toy", other, k=1, seed=0)
-    shutil.copytree(root / "models" / "toy" / "mvtec_to_visa", root / "models" / "toy" / "visa_to_mvtec")
+    shutil.copytree(root / "models" / "toy" / "visa" / "trained_on_mvtec", root / "models" / "toy" / "mvtec" / "trained_on_visa")
     with pytest.raises(ValueError, match="was trained on 'mvtec' but this run trains on protocol.aux_dataset 'visa'"):
         load_method("toy", other, k=1, seed=0)
-    shutil.copytree(root / "models" / "toy" / "mvtec_to_visa", root / "models" / "toy" / "mvtec_to_mvtec")
+    shutil.copytree(root / "models" / "toy" / "visa" / "trained_on_mvtec", root / "models" / "toy" / "mvtec" / "trained_on_mvtec")
     overlap = Protocol(aux_dataset="mvtec", aux_categories=("grid",), selection="fixed", target_dataset="mvtec",
                        target_categories=("cable", "screw"))
     with pytest.raises(ValueError, match=r"trained or selected on \['cable'\] of 'mvtec'"):

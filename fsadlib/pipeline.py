@@ -195,7 +195,8 @@ def train_stage(spec: MethodSpec) -> dict[str, Any]:
     reads = {"aux": data_deps(AUX, False) + data_deps(VAL, False), "target": data_deps(TARGET, True)}
     datasets = {"aux": [AUX, VAL], "target": [TARGET]}
     deps = code_deps(spec.notebook, modules, spec)
-    deps += [d for source in spec.train_reads for d in reads[source]] + list(spec.train_deps)
+    deps += [d for source in spec.train_reads for d in reads[source]]
+    deps += [d.format(target=TARGET, aux=AUX) for d in spec.train_deps]
     params = ["smoke", spec.name, f"protocol.{TARGET}", *(["shots"] if spec.few_shot else []), *spec.params,
               *(f"datasets.{name}" for source in spec.train_reads for name in datasets[source])]
     executed = f"{Path(spec.notebook).stem}_{TARGET}.ipynb"

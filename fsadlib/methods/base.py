@@ -119,7 +119,7 @@ class AnomalyMethod(nn.Module, ABC):
         if not path.is_file():
             from fsadlib.methods.registry import spec_of
 
-            stage = f"train_{spec_of(cls.name).name}"
+            stage = f"train_{spec_of(cls.name).name}@{protocol.target_dataset}"
             raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its {stage} stage: dvc repro "
                                     f"pipelines/{spec_of(cls.name).name}/dvc.yaml:{stage})")
         return load_checkpoint(path, map_location, backbone_model)

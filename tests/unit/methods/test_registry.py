@@ -144,7 +144,7 @@ def test_a_training_free_method_is_built_from_its_section_without_a_models_folde
     method = load_method("winclip_plus", protocol, k=1, seed=0)
     assert method.name == "winclip_plus" and method.config.window_sizes == (3,) and method.config.temperature == 0.5
     assert not (root / "models").exists()
-    with pytest.raises(FileNotFoundError, match="run its train_inctrl stage"):
+    with pytest.raises(FileNotFoundError, match="run its train_inctrl@synthetic stage"):
         load_method("inctrl", protocol, k=2, seed=0)
 
 

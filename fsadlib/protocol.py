@@ -108,10 +108,11 @@ class Protocol:
                 **self.selection_record()}
 
 
-def shots_record(dataset: str, category: str, k: int, seed: int, epoch: int | str = "last") -> dict[str, Any]:
-    """What a model trained on the k-shot file of one target category stores (FineGrainedAD)."""
+def shots_record(dataset: str, category: str, k: int, seed: int) -> dict[str, Any]:
+    """What a model trained on the k-shot file of one target category stores (FineGrainedAD: its last
+    epoch, no validation)."""
     return {"data": TARGET_SHOTS, "dataset": dataset, "category": category, "k": int(k), "seed": int(seed),
-            "selection": "fixed", "epoch": epoch}
+            "selection": "fixed", "epoch": "last"}
 
 
 def check_trained_for(record: dict[str, Any] | None, protocol: Protocol, model: str,

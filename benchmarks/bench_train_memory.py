@@ -12,6 +12,7 @@ image, InCTRL a query (with its k = 8 normal prompt images), FineGrainedAD a k-s
     step peak(b) = fixed + b * per_unit          (per_unit from the two runs: the slope)
     need(b)      = weights + fixed + b * per_unit (weights: parameters and buffers, exact bytes)
     largest micro-batch on G GiB: b_max = floor((G - reserve - weights - fixed) / per_unit)
+                                  (per_unit <= 0, no growth seen: the paper batch when fixed fits)
     accumulation for the paper batch P: the smallest n with P % n == 0 and P / n <= b_max
 
 (``reserve``: CUDA context and allocator slack, 2 GiB by default). CPU figures are fp32 and include
@@ -148,11 +149,12 @@ def plan(name: str, runs: list[dict], gib: float, reserve: float) -> dict:
     """Per-unit slope, fixed part, the largest micro-batch on ``gib`` GiB and the accumulation."""
     key = "peak_mem_mib" if "peak_mem_mib" in runs[0] else "peak_rss_growth_mib"
     (b1, p1), (b2, p2) = [(r["units"], r[key] * 2**20) for r in runs[:2]]
-    per_unit = max((p2 - p1) / (b2 - b1), 1.0)
+    per_unit = max((p2 - p1) / (b2 - b1), 0.0)  # 0: no growth with the batch that the peak can show
     fixed = max(p1 - b1 * per_unit, 0.0)
     weights = runs[0]["weights_bytes"]
     paper, unit, images_per_unit, _ = PAPER_BATCH[name]
-    b_max = max(0, math.floor(((gib - reserve) * GIB - weights - fixed) / per_unit))
+    free = (gib - reserve) * GIB - weights - fixed
+    b_max = max(0, math.floor(free / per_unit)) if per_unit else (paper if free > 0 else 0)
     steps = next((n for n in range(1, paper + 1) if paper % n == 0 and paper // n <= b_max), None)
     return {"gpu_gib": gib, "largest_micro_batch": b_max,
             "micro_batch": None if steps is None else paper // steps, "accumulate": steps,
@@ -193,7 +195,8 @@ def main() -> None:
                                                              for g in args.gpus))
     for name in args.methods:
         rows = [r for r in results if r["method"] == name]
-        cells = "  ".join(f"{r['largest_micro_batch']:>5} max, {r['micro_batch']} x {r['accumulate']} = "
+        cells = "  ".join(f"{r['largest_micro_batch'] if r['per_unit_mib'] else 'any':>5} max, "
+                          f"{r['micro_batch']} x {r['accumulate']} = "
                           f"{r['paper_batch']} {r['unit']}" for r in rows)
         print(f"{name:12} {rows[0]['per_image_mib']:8.0f} MiB {(rows[0]['fixed_mib'] + rows[0]['weights_mib']) / 1024:8.2f} GiB"
               f"   {cells}")

@@ -38,11 +38,12 @@ import argparse
 import ast
 import sys
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
+from fsadlib.config import load_params
 from fsadlib.layout import training_name
 from fsadlib.methods.spec import MethodSpec
 from fsadlib.paths import repo_root
@@ -232,13 +233,33 @@ def evaluate_family(spec: MethodSpec) -> dict[str, Any]:
     }
 
 
+def curve_folders(spec: MethodSpec, params: dict[str, Any] | None = None) -> list[str]:
+    """The folders of a trainable method's DVCLive curves (``<live dir>/plots/metrics``), repo-relative:
+    each of ``spec.curves`` under ``reports/train_<name>/<target>/`` of every evaluation of ``protocol``,
+    a ``{k}`` expanded over the ``ks`` of its params section (``params``: default ``params.yaml``), e.g.
+    InCTRL's ``reports/train_inctrl/synthetic/k2/plots/metrics``. DVC cannot expand a list into plots, so
+    a changed ``ks`` or a new evaluation needs ``make stages`` for its curves."""
+    params = load_params() if params is None else params
+    names = []
+    for curve in spec.curves:
+        if "{k}" in curve:
+            section = params.get(spec.name) or {}
+            if "ks" not in section:
+                raise KeyError(f"method spec '{spec.name}': curves {curve!r} needs '{spec.name}.ks' in params.yaml")
+            names += [curve.format(k=k) for k in section["ks"]]
+        else:
+            names.append(curve)
+    return [str(PurePosixPath("reports", f"train_{spec.name}", target, name, "plots", "metrics"))
+            for target in params.get("protocol") or {} for name in names]
+
+
 def method_pipeline(spec: MethodSpec) -> dict[str, Any]:
     """The content of ``pipelines/<folder>/dvc.yaml``."""
     stages = {f"train_{spec.name}": train_stage(spec)} if spec.trainable else {}
     stages["evaluate"] = evaluate_family(spec)
     pipeline: dict[str, Any] = {"vars": ["../../params.yaml"], "stages": stages}
-    if spec.trainable:  # DVCLive's curves (reports/train_<folder>/<target>/), for `dvc plots diff` of experiments
-        pipeline["plots"] = [{f"../../reports/train_{spec.name}": {"x": "step"}}]
+    if spec.trainable:  # DVCLive's curves, so that `dvc plots diff` compares experiments' training
+        pipeline["plots"] = [{f"../../{folder}": {"x": "step"}} for folder in curve_folders(spec)]
     return pipeline
 
 

@@ -15,7 +15,10 @@ A method folder ``fsadlib/methods/<name>/`` (or an outside package registered un
   ``train_reads``, the evaluation's data sets (``"aux"``: its ``aux_dataset`` and ``val_dataset``;
   ``"target"``: the target data set and its k-shot files), ``train_deps``, further DVC paths
   (``{target}`` and ``{aux}`` name the evaluation's data sets, ``${...}`` is interpolated from
-  params.yaml), and ``params``, params sections besides its own, the evaluation and (few-shot) ``shots``.
+  params.yaml), and ``params``, params sections besides its own, the evaluation and (few-shot) ``shots``;
+- ``curves``: where its training's DVCLive curves are, as folders under ``reports/train_<name>/<target>/``
+  of each evaluation (``""``: that folder itself; ``{k}`` is expanded over the ``ks`` of its params
+  section, as InCTRL's ``"k{k}"``), so that its stage file declares them as plots for ``dvc plots diff``.
 
 A training-free method's section has a ``model`` field (its ``Config``): the evaluation builds it from that.
 
@@ -63,6 +66,7 @@ class MethodSpec:
     train_reads: tuple[str, ...] = ("aux",)   # protocol data sets read by training: "aux", "target"
     train_deps: tuple[str, ...] = ()          # further DVC dependencies of training
     params: tuple[str, ...] = ()              # params sections read by training besides the implied ones
+    curves: tuple[str, ...] = ("",)           # DVCLive folders under reports/train_<name>/ ("{k}" per k)
 
     def __post_init__(self) -> None:
         if (self.train is None) != (self.notebook is None):

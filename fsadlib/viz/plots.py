@@ -15,6 +15,7 @@ import seaborn as sns
 from fsadlib.analysis.experiments import varied_params
 from fsadlib.analysis.runs import seed_means
 from fsadlib.io import atomic_path
+from fsadlib.methods import registry
 from fsadlib.paths import reports_dir
 from fsadlib.viz.palette import method_colour, method_palette
 
@@ -140,13 +141,16 @@ def ablation_curve(experiments: pd.DataFrame, param: str, methods: list[str] | N
 
 
 def ablation_curves(experiments: pd.DataFrame, metric: str = "image_auroc") -> dict[str, plt.Figure]:
-    """:func:`ablation_curve` of every varied parameter, keyed by the parameter: a method's own key
-    (``kag_prompt.model.rounds``) is drawn for that method, a shared key (``shots.seeds``) for every
-    method of the table."""
-    methods = sorted(set(experiments["method"]))
-    return {param: ablation_curve(experiments, param,
-                                  [param.split(".")[0]] if param.split(".")[0] in methods else None, metric)
-            for param in varied_params(experiments)}
+    """:func:`ablation_curve` of every varied parameter, keyed by the parameter: a key of a method
+    folder's section (``kag_prompt.model.rounds``; ``winclip.*`` covers WinCLIP and WinCLIP+) is drawn
+    for the methods of that folder, a shared key (``shots.seeds``) for every method of the table."""
+    specs = registry.specs()
+
+    def methods_of(param: str) -> list[str] | None:
+        spec = specs.get(param.split(".")[0])
+        return [m.name for m in spec.methods] if spec is not None else None
+
+    return {param: ablation_curve(experiments, param, methods_of(param), metric) for param in varied_params(experiments)}
 
 
 def efficiency_plot(table: pd.DataFrame) -> plt.Figure:

@@ -7,6 +7,12 @@ must carry the summary of all four experiments (the summary is a git-tracked DVC
 analysis (:func:`fsadlib.analysis.load_experiments`, :func:`fsadlib.viz.ablation_curves`) must draw one
 figure per parameter whose points are those metrics, the other parameter held fixed per facet.
 
+``test_queued_workbench_grid_reaches_the_ablation_figures``: the same on a copy of the finished smoke
+pipeline itself: a 2 x 2 grid of WinCLIP params queued and run (only the WinCLIP evaluations and the
+analysis rerun), every experiment's ``reports/summary.json`` in ``dvc exp show --json``, and the
+analysis stage writing one figure per parameter whose points are those metrics. It takes minutes, so it
+is marked slow: ``pytest -m slow tests/pipeline/test_experiments.py``.
+
 ``test_papermill_alone_leaves_the_pipeline_untouched``: notebook 40 run with papermill alone in a copy
 of the finished smoke pipeline writes under ``scratch/`` and ``dvc status`` stays clean.
 """
@@ -18,8 +24,9 @@ import shutil
 import subprocess
 
 import matplotlib
+import matplotlib.figure
 import pytest
-from pipeline_support import BIN, run
+from pipeline_support import BIN, copy_finished, run
 
 matplotlib.use("Agg")
 
@@ -92,6 +99,74 @@ def test_queued_grid_reaches_the_ablation_figures(tmp_path):
             for x, y in zip(line.get_xdata(), line.get_ydata()):
                 key = (x, fixed) if param == "toy.rounds" else (fixed, x)
                 assert y == pytest.approx(100 * shown[key])
+
+
+def _points(figure: matplotlib.figure.Figure, other: str) -> dict[tuple[str, float, float], float]:
+    """(line label, x, the other parameter's value of the facet) -> plotted value, over every facet."""
+    points = {}
+    for ax in figure.axes:
+        name, _, fixed = ax.get_title().partition("=")
+        assert name == other, ax.get_title()
+        for container in ax.containers:
+            line = container.lines[0]
+            points |= {(container.get_label(), float(x), float(fixed)): float(y)
+                       for x, y in zip(line.get_xdata(), line.get_ydata())}
+    return points
+
+
+@pytest.mark.slow   # 4 experiments of the smoke pipeline (minutes); the toy grid above covers the same path
+def test_queued_workbench_grid_reaches_the_ablation_figures(smoke_pipeline, tmp_path):
+    from fsadlib.analysis import load_experiments
+    from fsadlib.analysis.experiments import exp_show
+    from fsadlib.viz import ablation_curves
+
+    src, _ = smoke_pipeline
+    repo = copy_finished(src, tmp_path / "workbench")
+    env = _env()   # no FSAD_ROOT / PYTHONPATH: an experiment runs in its own temporary checkout
+    env.pop("PYTHONPATH", None)
+    env.pop("FSAD_TRACE_READS", None)
+
+    def sh(*cmd: str) -> str:
+        done = subprocess.run(list(cmd), cwd=repo, env=env, capture_output=True, text=True, check=False,
+                              timeout=1500)
+        assert done.returncode == 0, f"{' '.join(cmd)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "finished smoke run")   # the baseline: dvc.lock and the tracked metrics
+    # WinCLIP's section holds two methods: the temperature changes both, the patch layer WinCLIP+ only
+    temperature, layer = "winclip.model.temperature", "winclip.model.patch_layer"
+    sh(str(BIN / "dvc"), "exp", "run", "--queue", "-S", f"{temperature}=0.07,0.1", "-S", f"{layer}=11,12")
+    sh(str(BIN / "dvc"), "exp", "run", "--run-all", "-j", "1")
+
+    def value(data: dict, dotted: str):
+        for key in dotted.split("."):
+            data = data[key]
+        return data
+
+    lines = {"winclip": "winclip k=0", "winclip_plus": "winclip_plus k=1"}   # smoke: the first k only
+    shown = {}
+    for commit in exp_show(repo):
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                params, metrics = rev["data"]["params"]["params.yaml"]["data"], rev["data"]["metrics"]
+                summary = metrics["reports/summary.json"]["data"]
+                for method, label in lines.items():
+                    k = label.rpartition("=")[2]
+                    shown[(label, value(params, temperature), value(params, layer))] = \
+                        100 * summary[method]["synthetic"][f"k{k}"]["image_auroc"]["mean"]
+    assert sorted({(t, p) for _, t, p in shown}) == [(t, p) for t in (0.07, 0.1) for p in (11, 12)]
+    plus = lines["winclip_plus"]   # WinCLIP's image AUROC cannot change: a temperature keeps its ranking
+    assert shown[(plus, 0.07, 11)] != shown[(plus, 0.1, 11)] and shown[(plus, 0.07, 11)] != shown[(plus, 0.07, 12)]
+
+    sh(str(BIN / "dvc"), "repro", "-f", "-s", "ablation_analysis")
+    for param in (temperature, layer):
+        assert (repo / "reports" / "figures" / f"ablation_{param}.png").is_file(), param
+
+    figures = ablation_curves(load_experiments(repo))   # the baseline is the (0.07, 12) experiment again
+    assert sorted(figures) == [layer, temperature]
+    assert _points(figures[temperature], layer) == pytest.approx(shown)
+    assert _points(figures[layer], temperature) == pytest.approx({(m, p, t): v for (m, t, p), v in shown.items()})
 
 
 def test_papermill_alone_leaves_the_pipeline_untouched(smoke_pipeline, tmp_path):

@@ -16,7 +16,8 @@ import yaml
 
 from fsadlib.notebooks import stage_files
 from fsadlib.paths import repo_root
-from fsadlib.pipeline import stale_files
+from fsadlib.methods import registry
+from fsadlib.pipeline import curve_folders, stale_files
 
 
 def declared_deps() -> list[tuple[str, str]]:
@@ -80,3 +81,21 @@ def test_a_method_stage_depends_on_its_own_folder_only(name):
     others = [m for m in ("inctrl", "kag_prompt", "bayes_pfl", "finegrained", "winclip") if m != name]
     assert f"fsadlib/methods/{name}/model.py" in text
     assert not [m for m in others if f"fsadlib/methods/{m}/" in text]
+
+
+def test_every_training_curve_the_run_wrote_is_declared_as_plots(smoke_pipeline):
+    """``dvc plots diff`` compares experiments' curves only where a stage file declares them: every
+    DVCLive curve folder of the smoke run (InCTRL's per k, Bayes-PFL's per stage) is declared, and each
+    method's declared folders for the run's k exist."""
+    dst, _ = smoke_pipeline
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    declared = set()
+    for spec in registry.specs().values():
+        if spec.trainable:
+            stage_file = yaml.safe_load((dst / "pipelines" / spec.name / "dvc.yaml").read_text())
+            plots = {next(iter(p)).removeprefix("../../") for p in stage_file["plots"]}
+            assert plots == set(curve_folders(spec, params)), spec.name
+            declared |= plots
+    written = {str(p.parent.relative_to(dst)) for p in dst.glob("reports/train_*/**/plots/metrics/*.tsv")}
+    assert written, "the smoke run wrote no training curve"
+    assert written <= declared, f"curves not declared as plots: {sorted(written - declared)}"

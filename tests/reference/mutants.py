@@ -10,8 +10,9 @@ interrupted run resumes where it stopped: ``exec`` skips mutants already done) a
 rate. Survivors: ``cr-report <out>/<name>/session.sqlite --show-diff --surviving-only``.
 Slow by nature: every mutant reruns the module's tests (run one module at a time in the background).
 
-``--sample N`` (for a new session): a uniform random sample of N of the module's mutants (seeded by
-``--seed``) is run, the others are marked skipped. Kill rate = killed / (killed + survived), a
+``--recheck`` reruns an existing session's survivors against the current tests (after adding tests).
+``--sample N``: a uniform random sample of N of the module's mutants (seeded by ``--seed``) is run,
+the others are marked skipped; on an existing session the sample grows to N (rounds over all modules). Kill rate = killed / (killed + survived), a
 timeout counting as killed; the figures per module and the survivors judged equivalent are in
 ``tests/reference/MUTANTS.md``.
 """
@@ -22,6 +23,7 @@ import argparse
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +88,7 @@ name = "local"
 """
 
 
-def run_module(name: str, out: Path, timeout: float, sample: int = 0, seed: int = 0) -> str:
+def run_module(name: str, out: Path, timeout: float, sample: int = 0, seed: int = 0, recheck: bool = False) -> str:
     module, tests, definitions = MODULES[name]
     work = out / name
     tree, config, session = work / "tree", work / "config.toml", work / "session.sqlite"
@@ -100,8 +102,10 @@ def run_module(name: str, out: Path, timeout: float, sample: int = 0, seed: int 
         subprocess.run([BIN / "cosmic-ray", "init", config, session], cwd=tree, env=env, check=True)
         if definitions:
             keep_definitions(session, definitions)
-        if sample:
-            keep_sample(session, sample, seed)
+    elif recheck:
+        recheck_survivors(session, tree)
+    if sample:
+        keep_sample(session, sample, seed)
     subprocess.run([BIN / "cosmic-ray", "exec", config, session], cwd=tree, env=env, check=True)
     return f"{name} ({module}): " + summary(tally(session))
 
@@ -111,18 +115,40 @@ def keep_definitions(session: Path, definitions: tuple[str, ...]) -> None:
     with use_db(str(session)) as db:
         db.set_multiple_results([w.job_id for w in db.pending_work_items
                                  if any(m.definition_name not in definitions for m in w.mutations)],
-                                WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+                                WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="definitions"))
 
 
 def keep_sample(session: Path, n: int, seed: int) -> None:
-    """Mark all but a seeded uniform sample of ``n`` mutants as skipped (ordered by position and
-    operator first, so the sample depends on the module's mutants and the seed only)."""
+    """Make ``n`` of the session's mutants the ones to run (all the others skipped): a new session
+    keeps a seeded uniform sample of its pending mutants; an existing one grows by a uniform sample of
+    its sample-skipped mutants (or drops pending ones), so a sample can be extended round by round.
+    Mutants skipped as outside the module's definitions carry the output ``definitions``."""
     with use_db(str(session)) as db:
-        items = sorted(db.pending_work_items, key=lambda w: [(str(m.module_path), m.start_pos, m.operator_name,
-                                                              m.occurrence) for m in w.mutations])
-        kept = set(random.Random(seed).sample(range(len(items)), min(n, len(items))))
-        db.set_multiple_results([w.job_id for i, w in enumerate(items) if i not in kept],
-                                WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+        results = {w.job_id: r for w, r in db.completed_work_items}
+        pending = sorted(w.job_id for w in db.pending_work_items)
+    sampled_out = sorted(j for j, r in results.items()
+                         if r.worker_outcome == WorkerOutcome.SKIPPED and r.output != "definitions")
+    chosen = len(pending) + sum(1 for r in results.values() if r.worker_outcome != WorkerOutcome.SKIPPED)
+    rng = random.Random(f"{seed}:{chosen}")
+    if chosen > n:
+        drop = rng.sample(pending, min(chosen - n, len(pending)))
+        with use_db(str(session)) as db:
+            db.set_multiple_results(drop, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+    elif chosen < n:
+        add = rng.sample(sampled_out, min(n - chosen, len(sampled_out)))
+        with sqlite3.connect(session) as con:
+            con.executemany("DELETE FROM work_results WHERE job_id = ?", [(j,) for j in add])
+
+
+def recheck_survivors(session: Path, tree: Path) -> None:
+    """Copy the current tests into the session's tree and make its survivors pending again (the
+    module itself stays as the session saw it, so every mutant's position still holds)."""
+    shutil.copytree(ROOT / "tests", tree / "tests", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        survivors = [w.job_id for w, r in db.completed_work_items if r.test_outcome == TestOutcome.SURVIVED]
+    with sqlite3.connect(session) as con:
+        con.executemany("DELETE FROM work_results WHERE job_id = ?", [(j,) for j in survivors])
 
 
 def tally(session: Path) -> dict[str, int]:
@@ -156,12 +182,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
     parser.add_argument("--sample", type=int, default=0, help="run a random sample of this many mutants (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    parser.add_argument("--recheck", action="store_true",
+                        help="rerun the survivors of existing sessions against the current tests")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in MODULES:
         if args.only in name:
-            print(run_module(name, out, args.timeout, args.sample, args.seed), flush=True)
+            print(run_module(name, out, args.timeout, args.sample, args.seed, args.recheck), flush=True)
     return 0
 
 

@@ -20,7 +20,8 @@ from fsadlib.layout import (
     run_dir,
     run_files,
 )
-from fsadlib.pipeline import import_closure, imported_names, package_data
+from fsadlib.methods.spec import MethodEntry, MethodSpec
+from fsadlib.pipeline import curve_folders, import_closure, imported_names, package_data
 
 
 def test_run_paths_are_built_and_parsed_back(tmp_path):
@@ -105,3 +106,15 @@ def test_every_evaluation_gets_its_own_training_and_evaluation_stages():
     winclip = method_pipeline(method_spec("winclip"))["stages"]
     assert set(winclip) == {"evaluate"} and winclip["evaluate"]["matrix"]["method"] == ["winclip", "winclip_plus"]
     assert not any(d.startswith("models/") for d in winclip["evaluate"]["deps"])
+
+
+def test_curve_folders_expand_k_over_the_sections_ks():
+    spec = MethodSpec(name="m", package="m", methods=(MethodEntry("m", "m:M", few_shot=True),), section="m:S",
+                      train="m:train", notebook="nb.ipynb", curves=("k{k}", "stage2", ""))
+    assert curve_folders(spec, {"m": {"ks": [1, 4]}, "protocol": {"visa": {}, "mvtec": {}}}) == [
+        "reports/train_m/visa/k1/plots/metrics", "reports/train_m/visa/k4/plots/metrics",
+        "reports/train_m/visa/stage2/plots/metrics", "reports/train_m/visa/plots/metrics",
+        "reports/train_m/mvtec/k1/plots/metrics", "reports/train_m/mvtec/k4/plots/metrics",
+        "reports/train_m/mvtec/stage2/plots/metrics", "reports/train_m/mvtec/plots/metrics"]
+    with pytest.raises(KeyError, match="m.ks"):
+        curve_folders(spec, {"m": {}})

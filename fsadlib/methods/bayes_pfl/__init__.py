@@ -9,6 +9,7 @@ SPEC = MethodSpec(
     section="fsadlib.methods.bayes_pfl.train:BayesPFLSection",
     train="fsadlib.methods.bayes_pfl.train:train_bayes_pfl",
     notebook="notebooks/33_train_bayes_pfl.ipynb",
+    curves=("stage1", "stage2"),
     smoke={"train.epochs": 1, "train.stage2_epochs": 1, "train.max_steps_per_epoch": 2,
            "train.val_max_images": 4, "train.val_samples": 1},
 )

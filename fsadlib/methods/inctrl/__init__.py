@@ -9,6 +9,7 @@ SPEC = MethodSpec(
     section="fsadlib.methods.inctrl.train:InctrlSection",
     train="fsadlib.methods.inctrl.train:train_inctrl",
     notebook="notebooks/31_train_inctrl.ipynb",
+    curves=("k{k}",),
     smoke={"train.epochs": 1, "train.steps_per_epoch": 2, "data.normals_per_batch": 2,
            "data.anomalies_per_batch": 2, "data.val_max_images": 4},
 )

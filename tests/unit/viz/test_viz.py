@@ -240,3 +240,16 @@ def test_ablation_curves_one_per_varied_param():
                                      "evaluations.kag_prompt.ks": "[1, 2]"[: 2 + 3 * (r % 2)]}, {1: (0.5, 0.0)})
                           for r in (1, 2)])
     assert sorted(ablation_curves(table)) == ["evaluations.kag_prompt.ks", "kag_prompt.model.rounds"]
+
+
+def test_ablation_curves_draw_a_section_key_for_every_method_of_its_folder():
+    from fsadlib.viz import ablation_curves
+
+    table = experiments_table([
+        {"name": f"e{t}", "rev": f"e{t}", "baseline": "main", "params": {"winclip.model.temperature": t},
+         "summary": {m: {"synthetic": {f"k{k}": {"image_auroc": {"mean": 0.5 + t + k / 10, "std": 0.0}}}}
+                     for m, k in (("winclip", 0), ("winclip_plus", 1), ("inctrl", 2))}}
+        for t in (0.05, 0.1)])
+    (ax,) = ablation_curves(table)["winclip.model.temperature"].axes
+    assert [c.get_label() for c in ax.containers] == ["winclip k=0", "winclip_plus k=1"]   # not InCTRL
+    assert list(ax.containers[1].lines[0].get_ydata()) == pytest.approx([65.0, 70.0])

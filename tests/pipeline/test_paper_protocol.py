@@ -97,10 +97,10 @@ def paper_run(smoke_pipeline, tmp_path):
     params["protocol"] |= PROTOCOL                      # step 3: both directions, beside the synthetic default
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for number, cmd in enumerate([["python", "-m", "fsadlib.data.links"], ["dvc", "commit", "-f", "data.dvc"],
-                                  ["dvc", "repro"]]):  # make data, then step 4
+                                  ["python", "-m", "fsadlib.pipeline"], ["dvc", "repro"]]):  # step 4
         result = run([str(BIN / cmd[0]), *cmd[1:]], dst, env, tmp_path / f"step{number}.log")
         assert result.returncode == 0, (tmp_path / f"step{number}.log").read_text()[-6000:]
-    return dst, (tmp_path / "step2.log").read_text()
+    return dst, (tmp_path / "step3.log").read_text()
 
 
 def test_every_method_trains_on_one_data_set_and_reports_on_the_other_in_both_directions(paper_run):
@@ -111,6 +111,10 @@ def test_every_method_trains_on_one_data_set_and_reports_on_the_other_in_both_di
         for target in PROTOCOL:
             assert (dst / "reports" / "notebooks" / f"40_evaluate_{method}_{target}.ipynb").is_file()
     assert "train_inctrl@synthetic" not in log, "adding evaluations reran the synthetic one"
+    curves = {p.parent.relative_to(dst).as_posix() for p in dst.glob("reports/train_*/*/**/plots/metrics/*.tsv")}
+    declared = {next(iter(p)).removeprefix("../../") for name in ("inctrl", "kag_prompt", "bayes_pfl", "finegrained")
+                for p in yaml.safe_load((dst / "pipelines" / name / "dvc.yaml").read_text())["plots"]}
+    assert {c.split("/")[2] for c in curves} == {"synthetic", "mvtec", "visa"} and curves <= declared
     for target, evaluation in PROTOCOL.items():
         aux = evaluation["aux_dataset"]
         checkpoint = load_torch(dst / "models" / "inctrl" / target / f"trained_on_{aux}" / "k2" / "final.pt")

@@ -12,7 +12,14 @@ Per category: seed everything with ``seed``, ``method.setup_category(category_ke
 (supports = the k-shot file of (dataset, category, k, seed) for few-shot methods, ``None`` for
 zero-shot ones, which run with k = 0), then batches of test images under ``torch.inference_mode``,
 normalised with the backbone's own mean and std (as in training). Whether the backbone's weights are
-random is recorded as the backbone reports it (``random_weights``).
+random is recorded as the backbone reports it (``random_weights``), and so is the precision it ran at
+(``precision``: ``fp32`` | ``bf16``, :mod:`fsadlib.clip.precision`). The reported image scores are
+``method.category_scores(all scores of the category)``: unchanged but for transductive rules such as
+Bayes-PFL's ``score_rule: public``, whose ``target_statistics`` text is recorded beside every number
+(``None`` for every inductive method). Images, supports and masks go
+through one image transform (``geometry``, :mod:`fsadlib.data.geometry`: the method's
+``backbone.geometry``, else the data set's ``datasets.<name>.geometry``, else ``resize_crop``), recorded
+beside every number with its rule in words (``image_transform``), the resolution and the mask rule.
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
 :mod:`fsadlib.metrics`. A metric family that is undefined for a category is *not applicable*, never
@@ -124,11 +131,13 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
              config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
              samples: pd.DataFrame | None = None, out_dir: str | Path | None = None,
              category_models: Callable[[str], AnomalyMethod] | None = None,
-             trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
+             geometry: str | None = None, trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``method`` on the test split of ``dataset`` (``samples`` overrides
     ``fsadlib.data.load_samples(dataset)``, ``categories`` selects); write and return the
     metrics.json content (see the module docstring). ``category_models(category)``, when given,
     returns the model used for that category (``method`` then only names the run and its config).
+    ``geometry`` overrides the image transform (default: :func:`fsadlib.data.resolve_geometry` of the
+    data set and the backbone's ``geometry``; with ``samples`` given, the backbone's or ``resize_crop``).
     ``trained_on`` (default ``method.trained_on``): what the model was trained on and how it was
     selected, recorded with the numbers (None: built from a config, training-free)."""
     if method.few_shot != (k > 0):
@@ -143,14 +152,21 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
     backbone = method.backbone
     image_size = int(backbone.image_size)
     eval_size = config.eval_size or image_size
+    if geometry is not None:
+        geometry = data.check_geometry(geometry, "geometry")
+    elif samples is None:
+        geometry = data.resolve_geometry(dataset, backbone.geometry)
+    else:  # a samples table given directly has no data-set setting
+        geometry = data.check_geometry(backbone.geometry or data.DEFAULT_GEOMETRY, "backbone.geometry")
     out = Path(out_dir) if out_dir is not None else run_dir(method.name, dataset, k, seed)
     run = {
         "method": method.name, "dataset": dataset, "k": k, "seed": seed, "image_size": image_size,
         "eval_size": eval_size, "mask_rule": f"{data.MASK_RULE} (M = {eval_size})",
         "map_resize": f"bilinear, align_corners=False, to {eval_size} x {eval_size}",
-        "image_transform": data.IMAGE_TRANSFORM, "fpr_limit": config.fpr_limit,
+        "geometry": geometry, "image_transform": data.describe_transform(geometry), "fpr_limit": config.fpr_limit,
         "normalisation": {"mean": list(backbone.mean), "std": list(backbone.std)},
-        "random_weights": int(bool(backbone.random_weights)),
+        "random_weights": int(bool(backbone.random_weights)), "precision": backbone.effective_precision(),
+        "target_statistics": method.target_statistics(),
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
         "trained_on": trained_on if trained_on is not None else getattr(method, "trained_on", None),
@@ -166,7 +182,7 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
                      test: pd.DataFrame, out: Path, run: dict[str, Any], image_size: int, eval_size: int,
                      category_models: Callable[[str], AnomalyMethod] | None) -> dict[str, Any]:
     """The body of :func:`evaluate`, run while ``out`` is locked."""
-    backbone = method.backbone
+    backbone, geometry = method.backbone, run["geometry"]
     previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
     done = previous.get("categories", {}) if previous.get("run") == run else {}
     _drop_stale(out, previous, run)
@@ -201,14 +217,15 @@ def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, con
     for cat, (rows, shots, inputs) in todo.items():
         seed_everything(seed)
         model = models[cat].eval()
-        supports = data.load_images(shots, image_size, backbone.mean, backbone.std).to(model.device) \
+        supports = data.load_images(shots, image_size, backbone.mean, backbone.std, geometry).to(model.device) \
             if shots else None
         with torch.inference_mode():
             model.setup_category(cat, supports)
             loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size, mean=backbone.mean,
-                                                    std=backbone.std),
+                                                    std=backbone.std, geometry=geometry),
                                 batch_size=config.batch_size, num_workers=config.num_workers)
             pred, maps, masks = predict(model, loader, eval_size, bar)
+            pred = model.category_scores(pred)
         has_masks = _has_masks(rows, cat)
         metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, has_masks, config)
         empty = empty_mask_images(rows, masks) if has_masks else []

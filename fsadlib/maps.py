@@ -5,6 +5,8 @@ Shapes: B images, N = h * w patch tokens, C channels, M bank entries, S output s
 - ``nearest_distance(query [B,N,C], bank [M,C])`` = min_j (1 - cos(q_i, b_j)) / 2 in [0, 1]: the few-
   shot memory-bank residual of InCTRL, WinCLIP+, KAG-prompt (as 1 - max cos) and FineGrainedAD. One
   normalised matmul and a min-reduce, chunked over queries so memory stays O(chunk * M).
+- ``nearest_euclidean(query [B,N,C], bank [M,C])`` = min_j ||q_i - b_j||_2: the PatchCore patch
+  score (Roth et al. 2022), nearest row by one matmul, distance computed directly, chunked the same way.
 - ``patch_text_probs(tokens [B,N,D], text [2,D], scale)`` = softmax(scale * <norm t_i, norm T>)[:, 1]:
   the anomalous-state probability of each patch (WinCLIP, APRIL-GAN, KAG-prompt, Bayes-PFL, PromptAD).
 - ``to_map(scores [B,N], grid, size)``: reshape to the patch grid and upsample bilinearly to S x S.
@@ -38,6 +40,24 @@ def nearest_distance(query: torch.Tensor, bank: torch.Tensor, chunk: int = 4096)
     flat = q.reshape(-1, q.shape[-1])
     best = torch.cat([(flat[i:i + chunk] @ b.T).amax(dim=1) for i in range(0, flat.shape[0], chunk)])
     return ((1 - best) / 2).reshape(q.shape[:-1])
+
+
+def nearest_euclidean(query: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """min over bank of the Euclidean distance for every query token: [B, N, C] x [M, C] -> [B, N].
+
+    The nearest row j* = argmin_j ||b_j||^2 - 2 q.b_j is found with one matmul per ``chunk`` queries;
+    the distance returned is then computed directly, ||q - b_j*||_2, so it carries no cancellation error
+    (the matmul form alone is off by about 1e-3 relatively, and a query equal to a bank row must score
+    0). Only near-ties (distances equal within that error) can pick another row of the same distance."""
+    flat = query.float().reshape(-1, query.shape[-1])
+    bank = bank.float()
+    bank_sq = (bank * bank).sum(dim=1)
+    best = []
+    for i in range(0, flat.shape[0], chunk):
+        q = flat[i:i + chunk]
+        nearest = (bank_sq - 2 * q @ bank.T).argmin(dim=1)
+        best.append((q - bank[nearest]).norm(dim=1))
+    return torch.cat(best).reshape(query.shape[:-1])
 
 
 def patch_text_probs(tokens: torch.Tensor, text: torch.Tensor, scale: float | torch.Tensor = 100.0

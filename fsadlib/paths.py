@@ -105,5 +105,8 @@ def reports_dir() -> Path:
 
 
 def shared_data_dir() -> Path:
-    """``../shared/data`` beside the checkout (real MVTec AD excerpt used by tests); may be absent."""
-    return repo_root().parent / "shared" / "data"
+    """``../shared/data`` beside the checkout (real MVTec AD excerpt used by tests); may be absent.
+
+    ``FSAD_SHARED_DATA`` in the environment overrides it (a git worktree nested deeper than the clone)."""
+    env = os.environ.get("FSAD_SHARED_DATA")
+    return Path(env) if env else repo_root().parent / "shared" / "data"

@@ -5,9 +5,11 @@ A run is a folder ``results/<method>/<dataset>/k<k>/seed<s>/metrics.json`` writt
 
     (method, dataset, k, seed, category, metric) -> value
 
-with the run's evaluation settings (image_size, eval_size, fpr_limit, mask_rule) and ``random_weights``
-(1 when the backbone reported random weights, :attr:`fsadlib.clip.ClipBackbone.random_weights`) on every
-row, so no number travels without its resolution. A metric the run recorded as not applicable to a
+with the run's evaluation settings (image_size, eval_size, fpr_limit, mask_rule, the image transform
+``geometry``, the ``precision`` it ran at), ``random_weights`` (1 when the backbone reported random
+weights, :attr:`fsadlib.clip.ClipBackbone.random_weights`) and ``target_statistics`` (how the scores use
+target-set statistics, ``""`` for an inductive method) on every row, so no number travels without its
+resolution, transform, precision and scoring rule. A metric the run recorded as not applicable to a
 category (``not_applicable`` in metrics.json: pixel metrics of an image-level-only set, image metrics of
 an all-anomalous one) is a row with value NaN and ``applicable`` 0, so tables show it as n/a rather than
 leaving it out. :func:`summarise` reduces it with the one seed aggregation of the workbench,
@@ -34,7 +36,11 @@ from fsadlib.layout import run_files
 from fsadlib.paths import evaluated_results_dir, reports_dir
 
 RUN_COLUMNS = ["method", "dataset", "k", "seed", "category", "metric", "value",
-               "image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights", "applicable"]
+               "image_size", "eval_size", "fpr_limit", "mask_rule", "geometry", "precision", "random_weights",
+               "target_statistics", "applicable"]
+#: the run settings every number carries (one value per (method, dataset, k))
+SETTINGS = ["image_size", "eval_size", "fpr_limit", "mask_rule", "geometry", "precision", "random_weights",
+            "target_statistics"]
 NOT_APPLICABLE = "n/a"
 
 
@@ -53,10 +59,11 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
         differ = {key: (run.get(key), val) for key, val in folder.items() if run.get(key) != val}
         if differ:
             raise ValueError(f"{path}: recorded run differs from its folder (recorded, folder): {differ}")
-        if "random_weights" not in run:
-            raise ValueError(f"{path}: no 'random_weights' in its run (written by an older evaluation; rerun it)")
-        settings = {"image_size": run["image_size"], "eval_size": run["eval_size"], "fpr_limit": run["fpr_limit"],
-                    "mask_rule": run["mask_rule"], "random_weights": int(run["random_weights"])}
+        missing = [key for key in ("random_weights", "geometry", "precision", "target_statistics") if key not in run]
+        if missing:
+            raise ValueError(f"{path}: no {missing} in its run (written by an older evaluation; rerun it)")
+        settings = {key: run[key] for key in SETTINGS} | {"random_weights": int(run["random_weights"]),
+                                                          "target_statistics": run["target_statistics"] or ""}
         for category, metrics in content["categories"].items():
             for metric, value in metrics.items():
                 if metric not in _NOT_AVERAGED:
@@ -81,14 +88,14 @@ def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
                         applicable=("applicable", "max")).reset_index()
     means = means.merge(n_categories.reset_index(), on=keys)
     means.loc[means["count"] < means["n_categories"], "value"] = np.nan
-    settings = runs.drop_duplicates(keys)[keys + ["image_size", "eval_size", "fpr_limit", "mask_rule",
-                                                  "random_weights"]]
+    settings = runs.drop_duplicates(keys)[keys + SETTINGS]
     return means.merge(settings, on=keys)[[c for c in RUN_COLUMNS if c != "category"]]
 
 
 def summarise(runs: pd.DataFrame, intervals: pd.DataFrame | None = None) -> dict[str, Any]:
     """``{method: {dataset: {"k<k>": {metric: {"mean", "std"[, "ci_low", "ci_high"]}, "eval_size",
-    "image_size", "fpr_limit", "n_seeds", "random_weights"[, "ci_level"]}}}}`` over the seeds of each
+    "image_size", "fpr_limit", "geometry", "precision", "n_seeds", "random_weights", "target_statistics"
+    (``None``: inductive)[, "ci_level"]}}}}`` over the seeds of each
     (method, dataset, k); intervals (category ``"mean"`` rows of ``intervals``) where given.
 
     Runs of one (method, dataset, k) with different evaluation settings raise ``ValueError``."""
@@ -96,13 +103,15 @@ def summarise(runs: pd.DataFrame, intervals: pd.DataFrame | None = None) -> dict
         (r.method, r.dataset, int(r.k), r.metric): r for r in intervals[intervals["category"] == "mean"].itertuples()}
     summary: dict[str, Any] = {}
     for (method, dataset, k), group in seed_means(runs).groupby(["method", "dataset", "k"], sort=True):
-        settings = group[["image_size", "eval_size", "fpr_limit", "mask_rule", "random_weights"]].drop_duplicates()
+        settings = group[SETTINGS].drop_duplicates()
         if len(settings) > 1:
             raise ValueError(f"{method}/{dataset}/k{k}: seeds evaluated with different settings:\n{settings}")
         entry: dict[str, Any] = {
             "eval_size": int(settings["eval_size"].iloc[0]), "image_size": int(settings["image_size"].iloc[0]),
             "fpr_limit": float(settings["fpr_limit"].iloc[0]), "n_seeds": int(group["seed"].nunique()),
-            "random_weights": int(settings["random_weights"].iloc[0])}
+            "geometry": str(settings["geometry"].iloc[0]), "precision": str(settings["precision"].iloc[0]),
+            "random_weights": int(settings["random_weights"].iloc[0]),
+            "target_statistics": settings["target_statistics"].iloc[0] or None}
         for metric, rows in group.groupby("metric", sort=True):
             if not rows["applicable"].any():
                 entry.setdefault("not_applicable", []).append(metric)

@@ -11,7 +11,11 @@ Configuration (``BackboneConfig``, the ``backbone`` section of a method's params
   embeddings are resized (bicubic, antialiased) to the new grid, e.g. 336 -> 518 px (24 -> 37 grid).
 - ``quick_gelu``: ``None`` keeps the architecture default; ``True``/``False`` forces the activation
   (Bayes-PFL's checkpoints were trained with plain GELU on OpenAI weights). Stored in checkpoints.
-- ``precision``: ``auto`` = bf16 autocast on CUDA, fp32 on CPU; or ``fp32`` / ``bf16``.
+- ``precision``: ``auto`` = bf16 autocast on CUDA, fp32 on CPU; or ``fp32`` / ``bf16``
+  (:mod:`fsadlib.clip.precision`; the paper presets use ``fp32``, as the public code).
+- ``geometry``: the image transform of the method's inputs (:mod:`fsadlib.data.geometry`:
+  ``resize_crop`` | ``squash``); ``None`` (default) leaves it to the data set
+  (:func:`fsadlib.data.resolve_geometry`).
 
 Layer indices are 1-based block numbers everywhere (block 1 is the first residual block), as in the
 papers: InCTRL taps 7/9/11 of ViT-B-16+, Bayes-PFL 6/12/18/24 of ViT-L-14.
@@ -35,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsadlib.clip.cache import FeatureCache
+from fsadlib.clip.precision import autocast, check_precision, effective_precision
 from fsadlib.clip.tiny import register_model_configs, resolve_arch
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from fsadlib.data.geometry import check_geometry
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,12 @@ class BackboneConfig:
     image_size: int | None = None
     quick_gelu: bool | None = None
     precision: str = "auto"
+    geometry: str | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"backbone.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.geometry is not None:
+            check_geometry(self.geometry, "backbone.geometry")
+        check_precision(self.precision)
         if self.image_size is not None and int(self.image_size) <= 0:
             raise ValueError(f"backbone.image_size must be positive, got {self.image_size}")
 
@@ -105,6 +111,7 @@ class ClipBackbone(nn.Module):
         pp = getattr(visual, "preprocess_cfg", {}) or {}
         self.mean: tuple[float, ...] = tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std: tuple[float, ...] = tuple(pp.get("std", open_clip.OPENAI_DATASET_STD))
+        self.geometry: str | None = self.config.geometry
         self.text_cache = FeatureCache()
 
     # -- basics -------------------------------------------------------------------------------
@@ -123,11 +130,12 @@ class ClipBackbone(nn.Module):
         return self
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast on CUDA (precision ``auto``/``bf16``), nothing otherwise."""
-        dev = self.device.type
-        if self.config.precision == "fp32" or (dev != "cuda" and self.config.precision == "auto"):
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=dev, dtype=torch.bfloat16)
+        """bf16 autocast when the effective precision is bf16 (:mod:`fsadlib.clip.precision`)."""
+        return autocast(self.config.precision, self.device)
+
+    def effective_precision(self) -> str:
+        """``"bf16"`` or ``"fp32"``: the precision this backbone runs at on its device."""
+        return effective_precision(self.config.precision, self.device)
 
     def _check_layers(self, layers: Sequence[int], what: str) -> None:
         bad = [l for l in layers if not 1 <= int(l) <= self.num_layers]

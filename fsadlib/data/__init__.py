@@ -3,8 +3,10 @@
 Public API (the contracts other modules code against)::
 
     load_samples(dataset, root=None, categories=None) -> DataFrame[SAMPLE_COLUMNS]
-    AnomalyDataset(samples, image_size, mask_size=None, mean=CLIP_MEAN, std=CLIP_STD)
-    load_images(paths, image_size, mean=CLIP_MEAN, std=CLIP_STD) -> Tensor [k, 3, S, S]
+    AnomalyDataset(samples, image_size, mask_size=None, mean=CLIP_MEAN, std=CLIP_STD, geometry="resize_crop")
+    load_images(paths, image_size, mean=CLIP_MEAN, std=CLIP_STD, geometry="resize_crop") -> Tensor [k, 3, S, S]
+    read_image(path) -> RGB PIL image (images.IMAGE_MODE_RULE); geometry.GEOMETRIES
+    resolve_geometry(dataset, method_geometry=None) -> the image transform of a method's inputs from dataset
     shots.shot_file / shots.make_shots / shots.load_shots
     index.write_index(samples) -> data/index/<dataset>.csv (samples + content hashes)
     data_card(dataset, samples=None) -> card; write_data_card(card) -> reports/data_cards/<dataset>.json
@@ -19,15 +21,16 @@ from fsadlib.data.card import card_table, data_card, not_applicable, write_data_
 from fsadlib.data.dataset import (
     CLIP_MEAN,
     CLIP_STD,
-    IMAGE_TRANSFORM,
     MASK_RULE,
     AnomalyDataset,
+    describe_transform,
     load_images,
     load_mask,
-    read_image,
 )
 from fsadlib.data.export import export_meta_json
 from fsadlib.data.files import portable_path, resolve_path
+from fsadlib.data.geometry import DEFAULT_GEOMETRY, GEOMETRIES, check_geometry
+from fsadlib.data.images import IMAGE_MODE_RULE, read_image
 from fsadlib.data.readers import READERS, write_meta_json
 from fsadlib.data.samples import (
     SAMPLE_COLUMNS,
@@ -38,6 +41,8 @@ from fsadlib.data.samples import (
     dataset_specs,
     load_samples,
     read_samples,
+    resolve_geometry,
+    samples_geometry,
     select_categories,
 )
 from fsadlib.data.shots import ShotsConfig, load_shots, make_shots, shot_file
@@ -46,7 +51,9 @@ from fsadlib.data.synthetic import SyntheticConfig
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
-    "IMAGE_TRANSFORM",
+    "DEFAULT_GEOMETRY",
+    "GEOMETRIES",
+    "IMAGE_MODE_RULE",
     "MASK_RULE",
     "READERS",
     "SAMPLE_COLUMNS",
@@ -56,11 +63,13 @@ __all__ = [
     "SyntheticConfig",
     "augment",
     "card_table",
+    "check_geometry",
     "check_samples",
     "data_card",
     "dataset_root",
     "dataset_spec",
     "dataset_specs",
+    "describe_transform",
     "export_meta_json",
     "index",
     "load_images",
@@ -73,7 +82,9 @@ __all__ = [
     "portable_path",
     "read_image",
     "read_samples",
+    "resolve_geometry",
     "resolve_path",
+    "samples_geometry",
     "select_categories",
     "shot_file",
     "shots",

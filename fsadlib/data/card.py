@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from fsadlib.data.files import image_size
+from fsadlib.data.images import image_size
 from fsadlib.data.readers import CARDS
 from fsadlib.data.samples import dataset_spec, load_samples
 from fsadlib.io import write_json

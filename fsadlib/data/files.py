@@ -1,4 +1,4 @@
-"""File helpers of the data layer: image listing, header reads, portable paths, name and path checks.
+"""File helpers of the data layer: image listing, portable paths, name and path checks.
 
 Paths in samples tables and k-shot files are *portable*: relative to the repository root (POSIX
 separators) when the file lies inside it, absolute otherwise. :func:`resolve_path` reads both forms,
@@ -19,8 +19,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from fsadlib.paths import repo_root
 
 #: columns a reader returns (the samples table without ``dataset``)
@@ -33,18 +31,6 @@ def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header; ``FileNotFoundError``/``ValueError`` naming the file."""
-    resolved = resolve_path(path)
-    if not resolved.is_file():
-        raise FileNotFoundError(f"image file not found: {resolved}")
-    try:
-        with Image.open(resolved) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise ValueError(f"unreadable image {resolved}: {err}") from err
 
 
 def portable_path(path: str | Path) -> str:

@@ -24,7 +24,9 @@ import pandas as pd
 
 from fsadlib import reads
 from fsadlib.config import from_dict, load_params
-from fsadlib.data.files import check_name, image_size, outside_root, portable_path, resolve_path
+from fsadlib.data.files import check_name, outside_root, portable_path, resolve_path
+from fsadlib.data.geometry import DEFAULT_GEOMETRY, check_geometry
+from fsadlib.data.images import image_size
 from fsadlib.data.links import refuse_links
 from fsadlib.data.readers import READERS
 from fsadlib.data.readers.common import derived_dir
@@ -39,8 +41,9 @@ class DatasetSpec:
 
     ``reader``: a key of ``READERS`` (``fsadlib/data/readers``: mvtec, visa, elpv, ...); ``root``: the
     data-set folder, relative to the repo root or absolute; ``options``: keyword arguments of that
-    reader; ``allow_outside_root``: 1 lets the reader's image and mask paths leave ``root`` (default 0:
-    an error names the first such path; the pieces a reader derives under
+    reader; ``geometry``: the image transform of this data set (:mod:`fsadlib.data.geometry`;
+    ``None``: ``evaluate.geometry``); ``allow_outside_root``: 1 lets the reader's image and mask paths
+    leave ``root`` (default 0: an error names the first such path; the pieces a reader derives under
     ``data/derived/<reader>/`` count as inside); ``card``: data-card fields that override the reader's
     (``title``, ``source``, ``licence``, ``citation``, ``split``; see :mod:`fsadlib.data.card`).
     """
@@ -48,6 +51,7 @@ class DatasetSpec:
     reader: str
     root: str
     options: dict[str, Any] = field(default_factory=dict)
+    geometry: str | None = None
     allow_outside_root: int = 0
     card: dict[str, str] = field(default_factory=dict)
 
@@ -55,8 +59,12 @@ class DatasetSpec:
 def dataset_specs(params_path: str | Path | None = None) -> dict[str, DatasetSpec]:
     """All data sets of ``params.yaml: datasets`` by name."""
     section = load_params(params_path).get("datasets") or {}
-    return {check_name(name, "dataset", "params.yaml datasets"): from_dict(DatasetSpec, spec, f"datasets.{name}")
-            for name, spec in section.items()}
+    specs = {check_name(name, "dataset", "params.yaml datasets"): from_dict(DatasetSpec, spec, f"datasets.{name}")
+             for name, spec in section.items()}
+    for name, spec in specs.items():
+        if spec.geometry is not None:
+            check_geometry(spec.geometry, f"datasets.{name}.geometry")
+    return specs
 
 
 def dataset_spec(dataset: str) -> DatasetSpec:
@@ -66,6 +74,29 @@ def dataset_spec(dataset: str) -> DatasetSpec:
         raise KeyError(f"unknown dataset '{dataset}'; configured in params.yaml 'datasets': {sorted(specs)}")
     reads.record("params", f"datasets.{dataset}")
     return specs[dataset]
+
+
+def resolve_geometry(dataset: str, method_geometry: str | None = None, key: str = "backbone.geometry") -> str:
+    """The image transform (:mod:`fsadlib.data.geometry`) of a method's inputs from ``dataset``: the
+    method's own (``method_geometry``, params key ``key``), else ``datasets.<dataset>.geometry``, else
+    ``DEFAULT_GEOMETRY`` (``resize_crop``, the papers'); an unknown name raises ``KeyError`` naming the
+    key and the choices. A data set absent from ``params.yaml`` has no setting of its own."""
+    if method_geometry is not None:
+        return check_geometry(method_geometry, key)
+    spec = dataset_specs().get(dataset)
+    if spec is not None and spec.geometry is not None:
+        reads.record("params", f"datasets.{dataset}")
+        return spec.geometry
+    return DEFAULT_GEOMETRY
+
+
+def samples_geometry(samples: pd.DataFrame, method_geometry: str | None = None) -> str:
+    """:func:`resolve_geometry` for the rows of ``samples`` (one data set: ``ValueError`` naming them
+    otherwise): what a training loop reads its images with, as the evaluation does."""
+    datasets = list(dict.fromkeys(samples["dataset"]))
+    if len(datasets) != 1:
+        raise ValueError(f"samples of one data set expected to choose their image transform, got {datasets}")
+    return resolve_geometry(str(datasets[0]), method_geometry)
 
 
 def dataset_root(dataset: str) -> Path:

@@ -15,10 +15,16 @@ attributes, never registered buffers, so they stay out of checkpoints.
 A checkpoint holds only what is not the frozen backbone (trainable parameters and the method's own
 buffers) plus the full method config (which includes the backbone config: arch, pretrained tag or
 file, image size, QuickGELU flag), so it reloads with no other input.
+
+Precision (``backbone.precision``, :mod:`fsadlib.clip.precision`): ``auto`` under ``preset: paper``
+means the public code's precision, the class's ``paper_precision`` (``fp32`` for every method but
+FineGrainedAD, whose public code runs fp16: ``bf16`` is the nearest offered); the method's config then
+says so explicitly (and so does its checkpoint). ``auto`` under ``workbench``: bf16 on CUDA, fp32 elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -55,14 +61,17 @@ class AnomalyMethod(nn.Module, ABC):
     per_category: ClassVar[bool] = False
     #: category key -> prompt class name table of :meth:`display_name` (None: fsadlib.prompts.CLASS_NAMES)
     class_names: ClassVar[dict[str, str] | None] = None
+    #: what ``backbone.precision: auto`` means under ``preset: paper`` (the public code's precision)
+    paper_precision: ClassVar[str] = "fp32"
 
     def __init__(self, config: Any, backbone_model: Any = None) -> None:
         super().__init__()
-        from fsadlib.clip import ClipBackbone
+        from fsadlib.clip import build_backbone
 
+        config = self.with_paper_precision(config)
         self.config = config
         if backbone_model is None:
-            backbone_model = ClipBackbone(config.backbone)
+            backbone_model = build_backbone(config.backbone)
         elif to_dict(backbone_model.config) != to_dict(config.backbone):
             raise ValueError(f"shared backbone {to_dict(backbone_model.config)} does not match "
                              f"the method's backbone config {to_dict(config.backbone)}")
@@ -76,6 +85,15 @@ class AnomalyMethod(nn.Module, ABC):
         #: what the loaded model was trained on and how it was selected (checkpoint ``extra["trained_on"]``,
         #: :meth:`fsadlib.protocol.Protocol.training_record`); None when built from a config
         self.trained_on: dict[str, Any] | None = None
+
+    @classmethod
+    def with_paper_precision(cls, config: Any) -> Any:
+        """``config`` with ``backbone.precision`` = ``paper_precision`` when it says ``preset: paper`` and
+        ``precision: auto``; else ``config`` unchanged (module docstring)."""
+        if getattr(config, "preset", None) != "paper" or config.backbone.precision != "auto":
+            return config
+        return dataclasses.replace(config, backbone=dataclasses.replace(config.backbone,
+                                                                        precision=cls.paper_precision))
 
     # -- hooks ------------------------------------------------------------------------------
     @abstractmethod
@@ -95,6 +113,17 @@ class AnomalyMethod(nn.Module, ABC):
     @abstractmethod
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
         """``images`` [B, 3, S, S] (CLIP-normalised) -> :class:`AnomalyOutput`."""
+
+    def target_statistics(self) -> str | None:
+        """How the image scores use statistics of the target test set (``None``: they do not, the
+        default). A method that says how is *transductive*: the evaluation labels its numbers with this
+        text (``run.target_statistics`` in metrics.json and the summary)."""
+        return None
+
+    def category_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The image scores [N] reported for all N test images of the current category, given the
+        per-batch ``pred_score`` values [N] in order (default: unchanged; a transductive rule rescales)."""
+        return scores
 
     @classmethod
     def training_dir(cls, protocol: Protocol) -> Path:

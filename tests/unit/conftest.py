@@ -20,7 +20,8 @@ def _write_run(root: Path, method: str, dataset: str, k: int, seed: int, categor
     run = {"method": method, "dataset": dataset, "k": k, "seed": seed, "image_size": eval_size,
            "eval_size": eval_size, "mask_rule": f"rule (M = {eval_size})", "fpr_limit": 0.3,
            "method_config": {"backbone": {"arch": "tiny", "pretrained": pretrained}},
-           "random_weights": int(pretrained is None)}
+           "random_weights": int(pretrained is None), "geometry": "resize_crop", "precision": "fp32",
+           "target_statistics": None}
     cats = {c: m | {"n_images": 4, "inputs": "hash"} for c, m in categories.items()}
     write_json(out / "metrics.json", {"run": run, "categories": cats, "mean": category_mean(cats)})
     if scores is not None:

@@ -35,6 +35,7 @@ def write_bootstrap_run(root, method, seed, scores_of, images=None):
     out = root / method / "synthetic" / "k1" / f"seed{seed}"
     run = {"method": method, "dataset": "synthetic", "k": 1, "seed": seed, "image_size": 8, "eval_size": 8,
            "mask_rule": "rule", "fpr_limit": 0.3, "method_config": {"backbone": {"pretrained": None}}, "random_weights": 1,
+           "geometry": "resize_crop", "precision": "fp32", "target_statistics": None,
            "bootstrap": {"resamples": B, "seed": 0, "confidence": 0.95, "method": INTERVAL_METHOD}}
     frames, categories = [], {}
     for cat in CATEGORIES:

@@ -36,6 +36,10 @@ class FakeBackbone(nn.Module):
     device = torch.device("cpu")
     mean, std = CLIP_MEAN, CLIP_STD
     random_weights = True
+    geometry = None
+
+    def effective_precision(self) -> str:
+        return "fp32"
 
 
 class Brightness(AnomalyMethod):

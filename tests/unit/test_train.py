@@ -122,7 +122,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
     ckpt = torch.load(path, weights_only=True)
     assert all(not k.startswith("backbone.") for k in ckpt["state_dict"])
     assert ckpt["config"]["backbone"] == {"arch": "tiny", "pretrained": None, "image_size": None,
-                                          "quick_gelu": None, "precision": "auto"}
+                                          "quick_gelu": None, "precision": "auto", "geometry": None}
     again = load_checkpoint(path)
     assert again.checkpoint_sha1 == file_sha1(path) and m.checkpoint_sha1 == ""
     x = torch.randn(2, 3, 64, 64)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS, image_size, list_images
+from fsadlib.data.files import ROW_COLUMNS, list_images
+from fsadlib.data.images import image_size
 from fsadlib.data.readers.common import cut_tiles, derived_dir, inctrl_split, read_array, require
 
 DEFECTS = {"002": "Broken_end", "006": "Broken_yarn", "010": "Broken_pick", "016": "Weft_curling",

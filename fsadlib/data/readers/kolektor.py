@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS, image_size
+from fsadlib.data.files import ROW_COLUMNS
+from fsadlib.data.images import image_size
 from fsadlib.data.readers.common import (
     balanced_split,
     cut_tiles,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsadlib.data.files import ROW_COLUMNS, image_size, list_images
+from fsadlib.data.files import ROW_COLUMNS, list_images
+from fsadlib.data.images import image_size
 from fsadlib.data.readers.common import (
     balanced_split,
     binary_mask,

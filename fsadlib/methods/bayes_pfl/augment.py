@@ -19,9 +19,10 @@ Per training item (the public ``MyDataset.__getitem__``), from a generator seede
      (albumentations' GaussNoise on the 0-255 scale), p ``noise_prob``;
    - one of {3 x 3 box blur, ColorJitter(0.2, 0.2, 0.2, 0.2), Gaussian blur with an odd kernel
      ``K ~ U{3, 5, 7}`` and ``sigma = 0.3 ((K - 1) / 2 - 1) + 0.8`` (OpenCV's rule)}, p ``blur_prob``.
-3. Back to uint8, then the workbench's image transform (``fsadlib.data.IMAGE_TRANSFORM``: PIL bicubic,
-   antialiased) to S x S; the mask by ``mask_resize`` (``nearest``, or ``bilinear`` + 0.5 threshold as
-   the public code: ``fsadlib.data.dataset.resize_binary_mask``).
+3. Back to uint8, then the workbench's image transform (``fsadlib.data.describe_transform`` of
+   ``geometry``: PIL bicubic, antialiased) to S x S; the mask by the same geometry with ``mask_resize``
+   (``nearest``, or ``bilinear`` + 0.5 threshold as the public code:
+   ``fsadlib.data.dataset.resize_binary_mask``).
 
 Torch's global RNG is left as it was (the transforms draw inside ``torch.random.fork_rng``).
 """
@@ -43,6 +44,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from fsadlib.data.geometry import DEFAULT_GEOMETRY, check_geometry
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,10 @@ class AugmentedDataset(Dataset):
     """
 
     def __init__(self, samples: pd.DataFrame, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 augment: BayesPFLAugmentConfig, mosaic_prob: float, seed: int) -> None:
+                 augment: BayesPFLAugmentConfig, mosaic_prob: float, seed: int,
+                 geometry: str = DEFAULT_GEOMETRY) -> None:
         self.samples = samples.reset_index(drop=True)
+        self.geometry = check_geometry(geometry)
         self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
         self.augment, self.mosaic_prob, self.seed = augment, mosaic_prob, seed
         self.transform = bayes_pfl_transform(augment) if augment.enabled else None
@@ -255,8 +260,8 @@ class AugmentedDataset(Dataset):
             image = (x.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
             mask = m.numpy()
         return {
-            "image": image_tensor(Image.fromarray(image), self.image_size, self.mean, self.std),
-            "mask": resize_binary_mask(mask, self.image_size, self.augment.mask_resize),
+            "image": image_tensor(Image.fromarray(image), self.image_size, self.mean, self.std, self.geometry),
+            "mask": resize_binary_mask(mask, self.image_size, self.augment.mask_resize, self.geometry),
             "label": label,
             "image_path": str(row["image_path"]),
             "category": str(row["category"]),

@@ -28,7 +28,9 @@ Image score (``score_rule``):
 - ``public`` (comparison only; transductive): the public code's rule. ``forward`` returns the
   unnormalised 0.5/0.5 sum with k = 20 for the classes in ``PUBLIC_SMALL_K`` and 2000 otherwise;
   :meth:`BayesPFL.public_scores` applies the per-class min-max over all images seen since
-  ``setup_category`` (what the public code reports).
+  ``setup_category`` (what the public code reports); the evaluation reports it
+  (:meth:`BayesPFL.category_scores`) and labels the results as using target-set statistics
+  (:meth:`BayesPFL.target_statistics`). Never a default: only ``score_rule: public`` selects it.
 - ``public_text``: the public code's rule for the image-level-only sets (HeadCT, BrainMRI, Br35H,
   ``datasets_class`` of its ``metric_and_visualization.py``): the text probability alone (it then
   min-max normalises it per class, which leaves AUROC / AP unchanged).
@@ -289,6 +291,22 @@ class BayesPFL(AnomalyMethod):
         else:
             score = fused_image_score(text_prob, raw, self.config.topk, self.config.text_weight)
         return AnomalyOutput(score, gaussian_blur(raw, self.config.sigma, "reflect" if self.paper else "mirror"))
+
+    def target_statistics(self) -> str | None:
+        """``score_rule: public`` is transductive (per-class min-max over the target test images)."""
+        if self.config.score_rule != "public":
+            return None
+        return ("score_rule public: text and map scores min-max normalised per class over all target test "
+                "images (uses target-set statistics; for comparison with the paper only)")
+
+    def category_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """``score_rule: public``: :meth:`public_scores` of the category's images; else ``scores``."""
+        if self.config.score_rule != "public":
+            return scores
+        public = self.public_scores()
+        if public.shape != scores.shape:
+            raise ValueError(f"{self.name}: {len(public)} images recorded since setup_category, {len(scores)} scored")
+        return public.to(scores)
 
     def public_scores(self) -> torch.Tensor:
         """The public code's transductive image scores of every image scored since ``setup_category``

@@ -138,10 +138,11 @@ def category_samples(protocol: Protocol, categories: tuple[str, ...]):
 
 def make_dataset(method: BayesPFL, rows) -> Dataset:
     """Images at the backbone's size and normalisation, masks at the same size."""
-    from fsadlib.data import AnomalyDataset
+    from fsadlib.data import AnomalyDataset, samples_geometry
 
     bb = method.backbone
-    return AnomalyDataset(rows, bb.image_size, mask_size=bb.image_size, mean=bb.mean, std=bb.std)
+    return AnomalyDataset(rows, bb.image_size, mask_size=bb.image_size, mean=bb.mean, std=bb.std,
+                          geometry=samples_geometry(rows, bb.geometry))
 
 
 def training_dataset(method: BayesPFL, rows, cfg: BayesPFLTrainConfig, augment: BayesPFLAugmentConfig) -> Dataset:
@@ -149,8 +150,11 @@ def training_dataset(method: BayesPFL, rows, cfg: BayesPFLTrainConfig, augment: 
     rule asks for native-resolution items (:class:`fsadlib.methods.bayes_pfl.augment.AugmentedDataset`)."""
     if not augment.enabled and cfg.mosaic_prob <= 0 and augment.mask_resize == "nearest":
         return make_dataset(method, rows)
+    from fsadlib.data import samples_geometry
+
     bb = method.backbone
-    return AugmentedDataset(rows, bb.image_size, bb.mean, bb.std, augment, cfg.mosaic_prob, cfg.seed)
+    return AugmentedDataset(rows, bb.image_size, bb.mean, bb.std, augment, cfg.mosaic_prob, cfg.seed,
+                            samples_geometry(rows, bb.geometry))
 
 
 def train_loader(method: BayesPFL, protocol: Protocol, cfg: BayesPFLTrainConfig,
@@ -166,10 +170,11 @@ def training_preview(section: BayesPFLSection, protocol: Protocol, n: int = 12, 
     """``n`` training items as the training data makes them (``augment``, ``train.mosaic_prob``, the
     mask rule, at the backbone's input size), in [0, 1], for :func:`fsadlib.data.figures.training_grid`."""
     from fsadlib.clip.backbone import input_size
+    from fsadlib.data import samples_geometry
 
     rows = category_samples(protocol, protocol.aux_categories)
     data = AugmentedDataset(rows, input_size(section.model.backbone), (0.0,) * 3, (1.0,) * 3, section.augment,
-                            section.train.mosaic_prob, seed)
+                            section.train.mosaic_prob, seed, samples_geometry(rows, section.model.backbone.geometry))
     items = [data[int(i)] for i in np.random.default_rng(seed).permutation(len(rows))[:n]]
     return {"image": torch.stack([it["image"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
             "title": [f"{it['category']} {it['defect']}" for it in items]}

@@ -104,6 +104,7 @@ class FineGrainedAD(AnomalyMethod):
     Config = FineGrainedConfig
     few_shot = True
     per_category = True
+    paper_precision = "bf16"  # the public code runs fp16 (PromptAD's), which is not offered: the nearest
 
     @classmethod
     def load_trained(cls, protocol: Protocol, k: int, seed: int, category: str | None = None,

@@ -99,12 +99,13 @@ def training_preview(section: FineGrainedSection, protocol: Protocol) -> dict[st
     :func:`fsadlib.data.figures.training_grid`."""
     from fsadlib.clip.backbone import input_size
     from fsadlib.config import load_section
-    from fsadlib.data import load_images
+    from fsadlib.data import load_images, resolve_geometry
     from fsadlib.data.shots import load_shots
 
     category, k, seed = protocol.target_categories[0], section.ks[0], load_section("shots", ShotsConfig).seeds[0]
     images = load_images(load_shots(protocol.target_dataset, category, k, seed), input_size(section.model.backbone),
-                         mean=(0.0,) * 3, std=(1.0,) * 3)
+                         mean=(0.0,) * 3, std=(1.0,) * 3,
+                         geometry=resolve_geometry(protocol.target_dataset, section.model.backbone.geometry))
     return {"image": images, "mask": torch.zeros(len(images), *images.shape[-2:]),
             "title": [f"{category} k{k} seed{seed} shot {i + 1}" for i in range(len(images))]}
 
@@ -117,13 +118,14 @@ def model_config(section: FineGrainedSection, dataset: str) -> FineGrainedConfig
 def train_category(dataset: str, category: str, k: int, shot_seed: int, section: FineGrainedSection,
                    root: str | Path | None = None, backbone_model: Any = None) -> list[dict[str, float]]:
     """Train the model of (dataset, category, k, shot seed) from its k-shot file."""
-    from fsadlib.data import load_images
+    from fsadlib.data import load_images, resolve_geometry
     from fsadlib.data.shots import load_shots
 
     seed_everything(section.train.seed)  # the prompt initialisation draws from the global RNG
     method = FineGrainedAD(model_config(section, dataset), backbone_model=backbone_model)
     bb = method.backbone
-    supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std)
+    supports = load_images(load_shots(dataset, category, k, shot_seed), bb.image_size, mean=bb.mean, std=bb.std,
+                           geometry=resolve_geometry(dataset, bb.geometry))
     return fit_category(method, category, supports.to(method.device), section.train,
                         model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}",
                         fingerprint=category_fingerprint(dataset, category, k, shot_seed, section),
@@ -160,7 +162,7 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke:
     protocol.check()
     seeds = first_only(load_section("shots", ShotsConfig).seeds, smoke)
     dataset = protocol.target_dataset
-    backbone = ClipBackbone(section.model.backbone)
+    backbone = ClipBackbone(FineGrainedAD.with_paper_precision(section.model).backbone)
     runs = [(c, k, s) for c in protocol.target_categories for k in section.ks for s in seeds]
     history, trained, models = [], [], []
     for category, k, seed in progress(runs, desc="finegrained models"):

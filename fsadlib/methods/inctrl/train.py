@@ -86,12 +86,12 @@ def inctrl_loss(method: Inctrl, batch: dict[str, Any], cfg: InctrlLossConfig) ->
     return {"loss": loss, "focal_final": final.detach(), "focal_image": image.detach()}
 
 
-def backbone_loader(backbone: ClipBackbone) -> ImageLoader:
-    """``loader(paths, S) -> [n, 3, S, S]`` images normalised with the backbone's own mean and std
-    (:func:`fsadlib.data.load_images`)."""
+def backbone_loader(backbone: ClipBackbone, geometry: str) -> ImageLoader:
+    """``loader(paths, S) -> [n, 3, S, S]`` images by image transform ``geometry``, normalised with the
+    backbone's own mean and std (:func:`fsadlib.data.load_images`)."""
     from fsadlib.data import load_images
 
-    return lambda paths, image_size: load_images(list(paths), image_size, backbone.mean, backbone.std)
+    return lambda paths, image_size: load_images(list(paths), image_size, backbone.mean, backbone.std, geometry)
 
 
 class CachedImages:
@@ -162,13 +162,14 @@ def training_preview(section: InctrlSection, protocol: Protocol, n: int = 8, see
     masks; InCTRL trains without augmentation) at the backbone's input size, in [0, 1], for
     :func:`fsadlib.data.figures.training_grid`."""
     from fsadlib.clip.backbone import input_size
-    from fsadlib.data import AnomalyDataset, load_samples
+    from fsadlib.data import AnomalyDataset, load_samples, samples_geometry
 
     rows = training_samples(load_samples(protocol.aux_dataset), protocol)
     rng = np.random.default_rng(seed)
     normal, anomalous = np.flatnonzero(rows.label == 0), np.flatnonzero(rows.label == 1)
     pick = [*rng.choice(normal, n // 2), *(rng.choice(anomalous, n - n // 2) if len(anomalous) else [])]
-    data = AnomalyDataset(rows.iloc[pick], input_size(section.model.backbone), mean=(0.0,) * 3, std=(1.0,) * 3)
+    data = AnomalyDataset(rows.iloc[pick], input_size(section.model.backbone), mean=(0.0,) * 3, std=(1.0,) * 3,
+                          geometry=samples_geometry(rows, section.model.backbone.geometry))
     items = [data[i] for i in range(len(data))]
     return {"image": torch.stack([it["image"] for it in items]), "mask": torch.stack([it["mask"] for it in items]),
             "title": [f"{it['category']} {it['defect']}" for it in items]}
@@ -215,8 +216,13 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
     if samples is None:
         samples = protocol_samples(protocol)
     out_dir, live_dir = Path(out_dir), Path(live_dir)
-    backbone = backbone_model if backbone_model is not None else ClipBackbone(section.model.backbone)
-    images = CachedImages(backbone.image_size, loader or backbone_loader(backbone))
+    backbone = backbone_model if backbone_model is not None else \
+        ClipBackbone(Inctrl.with_paper_precision(section.model).backbone)
+    if loader is None:
+        from fsadlib.data import samples_geometry
+
+        loader = backbone_loader(backbone, samples_geometry(samples, backbone.geometry))
+    images = CachedImages(backbone.image_size, loader)
     aux = training_samples(samples, protocol)
     files = training_files(protocol, samples)
     history, summary, models = [], {}, []

@@ -119,13 +119,14 @@ class SyntheticAnomalyBatches:
     """
 
     def __init__(self, samples, image_size: int, batch_size: int, mode: str, mean: tuple[float, ...],
-                 std: tuple[float, ...]) -> None:
-        from fsadlib.data import AnomalyDataset
+                 std: tuple[float, ...], method_geometry: str | None = None) -> None:
+        from fsadlib.data import AnomalyDataset, samples_geometry
 
         if len(samples) < batch_size:
             raise ValueError(f"kag_prompt.data.batch_size {batch_size} exceeds the {len(samples)} normal "
                              "training images")
-        self.dataset = AnomalyDataset(samples, image_size, mask_size=image_size, mean=mean, std=std)
+        self.dataset = AnomalyDataset(samples, image_size, mask_size=image_size, mean=mean, std=std,
+                                      geometry=samples_geometry(samples, method_geometry))
         self.batch_size, self.mode = batch_size, mode
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
@@ -157,7 +158,7 @@ def training_preview(section: KagTrainSection, protocol: Protocol, n: int = 6, s
 
     rows = aux_normal_samples(protocol)
     batches = SyntheticAnomalyBatches(rows, input_size(section.model.backbone), min(n, len(rows)),
-                                      section.data.synthesis, (0.0,) * 3, (1.0,) * 3)
+                                      section.data.synthesis, (0.0,) * 3, (1.0,) * 3, section.model.backbone.geometry)
     state = np.random.get_state()
     try:
         np.random.seed(seed)
@@ -172,21 +173,22 @@ def training_preview(section: KagTrainSection, protocol: Protocol, n: int = 6, s
 
 
 def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean: tuple[float, ...],
-                  std: tuple[float, ...]) -> Callable[[KagPrompt], dict[str, float]]:
+                  std: tuple[float, ...], method_geometry: str | None = None) -> Callable[[KagPrompt], dict[str, float]]:
     """Validation on the held-out auxiliary categories (test split): mean image and pixel AUROC.
 
     Supports: ``val_shots`` normal training images per category; test images: all, or
     ``val_max_images`` balanced over the two classes (:func:`fsadlib.protocol.validation_sets`,
     seeded with ``val_seed``), loaded once.
     """
-    from fsadlib.data import AnomalyDataset, load_images, load_samples
+    from fsadlib.data import AnomalyDataset, load_images, load_samples, samples_geometry
 
     sets = []
-    for v in validation_sets(load_samples(protocol.validation_dataset), protocol, data.val_max_images, data.val_shots,
-                             data.val_seed):
-        test_set = AnomalyDataset(v.test, image_size, mask_size=image_size, mean=mean, std=std)
+    samples = load_samples(protocol.validation_dataset)
+    geometry = samples_geometry(samples, method_geometry)
+    for v in validation_sets(samples, protocol, data.val_max_images, data.val_shots, data.val_seed):
+        test_set = AnomalyDataset(v.test, image_size, mask_size=image_size, mean=mean, std=std, geometry=geometry)
         items = [test_set[i] for i in range(len(test_set))]
-        sets.append((v.category, load_images(v.supports, image_size, mean=mean, std=std),
+        sets.append((v.category, load_images(v.supports, image_size, mean=mean, std=std, geometry=geometry),
                      torch.stack([it["image"] for it in items]),
                      torch.tensor([int(it["label"]) for it in items]),
                      torch.stack([torch.as_tensor(it["mask"]) for it in items])))
@@ -218,8 +220,10 @@ def train_kag_prompt(section: KagTrainSection, protocol: Protocol, *, smoke: boo
     method = KagPrompt(section.model)
     size, mean, std = method.backbone.image_size, method.backbone.mean, method.backbone.std
     data = section.data
-    batches = SyntheticAnomalyBatches(aux_normal_samples(protocol), size, data.batch_size, data.synthesis, mean, std)
-    validate = make_validate(protocol, data, size, mean, std) if protocol.val_categories else None
+    geometry = method.backbone.geometry
+    batches = SyntheticAnomalyBatches(aux_normal_samples(protocol), size, data.batch_size, data.synthesis, mean, std,
+                                      geometry)
+    validate = make_validate(protocol, data, size, mean, std, geometry) if protocol.val_categories else None
     fingerprint = input_fingerprint(training_files(protocol), loss=section.loss, data=data, protocol=protocol)
     result = fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), section.train, out_dir,
                  validate=validate, live_dir=live_dir, desc="kag_prompt", fingerprint=fingerprint,

@@ -21,11 +21,16 @@ class PixelBackbone(nn.Module):
     """Stands in for the CLIP backbone: the input size and normalisation, nothing else."""
 
     random_weights = True   # no pretrained weights at all
+    geometry = None         # the data set's image transform
 
     def __init__(self, image_size: int) -> None:
         super().__init__()
         self.image_size, self.mean, self.std = image_size, CLIP_MEAN, CLIP_STD
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
+
+    def effective_precision(self) -> str:
+        """No autocast anywhere: always fp32."""
+        return "fp32"
 
     @property
     def device(self) -> torch.device:

@@ -36,6 +36,7 @@ def test_registered_with_paper_defaults():
     assert cfg.layers == (8, 16, 24, 32) and cfg.proj_dim == 1024 and cfg.rounds == 5
     assert cfg.aggregation == "concat" and cfg.logit_scale == 100.0 and cfg.topk == 30
     assert (cfg.prompt_weight, cfg.text_score_weight, cfg.map_score_weight) == (0.1, 0.1, 0.9)
+    assert cfg.kernels == ((1, 4), (4, 1), (2, 2), (3, 3))  # the paper's kernel-aware convolutions
 
 
 def test_bad_parameters_name_the_key():

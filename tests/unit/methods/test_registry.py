@@ -41,8 +41,9 @@ def outside(tmp_path, monkeypatch):
 
 
 def test_every_method_folder_declares_itself():
-    assert set(specs()) == {"bayes_pfl", "finegrained", "inctrl", "kag_prompt", "winclip"}
-    assert list_methods() == ["bayes_pfl", "finegrained", "inctrl", "kag_prompt", "winclip", "winclip_plus"]
+    assert set(specs()) == {"bayes_pfl", "finegrained", "inctrl", "kag_prompt", "patchcore", "winclip"}
+    assert list_methods() == ["bayes_pfl", "finegrained", "inctrl", "kag_prompt", "patchcore", "winclip",
+                              "winclip_plus"]
     assert spec_of("winclip_plus") is method_spec("winclip") and not method_spec("winclip").trainable
     for name in list_methods():
         cls = method_class(name)           # the class agrees with its spec entry (checked on import)

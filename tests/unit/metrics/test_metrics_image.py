@@ -81,10 +81,19 @@ def test_one_class_is_nan_where_undefined():
     assert math.isnan(anomalous["auroc"]) and anomalous["ap"] == 1.0 and anomalous["f1_max"] == 1.0
 
 
+def test_infinite_scores_are_ordinary_scores():
+    scores = np.array([np.inf, 0.5, 0.1, -np.inf], dtype=np.float32)
+    best = image_metrics(scores, np.array([1, 1, 0, 0]))
+    assert (best["auroc"], best["ap"], best["f1_max"], best["f1_threshold"]) == (1.0, 1.0, 1.0, 0.5)
+    worst = image_metrics(scores, np.array([0, 0, 1, 1]))
+    assert worst["auroc"] == 0.0 and worst["ap"] == pytest.approx((1 / 3 + 2 / 4) / 2)  # positives ranked 3rd and 4th
+
+
 @pytest.mark.parametrize("scores, labels, match", [
     (np.array([0.1, np.nan]), np.array([0, 1]), "NaN"),
     (np.array([0.1, 0.2]), np.array([0, 1, 1]), "equal length"),
-    (np.array([0.1, 0.2]), np.array([0, 2]), "labels must be binary"),
+    (np.array([0.1, 0.2]), np.array([0, 2]), r"labels must be binary \(0/1\), found 2"),
+    (np.array([0.1, 0.2, 0.3]), np.array([1, 0, 0.5]), "found 0.5"),
     ([0.1, 0.2], np.array([0, 1]), "scores must be a numpy array"),
 ])
 def test_bad_input_raises(scores, labels, match):

@@ -1,0 +1,49 @@
+"""Few-shot PatchCore: memory bank, nearest-neighbour distance (slow reference), map and score, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fsadlib.clip import CnnBackbone
+from fsadlib.maps import nearest_euclidean
+from fsadlib.methods import create, list_methods, method_spec
+
+
+def test_nearest_euclidean_equals_a_loop():
+    torch.manual_seed(0)
+    query, bank = torch.randn(2, 7, 5), torch.randn(11, 5)
+    expected = torch.tensor([[min(float((q - b).norm()) for b in bank) for q in image] for image in query])
+    assert torch.allclose(nearest_euclidean(query, bank, chunk=3), expected, atol=1e-5)
+    far = 1000 + torch.randn(1, 4, 64)  # large norms: the matmul form alone would leave ~1e-3 here
+    assert torch.equal(nearest_euclidean(far, torch.cat([torch.randn(5, 64), far[0]])), torch.zeros(1, 4))
+
+
+@pytest.fixture(scope="module")
+def method():
+    return create("patchcore", backbone={"image_size": 64, "layers": [5, 11]}, sigma=1.0)
+
+
+def test_patchcore_is_a_registered_method_on_a_cnn(method):
+    assert "patchcore" in list_methods() and method.few_shot and not method_spec("patchcore").trainable
+    assert isinstance(method.backbone, CnnBackbone)  # the base class built no CLIP model
+    assert method.trainable_state_dict() == {}
+
+
+def test_bank_map_and_score(method):
+    torch.manual_seed(0)
+    supports = torch.randn(2, 3, 64, 64)
+    with pytest.raises(RuntimeError, match="setup_category"):
+        create("patchcore", backbone={"image_size": 64})(supports)
+    method.setup_category("hazelnut", supports)
+    features, grid = method.patch_features(supports)
+    assert grid == (8, 8) and features.shape == (2, 64, 40 + 112) and method.bank.shape == (128, 152)
+    out = method(torch.cat([supports[:1], torch.randn(1, 3, 64, 64)]))
+    assert out.anomaly_map.shape == (2, 64, 64) and out.pred_score.shape == (2,)
+    assert out.pred_score[0] < 1e-4 and out.pred_score[1] > 1e-2  # a support image is its own nearest neighbour
+    distances = nearest_euclidean(method.patch_features(supports[1:])[0], method.bank)
+    assert float(method(supports[1:]).pred_score) == pytest.approx(float(distances.max()))
+    with pytest.raises(ValueError, match="few-shot"):
+        method.setup_category("hazelnut", None)
+    with pytest.raises(ValueError, match="neighbourhood"):
+        create("patchcore", neighbourhood=2)

@@ -115,7 +115,6 @@ def train_method(name: str, *, target: str = "", smoke: bool = False, params_pat
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
     Defaults: ``models/<name>/<target>/trained_on_<aux>/`` (:func:`fsadlib.layout.training_dir`) and
     ``reports/train_<name>/<target>/``."""
-    from fsadlib.config import load_section
     from fsadlib.io import write_json
     from fsadlib.layout import training_dir
     from fsadlib.methods.registry import method_spec

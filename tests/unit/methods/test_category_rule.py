@@ -78,6 +78,7 @@ def evaluation_texts(texts, method, samples, key, k, out: Path) -> set[str]:
 
 @pytest.mark.parametrize("key", ["pcb1", "chewinggum"])
 def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa_like, texts, tmp_path, key):
+    from fsadlib.data import samples_geometry
     from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
     from fsadlib.methods.inctrl.train import (
         CachedImages,
@@ -92,7 +93,8 @@ def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa
     _, samples = visa_like
     data = InctrlDataConfig(normals_per_batch=1, anomalies_per_batch=1, val_max_images=2)
     method = Inctrl(InctrlConfig(backbone=TINY))
-    images = CachedImages(method.backbone.image_size, backbone_loader(method.backbone))
+    images = CachedImages(method.backbone.image_size,
+                          backbone_loader(method.backbone, samples_geometry(samples, method.backbone.geometry)))
     rows = samples[samples.category == key].reset_index(drop=True)
     batch = next(iter(PromptedBatches(rows, 1, images, data)))
     training = recorded(texts, lambda: inctrl_loss(method, batch, InctrlLossConfig()))

@@ -9,7 +9,9 @@ before treating it as a target). Add a number by adding a row.
 beside each published number: only a data set of ours named as theirs (``mvtec``, ``visa``: the key in
 ``params.yaml: datasets``) is joined, so numbers on the synthetic default or a user's own set are never
 printed beside published MVTec or VisA ones. A ``weights`` column reads ``RANDOM (numbers not
-comparable)`` when the backbone had no pretrained weights.
+comparable)`` when the backbone had no pretrained weights, and a
+``scores`` column that reads ``uses target-set statistics`` for a transductive scoring rule (Bayes-PFL's
+``score_rule: public``), ``inductive`` otherwise; ``precision`` and ``geometry`` say how ours were run.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None,
     ``ours_ci_low``, ``ours_ci_high`` in % (NaN where a run has no replicates)."""
     published = published_table() if published is None else published
     means = seed_means(runs)
-    ours = means[means["applicable"] == 1].groupby(["method", "dataset", "k", "metric", "eval_size", "random_weights"])["value"]
+    ours = means[means["applicable"] == 1].groupby(["method", "dataset", "k", "metric", "eval_size", "random_weights",
+                                                     "target_statistics", "precision", "geometry"])["value"]
     ours = ours.agg(ours_mean=lambda v: 100 * v.mean(), ours_std=lambda v: 100 * (v.std(ddof=1) if len(v) > 1 else 0.0),
                     seeds="size").reset_index().rename(columns={"dataset": "our_dataset"})
     table = published.rename(columns={"dataset": "paper_dataset", "value": "paper"}).merge(
         ours, left_on=["method", "paper_dataset", "k", "metric"], right_on=["method", "our_dataset", "k", "metric"],
         how="inner")
     table["weights"] = table.pop("random_weights").map({1: "RANDOM (numbers not comparable)", 0: "pretrained"})
+    table["scores"] = table.pop("target_statistics").map(lambda t: "uses target-set statistics" if t else "inductive")
     ci = pd.DataFrame(columns=["method", "our_dataset", "k", "metric", "ours_ci_low", "ours_ci_high"])
     if intervals is not None:
         ci = intervals[intervals["category"] == "mean"].rename(columns={"dataset": "our_dataset"})
@@ -55,5 +59,6 @@ def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None,
             ["method", "our_dataset", "k", "metric", "ours_ci_low", "ours_ci_high"]]
     table = table.merge(ci.astype({"k": int}), on=["method", "our_dataset", "k", "metric"], how="left")
     columns = ["method", "k", "metric", "paper_dataset", "paper", "status", "our_dataset", "ours_mean", "ours_std",
-               "ours_ci_low", "ours_ci_high", "seeds", "eval_size", "weights", "source"]
+               "ours_ci_low", "ours_ci_high", "seeds", "eval_size", "geometry", "precision", "weights", "scores",
+               "source"]
     return table[columns].sort_values(["method", "k", "metric", "paper_dataset", "our_dataset"], ignore_index=True)

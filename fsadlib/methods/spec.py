@@ -6,7 +6,7 @@ A method folder ``fsadlib/methods/<name>/`` (or an outside package registered un
 - ``name``: the folder's name, which is also its ``params.yaml`` section and its training stage
   (``train_<name>``, notebook ``notebooks/3x_train_<name>.ipynb``);
 - ``methods``: its registered method classes (``evaluate_<method>`` stages), each few-shot or zero-shot
-  and with one model per category or not;
+  and with one model per category or not, named ``<name>`` or ``<name>_<suffix>`` (``winclip_plus``);
 - ``section``: the dataclass of its params section (a ``ks`` field when a method of the folder is few-shot);
 - ``train``: its training entry point ``train(section, protocol, *, smoke, out_dir, live_dir) -> TrainReport``,
   or ``None`` for a training-free method (no training stage, no models folder);
@@ -73,6 +73,10 @@ class MethodSpec:
             raise ValueError(f"method spec '{self.name}': a train entry point and a training notebook go together")
         if not self.methods:
             raise ValueError(f"method spec '{self.name}' registers no method class")
+        strangers = [m.name for m in self.methods if m.name != self.name and not m.name.startswith(f"{self.name}_")]
+        if strangers:   # the analysis finds a section's methods by their names (fsadlib.viz.ablation_curves)
+            raise ValueError(f"method spec '{self.name}': method names {strangers} are neither '{self.name}' "
+                             f"nor '{self.name}_<suffix>'")
         unknown = sorted(set(self.train_reads) - {"aux", "target"})
         if unknown:
             raise ValueError(f"method spec '{self.name}': train_reads {unknown} not in ['aux', 'target']")

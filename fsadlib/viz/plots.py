@@ -15,7 +15,6 @@ import seaborn as sns
 from fsadlib.analysis.experiments import varied_params
 from fsadlib.analysis.runs import seed_means
 from fsadlib.io import atomic_path
-from fsadlib.methods import registry
 from fsadlib.paths import reports_dir
 from fsadlib.viz.palette import method_colour, method_palette
 
@@ -142,13 +141,15 @@ def ablation_curve(experiments: pd.DataFrame, param: str, methods: list[str] | N
 
 def ablation_curves(experiments: pd.DataFrame, metric: str = "image_auroc") -> dict[str, plt.Figure]:
     """:func:`ablation_curve` of every varied parameter, keyed by the parameter: a key of a method
-    folder's section (``kag_prompt.model.rounds``; ``winclip.*`` covers WinCLIP and WinCLIP+) is drawn
-    for the methods of that folder, a shared key (``shots.seeds``) for every method of the table."""
-    specs = registry.specs()
+    folder's section (``kag_prompt.model.rounds``) is drawn for the methods of that folder, named
+    after it (:class:`~fsadlib.methods.spec.MethodSpec`: ``winclip.*`` covers ``winclip`` and
+    ``winclip_plus``), a shared key (``shots.seeds``) for every method of the table."""
+    methods = sorted(set(experiments["method"]))
 
     def methods_of(param: str) -> list[str] | None:
-        spec = specs.get(param.split(".")[0])
-        return [m.name for m in spec.methods] if spec is not None else None
+        section = param.split(".")[0]
+        own = [m for m in methods if m == section or m.startswith(f"{section}_")]
+        return own or None
 
     return {param: ablation_curve(experiments, param, methods_of(param), metric) for param in varied_params(experiments)}
 

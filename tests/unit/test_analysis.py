@@ -162,6 +162,8 @@ def test_paper_comparison_puts_ours_beside_theirs_of_the_same_data_set_only(fake
     assert winclip["paper_dataset"].tolist() == ["mvtec"]         # not its published VisA number
     assert winclip["ours_mean"].tolist() == pytest.approx([80.0]) and winclip["ours_std"].tolist() == pytest.approx([10.0])
     assert winclip["weights"].str.startswith("RANDOM").all()
+    assert (table["scores"] == "inductive").all() and (table["precision"] == "fp32").all()
+    assert (table["geometry"] == "resize_crop").all()
     assert set(table.method) == {"winclip"} and table["ours_ci_low"].isna().all()   # inctrl ran on synthetic only
     intervals = pd.DataFrame([{"method": "winclip", "dataset": "mvtec", "k": 0, "category": "mean",
                                "metric": "image_auroc", "ci_low": 0.7, "ci_high": 0.9, "confidence": 0.95},
@@ -225,3 +227,18 @@ def test_flops_of_a_parameter_fed_submodule_and_flags_restored():
     model = _ParameterInput()
     assert flops_per_image(model, torch.zeros(2, 1)) == 2 * 6 * 3 * 2 / 2
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_transductive_scores_are_labelled_in_the_summary_and_the_paper_table(tmp_path, write_run):
+    """A run whose scores use target-set statistics (Bayes-PFL score_rule: public) says so everywhere."""
+    label = "score_rule public: ... (uses target-set statistics; for comparison with the paper only)"
+    for s in range(2):
+        path = write_run(tmp_path, "bayes_pfl", "synthetic", 0, s, {"a": {"image_auroc": 0.7 + 0.1 * s}}) / "metrics.json"
+        content = json.loads(path.read_text())
+        content["run"] |= {"target_statistics": label, "precision": "bf16"}
+        path.write_text(json.dumps(content))
+    runs = load_runs(tmp_path)
+    entry = summarise(runs)["bayes_pfl"]["synthetic"]["k0"]
+    assert entry["target_statistics"] == label and entry["precision"] == "bf16" and entry["geometry"] == "resize_crop"
+    table = paper_comparison(runs)
+    assert len(table) and (table["scores"] == "uses target-set statistics").all() and (table["precision"] == "bf16").all()

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from fsadlib.clip import BackboneConfig, ClipBackbone
-from fsadlib.data import make_shots, read_samples, synthetic
+from fsadlib.data import make_shots, read_samples, samples_geometry, synthetic
 from fsadlib.evaluate import EvalConfig, evaluate
 from fsadlib.protocol import Protocol
 
@@ -78,7 +78,6 @@ def evaluation_texts(texts, method, samples, key, k, out: Path) -> set[str]:
 
 @pytest.mark.parametrize("key", ["pcb1", "chewinggum"])
 def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa_like, texts, tmp_path, key):
-    from fsadlib.data import samples_geometry
     from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
     from fsadlib.methods.inctrl.train import (
         CachedImages,
@@ -93,8 +92,8 @@ def test_inctrl_encodes_the_same_text_in_training_validation_and_evaluation(visa
     _, samples = visa_like
     data = InctrlDataConfig(normals_per_batch=1, anomalies_per_batch=1, val_max_images=2)
     method = Inctrl(InctrlConfig(backbone=TINY))
-    images = CachedImages(method.backbone.image_size,
-                          backbone_loader(method.backbone, samples_geometry(samples, method.backbone.geometry)))
+    geometry = samples_geometry(samples, method.backbone.geometry)
+    images = CachedImages(method.backbone.image_size, backbone_loader(method.backbone, geometry))
     rows = samples[samples.category == key].reset_index(drop=True)
     batch = next(iter(PromptedBatches(rows, 1, images, data)))
     training = recorded(texts, lambda: inctrl_loss(method, batch, InctrlLossConfig()))

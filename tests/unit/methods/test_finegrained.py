@@ -59,6 +59,17 @@ def test_registered():
     assert FineGrainedConfig().backbone.arch == "ViT-B-16-plus-240" and FineGrainedConfig().logit_scale == 4.6052
 
 
+def test_defaults_are_the_public_segmentation_code():
+    """Spec B1.3-B1.5 and B2, written out: every default of FineGrainedConfig."""
+    cfg = FineGrainedConfig()
+    assert (cfg.backbone.pretrained, cfg.backbone.image_size) == ("laion400m_e32", 240)
+    assert (cfg.n_ctx, cfg.n_pro, cfg.n_ctx_ab, cfg.n_pro_ab, cfg.ctx_init_std) == (4, 1, 1, 4, 0.02)
+    assert (cfg.triplet_margin, cfg.match_weight, cfg.reg_weight) == (1.0, 0.001, 1.0)
+    assert (cfg.region_upscale, cfg.region_boost, cfg.dpc_k_background, cfg.dpc_k_entity) == (4, 1.5, 8, 5)
+    assert (cfg.memory_layers, cfg.sigma, cfg.prompt_seed, cfg.caption_levels) == ((3, 8), 2.4, 111, (1, 2, 3))
+    assert (cfg.captions_dataset, cfg.preset) == ("mvtec", "workbench")
+
+
 def test_replacement_mechanism_texts():
     t = build_texts(widget(), seed=111)
     image, background, cap, _body = t.levels
@@ -106,6 +117,17 @@ def test_long_caption_is_split_not_cut(backbone):
     ids = m.table.level_normal[0]
     assert ids.shape[0] >= 2 and bool((ids.argmax(-1) + 5 <= 76).all())  # EOT fits after 5 injected tokens
     assert m.level_features()[0].normal.shape[0] == ids.shape[0]
+
+
+def test_text_budget_is_77_minus_sos_eot_and_the_injected_tokens(backbone):
+    """Budget = 77 - 2 - (n_ctx 4 + n_ctx_ab 1) = 70 BPE tokens: 69 x "a" + "." fits, 70 x "a" + "." splits."""
+    assert backbone.context_length == 77
+    m = FineGrainedAD(CONFIG, backbone_model=backbone)
+    m.set_captions(Captions(**{**widget().__dict__, "caption": " ".join(["a"] * 69)}))
+    assert m.table.level_normal[0].shape[0] == 1
+    with pytest.warns(UserWarning, match="split into"):
+        m.set_captions(Captions(**{**widget().__dict__, "caption": " ".join(["a"] * 70)}))
+    assert m.table.level_normal[0].shape[0] == 2
 
 
 def test_every_piece_of_a_split_abnormal_caption_carries_the_defect():

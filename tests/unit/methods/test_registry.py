@@ -62,6 +62,9 @@ def test_unknown_names_and_a_spec_that_disagrees_with_its_class():
         method_spec("nope")
     with pytest.raises(ValueError, match="train entry point and a training notebook"):
         MethodSpec("x", "x", (MethodEntry("x", "x:X", few_shot=False),), "x:S", train="x:train")
+    with pytest.raises(ValueError, match=r"method names \['y'\] are neither 'x' nor 'x_<suffix>'"):
+        MethodSpec("x", "x", (MethodEntry("x", "x:X", few_shot=False), MethodEntry("y", "x:Y", few_shot=False)), "x:S")
+    MethodSpec("x", "x", (MethodEntry("x_plus", "x:X", few_shot=False),), "x:S")   # a suffixed name is fine
 
 
 def test_an_outside_package_registers_through_its_entry_point(outside):

@@ -169,3 +169,12 @@ def test_legacy_equals_published_loop_and_differs_from_exact(seed, levels):
     legacy = legacy_cflow_aupro(maps, masks)
     assert legacy == pytest.approx(cflow_cal_pro_score(masks.astype(int), maps), abs=1e-9)
     assert abs(legacy - pixel_metrics(maps, masks)["aupro"]) > 1e-4
+
+
+def test_host_memory_without_meminfo_is_free_pages_times_page_size(monkeypatch):
+    def no_meminfo(*args, **kwargs):
+        raise OSError("no /proc/meminfo")
+
+    monkeypatch.setattr("builtins.open", no_meminfo)
+    monkeypatch.setattr(pixel.os, "sysconf", {"SC_AVPHYS_PAGES": 3, "SC_PAGE_SIZE": 4096}.__getitem__)
+    assert pixel.available_host_memory() == 3 * 4096

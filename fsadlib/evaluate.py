@@ -4,6 +4,7 @@
     summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
     summary = evaluate_trained("inctrl", protocol, k=4, seeds=(0, 1, 2))    # trained model(s)
     table = run_plan("inctrl", target="visa")   # a stage evaluate@inctrl-visa: every k of inctrl.ks x shot seed
+    results = evaluate_plan([PlannedRun(m1, k=1, seed=0), PlannedRun(m1, k=1, seed=1), ...], "synthetic")
 
 Methods with one model per category (``per_category``, FineGrainedAD) are evaluated with
 ``category_models``: a callable category -> the method to use for it.
@@ -20,6 +21,10 @@ Bayes-PFL's ``score_rule: public``, whose ``target_statistics`` text is recorded
 through one image transform (``geometry``, :mod:`fsadlib.data.geometry`: the method's
 ``backbone.geometry``, else the data set's ``datasets.<name>.geometry``, else ``resize_crop``), recorded
 beside every number with its rule in words (``image_transform``), the resolution and the mask rule.
+A plan of several (k, seed) runs (:func:`evaluate_plan`, the evaluate stage's :func:`run_plan`) goes
+category by category (:func:`evaluate_category`, the unit of work) and encodes each test image once
+for all runs whose models share an encoding (:mod:`fsadlib.encode_once`; ``encode_once``,
+``feature_budget_mb``): the results are those of one :func:`evaluate` per run, bit for bit on CPU.
 Maps are resized bilinearly (align_corners=False) to the evaluation resolution E (default: the
 model input size); masks come at E by ``fsadlib.data.MASK_RULE``. Metrics are the exact ones of
 :mod:`fsadlib.metrics`. A metric family that is undefined for a category is *not applicable*, never
@@ -68,6 +73,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,13 +81,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from fsadlib import data, stats
 from fsadlib.aggregate import STD_DDOF, mean_std
-from fsadlib.config import as_flag, seed_everything, to_dict
+from fsadlib.config import as_flag, to_dict
 from fsadlib.data.files import files_fingerprint
+from fsadlib.encode_once import CategoryRun, Scored, score_category
 from fsadlib.io import atomic_path, locked, read_json, write_json
 from fsadlib.layout import aggregate_dir, run_dir, seed_name
 from fsadlib.methods.base import AnomalyMethod
@@ -121,10 +126,29 @@ class EvalConfig:
     num_workers: int = 0          # DataLoader workers (image decoding)
     fpr_limit: float = 0.3        # AUPRO integration limit
     save_maps: int = 1            # write maps_<category>.npz (float16) for the explorer
+    encode_once: int = 1          # encode each test image once for every (k, seed) (0: once per run)
+    feature_budget_mb: float = 2048  # encoded features kept per category; above it they stream in chunks
     legacy_aupro: int = 0         # also report the cflow-style 200-threshold AUPRO (comparison only)
     bootstrap: int = 1000         # image resamples for the intervals (fsadlib.stats); 0 = no intervals
     bootstrap_seed: int = 0       # seed of the shared resamples (same for every method and support seed)
     confidence: float = 0.95      # level of the percentile intervals
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (k, seed) of an evaluation plan: ``method`` names the run and gives its config (and its
+    model, unless ``category_models(category)`` returns the model of each category); ``out`` is its
+    results folder (default :func:`fsadlib.layout.run_dir`)."""
+
+    method: AnomalyMethod
+    k: int = 0
+    seed: int = 0
+    out: Path | None = None
+    category_models: Callable[[str], AnomalyMethod] | None = None
+    geometry: str | None = None   # the image transform (None: resolve_geometry, see evaluate)
+    #: what the model was trained on and how it was selected, recorded with the numbers (None:
+    #: ``method.trained_on``, itself None for a model built from a config, training-free)
+    trained_on: dict[str, Any] | None = None
 
 
 def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
@@ -138,29 +162,164 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
     returns the model used for that category (``method`` then only names the run and its config).
     ``geometry`` overrides the image transform (default: :func:`fsadlib.data.resolve_geometry` of the
     data set and the backbone's ``geometry``; with ``samples`` given, the backbone's or ``resize_crop``).
-    ``trained_on`` (default ``method.trained_on``): what the model was trained on and how it was
-    selected, recorded with the numbers (None: built from a config, training-free)."""
-    if method.few_shot != (k > 0):
-        raise ValueError(f"method '{method.name}' is {'few' if method.few_shot else 'zero'}-shot: "
-                         f"{'k >= 1' if method.few_shot else 'k = 0'} expected, got k={k}")
+    ``trained_on``: see :class:`PlannedRun`. One run of :func:`evaluate_plan`."""
+    run = PlannedRun(method, k, seed, Path(out_dir) if out_dir is not None else None, category_models, geometry,
+                     trained_on)
+    return evaluate_plan([run], dataset, config=config, categories=categories, samples=samples)[0]
+
+
+def evaluate_plan(runs: list[PlannedRun], dataset: str, *, config: EvalConfig = EvalConfig(),
+                  categories: list[str] | tuple[str, ...] | None = None,
+                  samples: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Evaluate every run of ``runs`` on the test split of ``dataset``, category by category
+    (:func:`evaluate_category`: each test image decoded and encoded once for all runs whose models
+    share an encoding, :mod:`fsadlib.encode_once`); every run's folder is written as by
+    :func:`evaluate` and locked while the plan runs. Returns each run's metrics.json content."""
+    for run in runs:
+        if run.method.few_shot != (run.k > 0):
+            raise ValueError(f"method '{run.method.name}' is {'few' if run.method.few_shot else 'zero'}-shot: "
+                             f"{'k >= 1' if run.method.few_shot else 'k = 0'} expected, got k={run.k}")
     table = data.load_samples(dataset) if samples is None else samples
     test = table[table["split"] == "test"]
     if categories is not None:
         test = data.select_categories(test, categories)
     if test.empty:
         raise ValueError(f"dataset '{dataset}' has no test images")
+    outs = [run.out if run.out is not None else run_dir(run.method.name, dataset, run.k, run.seed) for run in runs]
+    if len(set(outs)) != len(outs):
+        raise ValueError(f"two runs of the plan write the same results folder: {[str(o) for o in outs]}")
+    geometries = [run_geometry(run, dataset, given_samples=samples is not None) for run in runs]
+    with ExitStack() as stack:
+        for out in sorted(outs):
+            stack.enter_context(locked(out))
+        records = [RunRecord(run, out, dataset, test, config, geometry)
+                   for run, out, geometry in zip(runs, outs, geometries)]
+        names = sorted({r.run.method.name for r in records})
+        bar = progress(total=sum(len(rows) for r in records for rows, _, _ in r.todo.values()), unit="img",
+                       desc=f"evaluate {'/'.join(names)} {dataset} " + " ".join(f"k{r.run.k}s{r.run.seed}"
+                                                                             for r in records))
+        for cat in dict.fromkeys(test["category"]):
+            evaluate_category(cat, records, config, bar)
+        bar.close()
+        return [r.write() for r in records]
+
+
+def run_geometry(run: PlannedRun, dataset: str, given_samples: bool) -> str:
+    """The image transform of a run: its own ``geometry``, else :func:`fsadlib.data.resolve_geometry` of
+    the data set and the backbone's ``geometry``; for a samples table given directly (no data-set
+    setting) the backbone's or ``resize_crop``."""
+    backbone = run.method.backbone
+    if run.geometry is not None:
+        return data.check_geometry(run.geometry, "geometry")
+    if not given_samples:
+        return data.resolve_geometry(dataset, backbone.geometry)
+    return data.check_geometry(backbone.geometry or data.DEFAULT_GEOMETRY, "backbone.geometry")
+
+
+def evaluate_category(category: str, records: list[RunRecord], config: EvalConfig, bar: Bar | None = None
+                      ) -> None:
+    """The unit of work of a plan: score ``category`` for every run of ``records`` that has not done
+    it yet, from one encoding of its test images (:func:`fsadlib.encode_once.score_category`), and
+    record each run's scores, maps and metrics (:meth:`RunRecord.add`)."""
+    pending = [r for r in records if category in r.todo]
+    if not pending:
+        return
+    rows = pending[0].todo[category][0]
+    runs = [CategoryRun(r.models[category], r.run.seed, r.todo[category][1], r.geometry) for r in pending]
+    scored = score_category(category, rows, runs, eval_size=pending[0].eval_size, batch_size=config.batch_size,
+                            num_workers=config.num_workers, budget_bytes=int(config.feature_budget_mb * 2**20),
+                            encode_once=as_flag(config.encode_once), bar=bar)
+    for record, result in zip(pending, scored):
+        record.add(category, result)
+
+
+class RunRecord:
+    """The results folder of one run while a plan writes it: what is already done (resume, module
+    docstring), the categories still to do with their rows, shots and input hash (``todo``), their
+    models (``models``), and the metrics and scores so far; :meth:`add` records a category and
+    rewrites the folder's files, :meth:`write` returns the metrics.json content."""
+
+    def __init__(self, run: PlannedRun, out: Path, dataset: str, test: pd.DataFrame, config: EvalConfig,
+                 geometry: str) -> None:
+        method = run.method
+        backbone = method.backbone
+        image_size = int(backbone.image_size)
+        self.run, self.out, self.dataset, self.config = run, out, dataset, config
+        self.eval_size, self.geometry = config.eval_size or image_size, geometry
+        settings = run_settings(method, dataset, run.k, run.seed, config, self.eval_size, geometry)
+        settings["trained_on"] = run.trained_on if run.trained_on is not None else getattr(method, "trained_on", None)
+        previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
+        done = previous.get("categories", {}) if previous.get("run") == settings else {}
+        _drop_stale(out, previous, settings)
+        has_scores = bool(done) and (out / "scores.csv").is_file()
+        scores = pd.read_csv(out / "scores.csv", keep_default_na=False) if has_scores \
+            else pd.DataFrame(columns=SCORE_COLUMNS)
+        model_of = run.category_models if run.category_models is not None else (lambda _cat: method)
+        self.models: dict[str, AnomalyMethod] = {}
+        cats = list(dict.fromkeys(test["category"]))
+        # categories of earlier runs with the same settings stay (a subset run adds to them)
+        self.result: dict[str, Any] = {"run": settings, "categories": {c: v for c, v in done.items() if c not in cats}}
+        self.todo: dict[str, tuple[pd.DataFrame, list[str], str]] = {}
+        for cat in cats:
+            rows = test[test["category"] == cat].reset_index(drop=True)
+            shots = data.load_shots(dataset, cat, run.k, run.seed) if run.k > 0 else []
+            model = model_of(cat)
+            inputs = _hash([settings, _model_fingerprint(model), rows["image_path"].tolist(), shots,
+                            files_fingerprint([*rows["image_path"], *rows["mask_path"], *shots])])
+            finished = (done.get(cat, {}).get("inputs") == inputs
+                        and (scores["category"] == cat).sum() == len(rows)
+                        and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file())
+                        and (not config.bootstrap or replicates_file(out, cat).is_file()))
+            if finished:
+                self.result["categories"][cat] = done[cat]
+            else:
+                self.todo[cat] = (rows, shots, inputs)
+                self.models[cat] = model
+        self.order = [*(c for c in done if c not in cats), *cats]
+        self.scores = scores[scores["category"].isin(list(self.result["categories"]))]
+
+    def add(self, cat: str, scored: Scored) -> None:
+        """Record category ``cat`` (its metrics, bootstrap replicates, maps and scores) and rewrite the
+        folder's files; the category's model is released."""
+        rows, _, inputs = self.todo.pop(cat)
+        self.models.pop(cat)
+        config, out = self.config, self.out
+        pred, maps, masks = scored.scores, scored.maps, scored.masks
+        labels = rows["label"].to_numpy()
+        has_masks = _has_masks(rows, cat)
+        metrics = category_metrics(pred, labels, maps, masks, has_masks, config)
+        empty = empty_mask_images(rows, masks) if has_masks else []
+        if empty:
+            warnings.warn(f"category '{cat}' of '{self.dataset}': {len(empty)} anomalous test image(s) have an "
+                          f"empty mask at {self.eval_size} px and count as normal in the pixel metrics, e.g. "
+                          f"{empty[:3]} (recorded in {out / 'metrics.json'})", stacklevel=2)
+        self.result["categories"][cat] = metrics | {"n_empty_masks": len(empty), "empty_mask_images": empty,
+                                                    "inputs": inputs}
+        if config.bootstrap:
+            paths = rows["image_path"].tolist()
+            counts = stats.image_resamples(paths, labels, config.bootstrap, config.bootstrap_seed)
+            skip = metrics.get("not_applicable", {})
+            save_replicates(replicates_file(out, cat), category_replicates(
+                pred, labels, stored_precision(maps), masks, "pixel" not in skip, counts,
+                config.fpr_limit, image="image" not in skip), stats.image_list_hash(paths))
+        if as_flag(config.save_maps):
+            with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
+                np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
+        cat_scores = rows[SCORE_COLUMNS[:-1]].assign(score=pred.numpy())
+        self.scores = pd.concat([self.scores, cat_scores], ignore_index=True) if len(self.scores) else cat_scores
+        self.write()
+
+    def write(self) -> dict[str, Any]:
+        """Write scores.csv and metrics.json (atomically) and return the metrics.json content."""
+        return _write(self.out, self.result, self.scores, self.order, self.config)
+
+
+def run_settings(method: AnomalyMethod, dataset: str, k: int, seed: int, config: EvalConfig, eval_size: int,
+                 geometry: str) -> dict[str, Any]:
+    """The ``"run"`` entry of a run's metrics.json: everything its numbers depend on besides the inputs."""
     backbone = method.backbone
-    image_size = int(backbone.image_size)
-    eval_size = config.eval_size or image_size
-    if geometry is not None:
-        geometry = data.check_geometry(geometry, "geometry")
-    elif samples is None:
-        geometry = data.resolve_geometry(dataset, backbone.geometry)
-    else:  # a samples table given directly has no data-set setting
-        geometry = data.check_geometry(backbone.geometry or data.DEFAULT_GEOMETRY, "backbone.geometry")
-    out = Path(out_dir) if out_dir is not None else run_dir(method.name, dataset, k, seed)
-    run = {
-        "method": method.name, "dataset": dataset, "k": k, "seed": seed, "image_size": image_size,
+    return {
+        "method": method.name, "dataset": dataset, "k": k, "seed": seed, "image_size": int(backbone.image_size),
         "eval_size": eval_size, "mask_rule": f"{data.MASK_RULE} (M = {eval_size})",
         "map_resize": f"bilinear, align_corners=False, to {eval_size} x {eval_size}",
         "geometry": geometry, "image_transform": data.describe_transform(geometry), "fpr_limit": config.fpr_limit,
@@ -169,87 +328,9 @@ def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
         "target_statistics": method.target_statistics(),
         "legacy_aupro": int(as_flag(config.legacy_aupro)), "metric_definitions": METRIC_DEFINITIONS,
         "method_config": to_dict(method.config) if getattr(method, "config", None) is not None else None,
-        "trained_on": trained_on if trained_on is not None else getattr(method, "trained_on", None),
         "bootstrap": {"resamples": config.bootstrap, "seed": config.bootstrap_seed,
                       "confidence": config.confidence, "method": stats.INTERVAL_METHOD} if config.bootstrap else None,
     }
-    with locked(out):
-        return _evaluate_locked(method, dataset, k, seed, config, test, out, run, image_size, eval_size,
-                                category_models)
-
-
-def _evaluate_locked(method: AnomalyMethod, dataset: str, k: int, seed: int, config: EvalConfig,
-                     test: pd.DataFrame, out: Path, run: dict[str, Any], image_size: int, eval_size: int,
-                     category_models: Callable[[str], AnomalyMethod] | None) -> dict[str, Any]:
-    """The body of :func:`evaluate`, run while ``out`` is locked."""
-    backbone, geometry = method.backbone, run["geometry"]
-    previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
-    done = previous.get("categories", {}) if previous.get("run") == run else {}
-    _drop_stale(out, previous, run)
-    has_scores = bool(done) and (out / "scores.csv").is_file()
-    scores = pd.read_csv(out / "scores.csv", keep_default_na=False) if has_scores \
-        else pd.DataFrame(columns=SCORE_COLUMNS)
-    model_of = category_models if category_models is not None else (lambda _cat: method)
-    models: dict[str, AnomalyMethod] = {}
-    cats = list(dict.fromkeys(test["category"]))
-    # categories of earlier runs with the same settings stay (a subset run adds to them)
-    result: dict[str, Any] = {"run": run, "categories": {c: v for c, v in done.items() if c not in cats}}
-    todo = {}
-    for cat in cats:
-        rows = test[test["category"] == cat].reset_index(drop=True)
-        shots = data.load_shots(dataset, cat, k, seed) if k > 0 else []
-        models[cat] = model_of(cat)
-        inputs = _hash([run, _model_fingerprint(models[cat]), rows["image_path"].tolist(), shots,
-                        files_fingerprint([*rows["image_path"], *rows["mask_path"], *shots])])
-        finished = (done.get(cat, {}).get("inputs") == inputs
-                    and (scores["category"] == cat).sum() == len(rows)
-                    and (not as_flag(config.save_maps) or (out / f"maps_{cat}.npz").is_file())
-                    and (not config.bootstrap or replicates_file(out, cat).is_file()))
-        if finished:
-            result["categories"][cat] = done[cat]
-        else:
-            todo[cat] = (rows, shots, inputs)
-    order = [*(c for c in done if c not in cats), *cats]
-    scores = scores[scores["category"].isin(list(result["categories"]))]
-
-    bar = progress(total=sum(len(rows) for rows, _, _ in todo.values()), unit="img",
-                   desc=f"evaluate {method.name} {dataset} k{k} seed{seed}")
-    for cat, (rows, shots, inputs) in todo.items():
-        seed_everything(seed)
-        model = models[cat].eval()
-        supports = data.load_images(shots, image_size, backbone.mean, backbone.std, geometry).to(model.device) \
-            if shots else None
-        with torch.inference_mode():
-            model.setup_category(cat, supports)
-            loader = DataLoader(data.AnomalyDataset(rows, image_size, mask_size=eval_size, mean=backbone.mean,
-                                                    std=backbone.std, geometry=geometry),
-                                batch_size=config.batch_size, num_workers=config.num_workers)
-            pred, maps, masks = predict(model, loader, eval_size, bar)
-            pred = model.category_scores(pred)
-        has_masks = _has_masks(rows, cat)
-        metrics = category_metrics(pred, rows["label"].to_numpy(), maps, masks, has_masks, config)
-        empty = empty_mask_images(rows, masks) if has_masks else []
-        if empty:
-            warnings.warn(f"category '{cat}' of '{dataset}': {len(empty)} anomalous test image(s) have an empty "
-                          f"mask at {eval_size} px and count as normal in the pixel metrics, e.g. {empty[:3]} "
-                          f"(recorded in {out / 'metrics.json'})", stacklevel=2)
-        result["categories"][cat] = metrics | {"n_empty_masks": len(empty), "empty_mask_images": empty,
-                                               "inputs": inputs}
-        if config.bootstrap:
-            paths = rows["image_path"].tolist()
-            counts = stats.image_resamples(paths, rows["label"].to_numpy(), config.bootstrap, config.bootstrap_seed)
-            skip = metrics.get("not_applicable", {})
-            save_replicates(replicates_file(out, cat), category_replicates(
-                pred, rows["label"].to_numpy(), stored_precision(maps), masks, "pixel" not in skip, counts,
-                config.fpr_limit, image="image" not in skip), stats.image_list_hash(paths))
-        if as_flag(config.save_maps):
-            with atomic_path(out / f"maps_{cat}.npz", suffix=".npz") as tmp:
-                np.savez(tmp, maps=maps.half().cpu().numpy(), image_path=rows["image_path"].to_numpy(str))
-        cat_scores = rows[SCORE_COLUMNS[:-1]].assign(score=pred.numpy())
-        scores = pd.concat([scores, cat_scores], ignore_index=True) if len(scores) else cat_scores
-        _write(out, result, scores, order, config)
-    bar.close()
-    return _write(out, result, scores, order, config)
 
 
 def empty_mask_images(rows: pd.DataFrame, masks: torch.Tensor) -> list[str]:
@@ -296,31 +377,47 @@ def evaluate_trained(name: str, protocol: Protocol, *, k: int = 0, seeds: list[i
                      config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
                      device: str | torch.device | None = None, params_path: str | Path | None = None,
                      folder: str | None = None) -> dict[str, Any]:
-    """Evaluate method ``name`` (:func:`load_method`) on ``protocol.target_dataset`` for every seed,
-    then aggregate over seeds; returns the aggregate (see :func:`aggregate_seeds`). A model shared by
-    the seeds (one per k or one for all) is loaded once; a per-category method loads the model of each
-    (category, seed), and its results record the shots it was trained on (:data:`fsadlib.protocol.TARGET_SHOTS`)."""
+    """Evaluate method ``name`` (:func:`load_method`) on ``protocol.target_dataset`` for every seed, then
+    aggregate over seeds; returns the aggregate (see :func:`aggregate_seeds`). :func:`evaluate_trained_plan`
+    of (k, seed)."""
+    evaluate_trained_plan(name, protocol, [(k, s) for s in seeds], config=config, categories=categories,
+                          device=device, params_path=params_path, folder=folder)
+    return aggregate_seeds(name, protocol.target_dataset, k, list(seeds))
+
+
+def evaluate_trained_plan(name: str, protocol: Protocol, plan: list[tuple[int, int]], *,
+                          config: EvalConfig = EvalConfig(),
+                          categories: list[str] | tuple[str, ...] | None = None,
+                          device: str | torch.device | None = None, params_path: str | Path | None = None,
+                          folder: str | None = None) -> list[dict[str, Any]]:
+    """Evaluate method ``name`` at every (k, seed) of ``plan`` in one :func:`evaluate_plan` (each test
+    image encoded once for all of them). Every model shares the backbone of the first one loaded; a
+    model shared by the seeds (one per k or one for all) is loaded once per k; a per-category method
+    loads the model of each (category, k, seed), and its results record the shots it was trained on
+    (:data:`fsadlib.protocol.TARGET_SHOTS`). On ``protocol.target_dataset``; returns each run's
+    metrics.json content."""
     from fsadlib.clip import default_device
 
     device = torch.device(device) if device is not None else default_device()
     dataset = protocol.target_dataset
 
-    def load(seed: int, category: str | None = None, backbone: Any = None) -> AnomalyMethod:
+    def load(k: int, seed: int, category: str | None = None, backbone: Any = None) -> AnomalyMethod:
         return load_method(name, protocol, k, seed, category, device, backbone, params_path, folder)
 
+    first_k, first_seed = plan[0]
     if _registered(name, folder)[1].per_category:
-        cats = list(categories) if categories is not None else \
+        categories = list(categories) if categories is not None else \
             list(dict.fromkeys(data.load_samples(dataset)["category"]))
-        shared = load(seeds[0], cats[0])
-        record = {key: v for key, v in shared.trained_on.items() if key not in ("category", "seed")}
-        for seed in seeds:
-            evaluate(shared, dataset, k=k, seed=seed, config=config, categories=cats,
-                     category_models=lambda cat, s=seed: load(s, cat, shared.backbone), trained_on=record)
+        shared = load(first_k, first_seed, categories[0])
+        record = {key: v for key, v in shared.trained_on.items() if key not in ("category", "k", "seed")}
+        runs = [PlannedRun(shared, k, s, category_models=lambda cat, k=k, s=s: load(k, s, cat, shared.backbone),
+                           trained_on=record) for k, s in plan]
     else:
-        model = load(seeds[0])
-        for seed in seeds:
-            evaluate(model, dataset, k=k, seed=seed, config=config, categories=categories)
-    return aggregate_seeds(name, dataset, k, list(seeds))
+        shared = load(first_k, first_seed)
+        per_k = {k: shared if k == first_k else load(k, first_seed, backbone=shared.backbone)
+                 for k in dict.fromkeys(k for k, _ in plan)}
+        runs = [PlannedRun(per_k[k], k, s) for k, s in plan]
+    return evaluate_plan(runs, dataset, config=config, categories=categories)
 
 
 def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
@@ -352,13 +449,12 @@ def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = 
     protocol = check_data(load_protocol(target, params_path), ("target",))
     seeds = first_only(load_section("shots", data.ShotsConfig, params_path).seeds, smoke)
     config = load_section("evaluate", EvalConfig, params_path)
-    frames = []
-    for k in entry_ks(entry, section, smoke):
-        agg = evaluate_trained(method, protocol, k=k, seeds=seeds if k else seeds[:1], config=config,
-                               categories=protocol.target_categories or None, params_path=params_path,
-                               folder=spec.name)
-        frames.append(aggregate_table(agg).assign(k=k))
-    return pd.concat(frames, ignore_index=True)
+    ks = entry_ks(entry, section, smoke)
+    seeds_of = {k: list(seeds if k else seeds[:1]) for k in ks}
+    evaluate_trained_plan(method, protocol, [(k, s) for k in ks for s in seeds_of[k]], config=config,
+                          categories=protocol.target_categories or None, params_path=params_path, folder=spec.name)
+    return pd.concat([aggregate_table(aggregate_seeds(method, protocol.target_dataset, k, seeds_of[k])).assign(k=k)
+                      for k in ks], ignore_index=True)
 
 
 def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
@@ -368,26 +464,6 @@ def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:
             for cat, metrics in [*aggregate["categories"].items(), ("mean", aggregate["mean"])]
             for m, v in metrics.items() if m != "not_applicable"]
     return pd.DataFrame(rows, columns=["category", "metric", "mean", "std", "ci_low", "ci_high"])
-
-
-def predict(method: AnomalyMethod, loader: DataLoader, eval_size: int, bar: Bar | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run ``method`` over ``loader`` (items of ``fsadlib.data.AnomalyDataset``): scores [N] float32
-    (CPU), maps [N, E, E] float32 resized bilinearly to E and masks [N, E, E] bool, both on the
-    method's device (so the metrics run there)."""
-    scores, maps, masks = [], [], []
-    for batch in loader:
-        out = method(batch["image"].to(method.device))
-        amap = out.anomaly_map.float()
-        if amap.shape[-2:] != (eval_size, eval_size):
-            amap = F.interpolate(amap[:, None], size=(eval_size, eval_size), mode="bilinear",
-                                 align_corners=False)[:, 0]
-        scores.append(out.pred_score.float().cpu())
-        maps.append(amap)
-        masks.append(batch["mask"].to(amap.device) > 0.5)
-        if bar is not None:
-            bar.update(len(amap))
-    return torch.cat(scores), torch.cat(maps), torch.cat(masks)
 
 
 def category_metrics(scores: torch.Tensor, labels: np.ndarray, maps: torch.Tensor, masks: torch.Tensor,

@@ -6,6 +6,17 @@ Life cycle of a method during evaluation (``fsadlib.evaluate`` drives it)::
     method.setup_category("pcb1", supports)                      # category KEY; text + support caches
     out = method(images)                                         # AnomalyOutput
 
+Encode once, score many. ``forward(images) = score_queries(encode_queries(images))``:
+``encode_queries`` is the part of the forward that depends on neither the category nor k nor the
+shot seed (the frozen backbone's features, and what a method computes from them alone); ``score_queries``
+is the rest, which uses the per-category state ``setup_category`` left on the method (text features,
+support features, trained prompts). The evaluation (:mod:`fsadlib.evaluate`) encodes each test image of
+a category once and scores the features for every (k, seed) of its plan, switching between the
+runs' states with :meth:`AnomalyMethod.category_state` / :meth:`AnomalyMethod.restore_category_state`
+(the attributes named by ``category_attributes``). Runs whose models give the same
+:meth:`AnomalyMethod.encoding_key` share one encoding. A method that does not split its forward keeps
+the defaults: its "features" are the images themselves and ``score_queries`` is its forward.
+
 ``setup_category`` always takes the category key (the data set's folder name, ``"pcb1"``), in
 training, validation and evaluation alike; the text a method encodes uses :meth:`AnomalyMethod.display_name`
 of it (``"printed circuit board"``), derived in that one place. ``supports`` is ``None`` for zero-shot methods, else a ``[k, 3, S, S]`` tensor of normal images
@@ -61,6 +72,8 @@ class AnomalyMethod(nn.Module, ABC):
     per_category: ClassVar[bool] = False
     #: category key -> prompt class name table of :meth:`display_name` (None: fsadlib.prompts.CLASS_NAMES)
     class_names: ClassVar[dict[str, str] | None] = None
+    #: the attributes ``setup_category`` sets: the per-(category, k, seed) state ``score_queries`` reads
+    category_attributes: ClassVar[tuple[str, ...]] = ("category",)
     #: what ``backbone.precision: auto`` means under ``preset: paper`` (the public code's precision)
     paper_precision: ClassVar[str] = "fp32"
 
@@ -110,9 +123,42 @@ class AnomalyMethod(nn.Module, ABC):
 
         return class_name(category_key, cls.class_names)
 
-    @abstractmethod
     def forward(self, images: torch.Tensor) -> AnomalyOutput:
-        """``images`` [B, 3, S, S] (CLIP-normalised) -> :class:`AnomalyOutput`."""
+        """``images`` [B, 3, S, S] (CLIP-normalised) -> :class:`AnomalyOutput`:
+        ``score_queries(encode_queries(images))``. A method overrides either this or both halves."""
+        return self.score_queries(self.encode_queries(images))
+
+    # -- encode once, score many (module docstring) ---------------------------------------------
+    def encode_queries(self, images: torch.Tensor) -> Any:
+        """The support-independent features of a batch ``images`` [B, 3, S, S] (any structure of
+        tensors with the batch first). Default: the images themselves (a method that does not split)."""
+        return images
+
+    def score_queries(self, features: Any) -> AnomalyOutput:
+        """:class:`AnomalyOutput` of a batch from its :meth:`encode_queries` features and the state of
+        the last ``setup_category``. Default: ``forward(features)`` (features = images)."""
+        if type(self).forward is AnomalyMethod.forward:
+            raise NotImplementedError(f"{type(self).__name__} implements neither forward nor score_queries")
+        return self(features)
+
+    def encoding_key(self) -> tuple:
+        """Models with equal keys return equal :meth:`encode_queries` features for the same images, so
+        one encoding serves them all: the images themselves for a method that does not split; else the
+        method class, the backbone object and the method config (the features of a split method come
+        from the frozen backbone under its config; a method whose features also pass its trained
+        modules adds ``id(self)``)."""
+        if type(self).encode_queries is AnomalyMethod.encode_queries:
+            return ("images",)
+        return (type(self).__qualname__, id(self.backbone), repr(to_dict(self.config)))
+
+    def category_state(self) -> dict[str, Any]:
+        """The per-category state ``setup_category`` left (``category_attributes``), by reference."""
+        return {name: getattr(self, name, None) for name in self.category_attributes}
+
+    def restore_category_state(self, state: dict[str, Any]) -> None:
+        """Make ``state`` (from :meth:`category_state`) the current one again."""
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def target_statistics(self) -> str | None:
         """How the image scores use statistics of the target test set (``None``: they do not, the

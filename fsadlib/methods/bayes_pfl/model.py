@@ -115,6 +115,7 @@ class BayesPFL(AnomalyMethod):
     name = "bayes_pfl"
     Config = BayesPFLConfig
     few_shot = False
+    category_attributes = ("category", "score_parts", "_noise", "_state_noise")
 
     def __init__(self, config: BayesPFLConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -266,16 +267,26 @@ class BayesPFL(AnomalyMethod):
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> AnomalyOutput:
-        return self.predict(images, self.config.test_samples)
+    def encode_queries(self, images: torch.Tensor) -> ImageFeatures:
+        """The frozen backbone's features (CLS embedding, tapped tokens): the support-independent part."""
+        return self.backbone.encode_image(images, layers=self.config.layers)
+
+    @torch.no_grad()
+    def score_queries(self, features: ImageFeatures) -> AnomalyOutput:
+        """:meth:`score_features` with R = ``test_samples``."""
+        return self.score_features(features, self.config.test_samples)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, n_samples: int) -> AnomalyOutput:
         """Score a batch with R = ``n_samples`` Monte-Carlo samples (validation uses fewer)."""
+        return self.score_features(self.encode_queries(images), n_samples)
+
+    @torch.no_grad()
+    def score_features(self, feats: ImageFeatures, n_samples: int) -> AnomalyOutput:
+        """The flows, prompts and heads of a batch's :meth:`encode_queries` features, R = ``n_samples``."""
         if self.category is None:
             raise ValueError(f"{self.name}: call setup_category(<category>) before scoring images")
-        feats = self.backbone.encode_image(images, layers=self.config.layers)
-        n = images.shape[0]
+        n = feats.embedding.shape[0]
         e_ctx, e_n, e_a = self.test_noise(n, n_samples)
         text, _ = self.text_embeddings(feats.embedding, [self.category] * n, e_ctx, e_n, e_a)  # [N, R, 2, B, D]
         text_prob = self.image_logits(feats, text).softmax(dim=2)[:, :, 1].mean(dim=(1, 2))

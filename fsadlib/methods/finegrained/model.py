@@ -104,6 +104,7 @@ class FineGrainedAD(AnomalyMethod):
     Config = FineGrainedConfig
     few_shot = True
     per_category = True
+    category_attributes = ("category", "memory", "captions", "captions_locked", "table", "_pairs")
     paper_precision = "bf16"  # the public code runs fp16 (PromptAD's), which is not offered: the nearest
 
     @classmethod
@@ -213,10 +214,15 @@ class FineGrainedAD(AnomalyMethod):
         chosen = torch.gather(sims, -2, route[..., None].expand(*route.shape, 2)).squeeze(-2)
         return (self.config.logit_scale * chosen).softmax(-1)[..., 1]
 
-    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+    # -- encode once, score many (fsadlib.methods.base) -------------------------------------------
+    def encode_queries(self, images: torch.Tensor) -> Encoded:
+        """The frozen image features (:meth:`encode`); the learned prompts only enter the scoring."""
+        return self.encode(images)
+
+    def score_queries(self, enc: Encoded) -> AnomalyOutput:
+        """The inference of the module docstring against the current prompts and k-shot bank."""
         if not self.memory:
             raise RuntimeError("finegrained: call setup_category(category, supports) before forward")
-        enc = self.encode(images)
         pairs = self.text_pairs()
         text = self.text_scores(enc.patch, pairs)  # [B, N]
         visual = torch.stack([nearest_distance(q, bank) for q, bank in zip(enc.memory, self.memory)]).mean(0)

@@ -24,6 +24,7 @@ the public code's deviations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -72,10 +73,20 @@ class KagPromptConfig:
             raise ValueError(f"kag_prompt.prompt_weight must be in [0, 1], got {self.prompt_weight}")
 
 
+class KagQueries(NamedTuple):
+    """Support-independent features of B images: raw tapped tokens L x [B, N, Cv], the unit-norm graph
+    maps [B, 2L, C, h, w] and the unit-norm adapted CLS embedding [B, D] (:meth:`KagPrompt.graph_features`)."""
+
+    tokens: list[torch.Tensor]
+    maps: torch.Tensor
+    cls: torch.Tensor
+
+
 class KagPrompt(AnomalyMethod):
     name = "kag_prompt"
     Config = KagPromptConfig
     few_shot = True
+    category_attributes = ("category", "text_features", "support_bank")
 
     def __init__(self, config: KagPromptConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -118,16 +129,26 @@ class KagPrompt(AnomalyMethod):
     def prompt_branch(self, feats, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Learned branch. text [2, D] or per image [B, 2, D] ->
         (anomalous-state probability maps [B, 2L, S, S] of o_1..o_L, n_1..n_L; CLS cosines [B, 2])."""
-        bb = self.backbone
-        text = text.expand(feats.embedding.shape[0], -1, -1) if text.ndim == 2 else text
-        nodes = self.kernel_convs(self.projection(feats.tokens, bb.grid))      # [B, L, C, h, w]
-        maps = torch.cat([self.graph(nodes), nodes], dim=1).float()            # [B, 2L, C, h, w]
-        logits = self.config.logit_scale * torch.einsum(
-            "bmchw,bsc->bmshw", F.normalize(maps, dim=2), text.float())         # [B, 2L, 2, h, w]
-        b, m = logits.shape[:2]
-        logits = F.interpolate(logits.flatten(0, 1), size=(bb.image_size,) * 2, mode="bilinear",
-                               align_corners=True).view(b, m, 2, bb.image_size, bb.image_size)
+        return self.text_branch(*self.graph_features(feats), text)
+
+    def graph_features(self, feats) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned branch up to the text: unit-norm maps o_1..o_L, n_1..n_L [B, 2L, C, h, w] (float32)
+        and the unit-norm adapted CLS embedding norm(Adapter(norm(e))) [B, D]."""
+        nodes = self.kernel_convs(self.projection(feats.tokens, self.backbone.grid))  # [B, L, C, h, w]
+        maps = torch.cat([self.graph(nodes), nodes], dim=1).float()                    # [B, 2L, C, h, w]
         cls = F.normalize(self.adapter(F.normalize(feats.embedding, dim=-1)), dim=-1)
+        return F.normalize(maps, dim=2), cls
+
+    def text_branch(self, maps: torch.Tensor, cls: torch.Tensor, text: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`graph_features` (maps, cls) and text [2, D] or [B, 2, D] -> (probability maps
+        [B, 2L, S, S], CLS cosines [B, 2]); see :meth:`prompt_branch`."""
+        size = self.backbone.image_size
+        text = text.expand(cls.shape[0], -1, -1) if text.ndim == 2 else text
+        logits = self.config.logit_scale * torch.einsum("bmchw,bsc->bmshw", maps, text.float())  # [B, 2L, 2, h, w]
+        b, m = logits.shape[:2]
+        logits = F.interpolate(logits.flatten(0, 1), size=(size,) * 2, mode="bilinear",
+                               align_corners=True).view(b, m, 2, size, size)
         cosines = torch.einsum("bd,bsd->bs", cls.float(), text.float())
         return logits.softmax(dim=2)[:, :, 1], cosines
 
@@ -140,14 +161,26 @@ class KagPrompt(AnomalyMethod):
         sim = to_map(1 - 2 * dist.mean(0), self.backbone.grid, self.backbone.image_size, align_corners=True)
         return torch.sigmoid(1 - 2 * sim)
 
-    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+    # -- encode once, score many (fsadlib.methods.base) -------------------------------------------
+    def encoding_key(self) -> tuple:
+        """The features pass the trained graph and adapter: the model is part of the key."""
+        return (*super().encoding_key(), id(self))
+
+    def encode_queries(self, images: torch.Tensor) -> KagQueries:
+        """The frozen forward and the whole graph (neither depends on the category, k or the supports)."""
+        feats = self.encode(images)
+        with self.backbone.autocast():
+            maps, cls = self.graph_features(feats)
+        return KagQueries(feats.tokens, maps, cls)
+
+    def score_queries(self, features: KagQueries) -> AnomalyOutput:
+        """Steps 2 (text part) to 5 of the module docstring against the current category's caches."""
         if self.text_features is None:
             raise RuntimeError("kag_prompt: call setup_category(category_key, supports) before forward")
         cfg = self.config
-        feats = self.encode(images)
         with self.backbone.autocast():
-            probs, cosines = self.prompt_branch(feats, self.text_features)
+            probs, cosines = self.text_branch(features.maps, features.cls, self.text_features)
         prompt_map = probs.mean(1)
-        fused = cfg.prompt_weight * prompt_map + (1 - cfg.prompt_weight) * self.memory_map(feats.tokens)
+        fused = cfg.prompt_weight * prompt_map + (1 - cfg.prompt_weight) * self.memory_map(features.tokens)
         score = cfg.text_score_weight * cosines[:, 1] + cfg.map_score_weight * topk_mean(fused, cfg.topk)
         return AnomalyOutput(score, fused)

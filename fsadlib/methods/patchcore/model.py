@@ -46,6 +46,7 @@ class PatchCore(AnomalyMethod):
     name = "patchcore"
     Config = PatchCoreConfig
     few_shot = True
+    category_attributes = ("category", "bank")
 
     def __init__(self, config: PatchCoreConfig = PatchCoreConfig(), backbone_model: Any = None) -> None:
         super().__init__(config, backbone_model)
@@ -71,11 +72,16 @@ class PatchCore(AnomalyMethod):
         self.bank = features.reshape(-1, features.shape[-1])
         self.category = category_key
 
-    def forward(self, images: torch.Tensor) -> AnomalyOutput:
-        """images [B, 3, S, S] -> map [B, S, S] (blurred nearest distances), score [B] (max distance)."""
+    def encode_queries(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """:meth:`patch_features` of the queries: the support-independent part (fsadlib.methods.base)."""
+        return self.patch_features(images)
+
+    def score_queries(self, features: tuple[torch.Tensor, tuple[int, int]]) -> AnomalyOutput:
+        """(patch features [B, h * w, C], grid) -> map [B, S, S] (blurred nearest distances to the
+        category's bank), score [B] (max distance)."""
         if self.bank is None:
             raise RuntimeError("patchcore: call setup_category(class_name, supports) first")
-        features, grid = self.patch_features(images)
+        features, grid = features
         distances = nearest_euclidean(features, self.bank)
         amap = gaussian_blur(to_map(distances, grid, self.backbone.image_size), self.config.sigma)
         return AnomalyOutput(pred_score=distances.amax(dim=1), anomaly_map=amap)

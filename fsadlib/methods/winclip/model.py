@@ -35,6 +35,7 @@ both methods from the ``winclip`` params section (:class:`WinClipSection`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -104,10 +105,20 @@ class WinClipBank:
     k: int = 0
 
 
+class WinClipQueries(NamedTuple):
+    """Support-independent features of B images: CLS embedding [B, D], raw patch tokens of block
+    ``patch_layer`` [B, N, Cv] (WinCLIP+ only, else None), window embeddings per scale [B, W_s, D]."""
+
+    embedding: torch.Tensor
+    patches: torch.Tensor | None
+    windows: list[torch.Tensor]
+
+
 class WinClip(AnomalyMethod):
     name = "winclip"
     Config = WinClipConfig
     few_shot = False
+    category_attributes = ("category", "bank")
 
     def __init__(self, config: WinClipConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)
@@ -207,14 +218,22 @@ class WinClip(AnomalyMethod):
         return torch.stack(maps).mean(0)
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> AnomalyOutput:
+    def encode_queries(self, images: torch.Tensor) -> WinClipQueries:
+        """CLS embedding, the patch tokens of block ``patch_layer`` (WinCLIP+ only) and the window
+        embeddings of every scale: the whole backbone work (about 12x a plain encode), support-independent."""
+        feats = self.backbone.encode_image(images, layers=[self.config.patch_layer] if self.few_shot else [])
+        return WinClipQueries(feats.embedding, feats.tokens[0] if self.few_shot else None,
+                              encode_windows(self.backbone, images, self.windows))
+
+    @torch.no_grad()
+    def score_queries(self, features: WinClipQueries) -> AnomalyOutput:
+        """Steps 1-5 of the module docstring against the current category's bank."""
         bank = self._require_bank()
         bb = self.backbone
-        feats = bb.encode_image(images, layers=[self.config.patch_layer] if self.few_shot else [])
-        windows = encode_windows(bb, images, self.windows)
-        score, patch_map = self.zero_shot(feats.embedding, windows, bank.text)
+        windows = features.windows
+        score, patch_map = self.zero_shot(features.embedding, windows, bank.text)
         if self.few_shot:
-            fs = self.few_shot_map(self.memory_tokens(feats.tokens[0]), windows, bank)
+            fs = self.few_shot_map(self.memory_tokens(features.patches), windows, bank)
             patch_map = (patch_map + fs) / 2 if self.paper else patch_map + fs
             score = (score + fs.amax(dim=1)) / 2
         return AnomalyOutput(score, to_map(patch_map, bb.grid, bb.image_size))

@@ -108,30 +108,31 @@ def method_ks(method: str, smoke: bool = False, params_path: str | Path | None =
     return entry_ks(method_entry(method), load_method_section(spec_of(method), params_path), smoke)
 
 
-def train_method(name: str, *, smoke: bool = False, params_path: str | Path | None = None,
+def train_method(name: str, *, target: str = "", smoke: bool = False, params_path: str | Path | None = None,
                  out_dir: str | Path | None = None, live_dir: str | Path | None = None,
                  world: Any = None) -> TrainReport:
-    """Train method folder ``name`` from params.yaml (its section and ``protocol``), with the smoke
+    """Train method folder ``name`` for the evaluation of ``target`` (a target data set of params.yaml
+    ``protocol``; empty: the first) from params.yaml (its section and that evaluation), with the smoke
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
-    Defaults: ``models/<name>/`` and ``reports/train_<name>/``. Runs on the ranks that the
-    ``distributed`` section names (or ``world``, a :class:`fsadlib.distributed.DistributedConfig`;
-    :func:`fsadlib.distributed.launch`; default one process, this one) and returns rank 0's report."""
+    Defaults: ``models/<name>/<target>/trained_on_<aux>/`` (:func:`fsadlib.layout.training_dir`) and
+    ``reports/train_<name>/<target>/``. Runs on the ranks that the ``distributed`` section names (or
+    ``world``, a :class:`fsadlib.distributed.DistributedConfig`; :func:`fsadlib.distributed.launch`;
+    default one process, this one) and returns rank 0's report."""
     from fsadlib import distributed
 
-    return distributed.launch(_train_rank, name, bool(smoke), params_path, out_dir, live_dir,
+    return distributed.launch(_train_rank, name, target, bool(smoke), params_path, out_dir, live_dir,
                               config=world if world is not None else distributed.load_config(params_path))
 
 
-def _train_rank(name: str, smoke: bool, params_path: str | Path | None, out_dir: str | Path | None,
+def _train_rank(name: str, target: str, smoke: bool, params_path: str | Path | None, out_dir: str | Path | None,
                 live_dir: str | Path | None) -> TrainReport:
     """:func:`train_method` on one rank (rank 0 writes the summary)."""
     from fsadlib import distributed
-    from fsadlib.config import load_section
     from fsadlib.io import write_json
-    from fsadlib.layout import model_dir
+    from fsadlib.layout import training_dir
     from fsadlib.methods.registry import method_spec
     from fsadlib.paths import reports_dir
-    from fsadlib.protocol import Protocol
+    from fsadlib.protocol import load_protocol
     from fsadlib.smoke import smoke_section
 
     spec = method_spec(name)
@@ -139,10 +140,11 @@ def _train_rank(name: str, smoke: bool, params_path: str | Path | None, out_dir:
     section = load_method_section(spec, params_path)
     if smoke:
         section = smoke_section(section, spec.smoke, name)
-    protocol = load_section("protocol", Protocol, params_path).check()
-    live_dir = Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}"
+    protocol = load_protocol(target, params_path)
+    live_dir = Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}" / protocol.target_dataset
     report = train(section, protocol, smoke=bool(smoke),
-                   out_dir=Path(out_dir) if out_dir is not None else model_dir(name), live_dir=live_dir)
+                   out_dir=Path(out_dir) if out_dir is not None else
+                   training_dir(name, protocol.aux_dataset, protocol.target_dataset), live_dir=live_dir)
     if not isinstance(report, TrainReport):
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
     if distributed.is_main():
@@ -150,17 +152,16 @@ def _train_rank(name: str, smoke: bool, params_path: str | Path | None, out_dir:
     return report
 
 
-def preview_training_data(name: str, *, smoke: bool = False, params_path: str | Path | None = None
-                          ) -> dict[str, Any] | None:
-    """What method folder ``name`` trains on, as its train module's ``training_preview(section,
-    protocol)`` draws it (``image`` ``[N, 3, S, S]`` in [0, 1], ``mask`` ``[N, S, S]``, ``title``; shown by
+def preview_training_data(name: str, *, target: str = "", smoke: bool = False,
+                          params_path: str | Path | None = None) -> dict[str, Any] | None:
+    """What method folder ``name`` trains on for the evaluation of ``target``, as its train module's
+    ``training_preview(section, protocol)`` draws it (``image`` ``[N, 3, S, S]`` in [0, 1], ``mask`` ``[N, S, S]``, ``title``; shown by
     :func:`fsadlib.data.figures.training_grid`) from params.yaml with the smoke policy of
     :func:`train_method`; ``None`` when the module defines no preview."""
     import importlib
 
-    from fsadlib.config import load_section
     from fsadlib.methods.registry import method_spec
-    from fsadlib.protocol import Protocol
+    from fsadlib.protocol import load_protocol
     from fsadlib.smoke import smoke_section
 
     spec = method_spec(name)
@@ -169,5 +170,5 @@ def preview_training_data(name: str, *, smoke: bool = False, params_path: str | 
         return None
     section = load_method_section(spec, params_path)
     section = smoke_section(section, spec.smoke, name) if smoke else section
-    return preview(section, load_section("protocol", Protocol, params_path).check())
+    return preview(section, load_protocol(target, params_path))
 

@@ -53,10 +53,12 @@ def _timed(work) -> float:
 def evaluation_rank(root: str, out: str) -> dict[str, float]:
     """One rank of the evaluation measurement: ``{"seconds", "images"}``."""
     from fsadlib.data import read_samples
-    from fsadlib.evaluate import EvalConfig, PlannedRun, evaluate_sharded, load_method
+    from fsadlib.evaluate import EvalConfig, PlannedRun, evaluate_sharded
+    from fsadlib.methods.registry import method_class, method_spec
+    from fsadlib.methods.training import load_method_section
 
     table = read_samples("mvtec", root, "synthetic")
-    method = load_method("winclip", "synthetic", 0, 0)  # params.yaml winclip.model (training-free)
+    method = method_class("winclip")(load_method_section(method_spec("winclip")).model)  # training-free
     seconds = _timed(lambda: evaluate_sharded([PlannedRun(method, out=Path(out))], "synthetic",
                                               config=EvalConfig(bootstrap=200), samples=table))
     return {"seconds": seconds, "images": float((table.split == "test").sum())}

@@ -173,7 +173,7 @@ def training_notebook(spec: Any) -> NotebookNode:
            f"in its `protocol`{''.join(f', `{p}`' for p in spec.params)} (smoke = 1 applies the method's smoke "
            f"policy, `fsadlib/smoke.py`). Writes `models/{spec.name}/<target>/trained_on_<aux>/` and "
            f"`reports/train_{spec.name}/<target>/`; details in the method's README.md."),
-        ("import numpy as np\n\nfrom fsadlib.config import as_flag\n"
+        ("import dataclasses\n\nimport numpy as np\n\nfrom fsadlib.config import as_flag\n"
         "from fsadlib.data import figures\nfrom fsadlib.methods import method_spec\n"
          "from fsadlib.methods.base import load_checkpoint\n"
          "from fsadlib.methods.training import load_method_section, preview_training_data, train_method"),
@@ -191,8 +191,9 @@ def training_notebook(spec: Any) -> NotebookNode:
         "loss = report.history[\"train_loss\"]\n"
         "assert np.isfinite(loss).all(), f\"non-finite training loss in rows {report.history.index[~np.isfinite(loss)].tolist()}\"\n"
         "assert report.history.filter(like=\"val_auroc\").stack().between(0, 1).all(), \"validation AUROC out of [0, 1]\"\n"
-        "other = [str(p) for p in {report.models[0], report.models[-1]} if load_checkpoint(p).config != section.model]\n"
-        f"assert not other, f\"models whose config differs from params.yaml {spec.name}.model: {{other}}\"\n"
+        "expected = dataclasses.replace(section.model, **report.derived)  # params.yaml, but what the evaluation sets\n"
+        "other = [str(p) for p in {report.models[0], report.models[-1]} if load_checkpoint(p).config != expected]\n"
+        f"assert not other, f\"models whose config differs from params.yaml {spec.name}.model (+ {{report.derived}}): {{other}}\"\n"
          "print(f\"{len(report.models)} model file(s), {len(report.history)} history rows\")"),
     ]
     return pipeline_notebook(f"smoke = 0\n{TARGET_PARAMETER}", cells, title=f"# {number} Train {spec.name}")

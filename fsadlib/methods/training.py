@@ -28,10 +28,13 @@ from fsadlib.methods.spec import MethodEntry, MethodSpec
 class TrainReport:
     """What a training run did: ``history`` has one row per (model, epoch) with the columns that
     identify the model (``k``, ``category``, ``seed``, ``stage`` where they apply), ``epoch`` and every
-    logged value (``train_*``, ``val_*``, ``lr``); ``models`` are the model files the evaluation loads."""
+    logged value (``train_*``, ``val_*``, ``lr``); ``models`` are the model files the evaluation loads;
+    ``derived`` the fields of the models' config that the training takes from the evaluation rather
+    than from params.yaml (FineGrainedAD: ``captions_dataset``, the data set trained on)."""
 
     history: pd.DataFrame
     models: list[Path] = field(default_factory=list)
+    derived: dict[str, Any] = field(default_factory=dict)
 
     #: history columns that identify a model (the first one present colours the curves)
     MODEL_COLUMNS = ("k", "stage", "category", "seed")

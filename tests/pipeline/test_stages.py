@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fsadlib.methods import registry
 from fsadlib.notebooks import stage_files
 from fsadlib.paths import repo_root
-from fsadlib.methods import registry
 from fsadlib.pipeline import curve_folders, stale_files
 
 

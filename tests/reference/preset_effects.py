@@ -83,8 +83,7 @@ def kag_prompt():
 
 
 def bayes_pfl():
-    from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig
-    from fsadlib.methods.bayes_pfl.train import stage1_loss
+    from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig, stage1_loss
 
     cfg = {"layers": [3, 12], "test_samples": 2, "topk": 30, "sigma": 1.5}
     report_outputs("bayes_pfl test (4 images)", output_change(pair("bayes_pfl", **cfg), "metal_nut", None, images(4, 2)))

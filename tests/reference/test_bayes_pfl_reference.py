@@ -13,8 +13,7 @@ import torch
 
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
-from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig
-from fsadlib.methods.bayes_pfl.train import stage1_loss
+from fsadlib.methods.bayes_pfl.train import BayesPFLTrainConfig, stage1_loss
 
 TINY = BayesPFLConfig(backbone=BackboneConfig(arch="tiny"), layers=(3, 12), bank_size=2, context_length=2,
                       state_length=2, n_flows=3, test_samples=2, topk=30, sigma=1.5)

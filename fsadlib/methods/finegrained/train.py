@@ -113,7 +113,8 @@ def training_preview(section: FineGrainedSection, protocol: Protocol) -> dict[st
 
 
 def model_config(section: FineGrainedSection, dataset: str) -> FineGrainedConfig:
-    """The section's model config with the captions of ``dataset`` (the data set trained on)."""
+    """The section's model config with the captions of ``dataset`` (the data set trained on; reported
+    as :attr:`TrainReport.derived`)."""
     return dataclasses.replace(section.model, captions_dataset=dataset)
 
 
@@ -183,15 +184,16 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke:
     history = [{"category": c, "k": k, "seed": s, **rec} for i, (c, k, s) in enumerate(runs) for rec in done[i][0]]
     trained = [done[i][0] for i in range(len(runs)) if done[i][1]]
     models = [model_path(dataset, c, k, s, out_dir) for c, k, s in runs]
+    derived = {"captions_dataset": dataset}   # model_config: the captions of the data set trained on
     if not distributed.is_main():
-        return TrainReport(pd.DataFrame(history), models)
+        return TrainReport(pd.DataFrame(history), models, derived)
     with open_live(live_dir) as live:
         live.log_param("models", len(models))
         for epoch in range(max((len(h) for h in trained), default=0)):
             values = [h[epoch]["train_loss"] for h in trained if len(h) > epoch]
             live.log_metric("train_loss", sum(values) / len(values))
             live.next_step()
-    return TrainReport(pd.DataFrame(history), models)
+    return TrainReport(pd.DataFrame(history), models, derived)
 
 
 def _kept_history(path: Path, model: FineGrainedConfig, train: TrainConfig, fingerprint: dict[str, Any]

@@ -168,8 +168,7 @@ def test_training_preview_shows_the_items_training_makes(rows, monkeypatch):
     from fsadlib import data
     from fsadlib.clip import BackboneConfig
     from fsadlib.methods.bayes_pfl.model import BayesPFLConfig
-    from fsadlib.methods.bayes_pfl.train import BayesPFLSection, BayesPFLTrainConfig
-    from fsadlib.methods.bayes_pfl.train import training_preview
+    from fsadlib.methods.bayes_pfl.train import BayesPFLSection, BayesPFLTrainConfig, training_preview
     from fsadlib.protocol import Protocol
 
     monkeypatch.setattr(data, "load_samples", lambda dataset, categories=None: data.select_categories(rows, categories))

@@ -3,6 +3,7 @@ losses and routing against hand-computed values, shapes, a short training run, c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -297,3 +298,25 @@ def test_captions_of_another_data_set_are_refused(backbone, supports, monkeypatc
     m = FineGrainedAD(CONFIG, backbone_model=backbone)
     with pytest.raises(ValueError, match="describe data set 'mvtec', not finegrained.captions_dataset 'toy'"):
         m.setup_category("widget", supports)
+
+
+def test_training_reports_the_captions_of_the_data_set_it_trained_on(tmp_path, monkeypatch):
+    """The training notebook checks every model's config against params.yaml + ``report.derived``: a
+    FineGrainedAD model keeps the captions of the data set it trained on, whatever params.yaml names."""
+    import fsadlib.clip
+    from fsadlib.methods.finegrained import train as fg_train
+    from fsadlib.protocol import Protocol
+
+    trained = []
+    monkeypatch.setattr(fsadlib.clip, "ClipBackbone", lambda config: None)
+    monkeypatch.setattr(fg_train, "_kept_history", lambda *args: None)
+    monkeypatch.setattr(fg_train, "category_fingerprint", lambda *args: "")
+    monkeypatch.setattr(fg_train, "train_category", lambda dataset, category, *args: trained.append((dataset, category))
+                        or [{"epoch": 0, "train_loss": 1.0}])
+    section = fg_train.FineGrainedSection(ks=(1,), model=CONFIG)          # params name the captions of 'toy'
+    protocol = Protocol(aux_dataset="visa_like", aux_categories=("pcb2",), target_dataset="visa_like",
+                        target_categories=("pcb1",), selection="fixed")
+    report = fg_train.train_finegrained(section, protocol, smoke=True, out_dir=tmp_path / "m", live_dir=tmp_path / "r")
+    assert trained == [("visa_like", "pcb1")]
+    assert report.derived == {"captions_dataset": "visa_like"}
+    assert fg_train.model_config(section, "visa_like") == dataclasses.replace(section.model, **report.derived)

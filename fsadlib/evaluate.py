@@ -2,8 +2,8 @@
 
     result = evaluate(method, "synthetic", k=4, seed=0)        # one (k, seed) run, resumable
     summary = aggregate_seeds(method.name, "synthetic", k=4, seeds=(0, 1, 2))
-    summary = evaluate_trained("inctrl", "synthetic", k=4, seeds=(0, 1, 2))   # trained model(s)
-    table = run_plan("inctrl")              # the evaluate stage: every k of inctrl.ks x every shot seed
+    summary = evaluate_trained("inctrl", protocol, k=4, seeds=(0, 1, 2))    # trained model(s)
+    table = run_plan("inctrl", target="visa")   # a stage evaluate@inctrl-visa: every k of inctrl.ks x shot seed
     results = evaluate_plan([PlannedRun(m1, k=1, seed=0), PlannedRun(m1, k=1, seed=1), ...], "synthetic")
 
 Methods with one model per category (``per_category``, FineGrainedAD) are evaluated with
@@ -92,6 +92,7 @@ from fsadlib.layout import aggregate_dir, run_dir, seed_name
 from fsadlib.methods.base import AnomalyMethod
 from fsadlib.metrics import METRIC_DEFINITIONS, image_metrics, legacy_cflow_aupro, pixel_metrics
 from fsadlib.progress import Bar, progress
+from fsadlib.protocol import Protocol, check_data, check_trained_for, load_protocol
 from fsadlib.stats.intervals import percentile_interval
 from fsadlib.stats.replicates import (
     category_mean_replicates,
@@ -145,21 +146,25 @@ class PlannedRun:
     out: Path | None = None
     category_models: Callable[[str], AnomalyMethod] | None = None
     geometry: str | None = None   # the image transform (None: resolve_geometry, see evaluate)
+    #: what the model was trained on and how it was selected, recorded with the numbers (None:
+    #: ``method.trained_on``, itself None for a model built from a config, training-free)
+    trained_on: dict[str, Any] | None = None
 
 
 def evaluate(method: AnomalyMethod, dataset: str, *, k: int = 0, seed: int = 0,
              config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
              samples: pd.DataFrame | None = None, out_dir: str | Path | None = None,
              category_models: Callable[[str], AnomalyMethod] | None = None,
-             geometry: str | None = None) -> dict[str, Any]:
+             geometry: str | None = None, trained_on: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``method`` on the test split of ``dataset`` (``samples`` overrides
     ``fsadlib.data.load_samples(dataset)``, ``categories`` selects); write and return the
     metrics.json content (see the module docstring). ``category_models(category)``, when given,
     returns the model used for that category (``method`` then only names the run and its config).
     ``geometry`` overrides the image transform (default: :func:`fsadlib.data.resolve_geometry` of the
     data set and the backbone's ``geometry``; with ``samples`` given, the backbone's or ``resize_crop``).
-    One run of :func:`evaluate_plan`."""
-    run = PlannedRun(method, k, seed, Path(out_dir) if out_dir is not None else None, category_models, geometry)
+    ``trained_on``: see :class:`PlannedRun`. One run of :func:`evaluate_plan`."""
+    run = PlannedRun(method, k, seed, Path(out_dir) if out_dir is not None else None, category_models, geometry,
+                     trained_on)
     return evaluate_plan([run], dataset, config=config, categories=categories, samples=samples)[0]
 
 
@@ -242,6 +247,7 @@ class RunRecord:
         self.run, self.out, self.dataset, self.config = run, out, dataset, config
         self.eval_size, self.geometry = config.eval_size or image_size, geometry
         settings = run_settings(method, dataset, run.k, run.seed, config, self.eval_size, geometry)
+        settings["trained_on"] = run.trained_on if run.trained_on is not None else getattr(method, "trained_on", None)
         previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
         done = previous.get("categories", {}) if previous.get("run") == settings else {}
         _drop_stale(out, previous, settings)
@@ -347,56 +353,65 @@ def _drop_stale(out: Path, previous: dict[str, Any], run: dict[str, Any]) -> Non
         replicates_file(out, cat).unlink(missing_ok=True)
 
 
-def load_method(name: str, dataset: str, k: int, seed: int, category: str | None = None,
+def load_method(name: str, protocol: Protocol, k: int, seed: int, category: str | None = None,
                 device: str | torch.device = "cpu", backbone_model: Any = None,
                 params_path: str | Path | None = None, folder: str | None = None) -> AnomalyMethod:
-    """The model the evaluation uses for (dataset, k, seed[, category]) of method ``name`` (of method
-    folder ``folder``, found by the registry when not given): the trained one
-    (``AnomalyMethod.load_trained``), or, for a training-free method, one built from the ``model``
-    field of its params section (no models folder is read)."""
+    """The model the evaluation uses for (``protocol``'s evaluation, k, seed[, category]) of method
+    ``name`` (of method folder ``folder``, found by the registry when not given): the trained one
+    (``AnomalyMethod.load_trained``), refused by :func:`fsadlib.protocol.check_trained_for` unless
+    what it was trained on fits ``protocol``; or, for a training-free method, one built from the
+    ``model`` field of its params section (no models folder is read)."""
     from fsadlib.methods.registry import entry_class
     from fsadlib.methods.training import load_method_section
 
     spec, entry = _registered(name, folder)
     cls = entry_class(entry)
     if spec.trainable:
-        return cls.load_trained(dataset, k, seed, category, device, backbone_model)
+        method = cls.load_trained(protocol, k, seed, category, device, backbone_model)
+        check_trained_for(method.trained_on, protocol, method.checkpoint_file, category)
+        return method
     return cls(load_method_section(spec, params_path).model, backbone_model=backbone_model).to(device)
 
 
-def evaluate_trained(name: str, dataset: str, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
+def evaluate_trained(name: str, protocol: Protocol, *, k: int = 0, seeds: list[int] | tuple[int, ...] = (0,),
                      config: EvalConfig = EvalConfig(), categories: list[str] | tuple[str, ...] | None = None,
                      device: str | torch.device | None = None, params_path: str | Path | None = None,
                      folder: str | None = None) -> dict[str, Any]:
-    """Evaluate method ``name`` (:func:`load_method`) for every seed, then aggregate over seeds;
-    returns the aggregate (see :func:`aggregate_seeds`). :func:`evaluate_trained_plan` of (k, seed)."""
-    evaluate_trained_plan(name, dataset, [(k, s) for s in seeds], config=config, categories=categories,
+    """Evaluate method ``name`` (:func:`load_method`) on ``protocol.target_dataset`` for every seed, then
+    aggregate over seeds; returns the aggregate (see :func:`aggregate_seeds`). :func:`evaluate_trained_plan`
+    of (k, seed)."""
+    evaluate_trained_plan(name, protocol, [(k, s) for s in seeds], config=config, categories=categories,
                           device=device, params_path=params_path, folder=folder)
-    return aggregate_seeds(name, dataset, k, list(seeds))
+    return aggregate_seeds(name, protocol.target_dataset, k, list(seeds))
 
 
-def evaluate_trained_plan(name: str, dataset: str, plan: list[tuple[int, int]], *, config: EvalConfig = EvalConfig(),
+def evaluate_trained_plan(name: str, protocol: Protocol, plan: list[tuple[int, int]], *,
+                          config: EvalConfig = EvalConfig(),
                           categories: list[str] | tuple[str, ...] | None = None,
                           device: str | torch.device | None = None, params_path: str | Path | None = None,
                           folder: str | None = None) -> list[dict[str, Any]]:
     """Evaluate method ``name`` at every (k, seed) of ``plan`` in one :func:`evaluate_plan` (each test
     image encoded once for all of them). Every model shares the backbone of the first one loaded; a
     model shared by the seeds (one per k or one for all) is loaded once per k; a per-category method
-    loads the model of each (category, k, seed). Returns each run's metrics.json content."""
+    loads the model of each (category, k, seed), and its results record the shots it was trained on
+    (:data:`fsadlib.protocol.TARGET_SHOTS`). On ``protocol.target_dataset``; returns each run's
+    metrics.json content."""
     from fsadlib.clip import default_device
 
     device = torch.device(device) if device is not None else default_device()
+    dataset = protocol.target_dataset
 
     def load(k: int, seed: int, category: str | None = None, backbone: Any = None) -> AnomalyMethod:
-        return load_method(name, dataset, k, seed, category, device, backbone, params_path, folder)
+        return load_method(name, protocol, k, seed, category, device, backbone, params_path, folder)
 
     first_k, first_seed = plan[0]
     if _registered(name, folder)[1].per_category:
         categories = list(categories) if categories is not None else \
             list(dict.fromkeys(data.load_samples(dataset)["category"]))
         shared = load(first_k, first_seed, categories[0])
-        runs = [PlannedRun(shared, k, s, category_models=lambda cat, k=k, s=s: load(k, s, cat, shared.backbone))
-                for k, s in plan]
+        record = {key: v for key, v in shared.trained_on.items() if key not in ("category", "k", "seed")}
+        runs = [PlannedRun(shared, k, s, category_models=lambda cat, k=k, s=s: load(k, s, cat, shared.backbone),
+                           trained_on=record) for k, s in plan]
     else:
         shared = load(first_k, first_seed)
         per_k = {k: shared if k == first_k else load(k, first_seed, backbone=shared.backbone)
@@ -417,26 +432,26 @@ def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
 
 
 def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = None,
-             folder: str | None = None) -> pd.DataFrame:
-    """The ``evaluate@<method>`` stage: method ``method`` (of method folder ``folder``; only that folder
-    is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
-    zero-shot) x every seed of ``shots``, on the protocol's target data set and categories (smoke: the
+             folder: str | None = None, target: str = "") -> pd.DataFrame:
+    """The ``evaluate@<method>-<target>`` stage: method ``method`` (of method folder ``folder``; only that
+    folder is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
+    zero-shot) x every seed of ``shots``, on the target data set and categories of the evaluation of
+    ``target`` (params.yaml ``protocol``; empty: the first), which must exist there (smoke: the
     first k and the first seed, :mod:`fsadlib.smoke`). k = 0 (zero-shot) has no support draw, so it
     runs once, with the first seed. Returns the seed aggregates as a tidy table (k, category, metric,
     mean, std)."""
     from fsadlib.config import load_section
     from fsadlib.methods.training import entry_ks, load_method_section
-    from fsadlib.protocol import Protocol
     from fsadlib.smoke import first_only
 
     spec, entry = _registered(method, folder)
     section = load_method_section(spec, params_path)
-    protocol = load_section("protocol", Protocol, params_path).check()
+    protocol = check_data(load_protocol(target, params_path), ("target",))
     seeds = first_only(load_section("shots", data.ShotsConfig, params_path).seeds, smoke)
     config = load_section("evaluate", EvalConfig, params_path)
     ks = entry_ks(entry, section, smoke)
     seeds_of = {k: list(seeds if k else seeds[:1]) for k in ks}
-    evaluate_trained_plan(method, protocol.target_dataset, [(k, s) for k in ks for s in seeds_of[k]], config=config,
+    evaluate_trained_plan(method, protocol, [(k, s) for k in ks for s in seeds_of[k]], config=config,
                           categories=protocol.target_categories or None, params_path=params_path, folder=spec.name)
     return pd.concat([aggregate_table(aggregate_seeds(method, protocol.target_dataset, k, seeds_of[k])).assign(k=k)
                       for k in ks], ignore_index=True)

@@ -6,8 +6,10 @@ Every path that carries a shot count k or a seed s is built and read here (nowhe
     results/<method>/<dataset>/k<k>/seed<s>/          one evaluation run          (run_dir)
     results/<method>/<dataset>/k<k>/metrics.json       its mean +- std over seeds  (aggregate_dir)
     models/<method>/                                   what a method's training writes (model_dir)
-    models/<method>/k<k>/                              one model per k              (per_k_dir)
-    models/<method>/<dataset>/k<k>/seed<s>/<category>.pt   one model per category   (category_model_file)
+    models/<method>/<target>/trained_on_<aux>/         the models of one evaluation, keyed by the data
+                                                       set they were trained on     (training_dir)
+    <training_dir>/k<k>/                               one model per k              (per_k_dir)
+    <training_dir>/<dataset>/k<k>/seed<s>/<category>.pt    one model per category   (category_model_file)
     data/shots/<dataset>/<category>/k<k>_seed<s>.json  a frozen k-shot file         (shot_file)
 
 :func:`parse_run` reads ``k<k>/seed<s>`` back into integers (``ValueError`` naming the path otherwise).
@@ -90,6 +92,20 @@ def model_dir(method: str, root: str | Path | None = None, *, trained: bool = Fa
     (:func:`fsadlib.paths.trained_models_dir`)."""
     base = trained_models_dir() if trained else models_dir()
     return (Path(root) if root is not None else base) / method
+
+
+def training_name(aux_dataset: str, target_dataset: str) -> str:
+    """``<target>/trained_on_<aux>``: the folder (under the method's) of the models trained on
+    ``aux_dataset`` for the evaluation on ``target_dataset``."""
+    return f"{target_dataset}/trained_on_{aux_dataset}"
+
+
+def training_dir(method: str, aux_dataset: str, target_dataset: str, root: str | Path | None = None, *,
+                 trained: bool = False) -> Path:
+    """``models/<method>/<target>/trained_on_<aux>/`` (:func:`model_dir` with ``root`` and ``trained``): what the
+    training of method folder ``method`` for one evaluation (auxiliary -> target data set) writes, so the
+    two directions of a cross-data-set protocol never share a model file."""
+    return model_dir(method, root, trained=trained) / training_name(aux_dataset, target_dataset)
 
 
 def per_k_dir(out_dir: str | Path, k: int) -> Path:

@@ -52,6 +52,8 @@ def build_notebook(parameters: str, cells: Sequence[str | NotebookNode], title: 
     return nb
 
 
+#: the evaluation a training or evaluation notebook runs for (its stage passes ``-p target``)
+TARGET_PARAMETER = 'target = ""  # target data set of an evaluation in params.yaml protocol ("" = the first)'
 #: every pipeline notebook's last parameter and first cell: where its models/, results/ and reports/ go
 #: (the repo root under DVC; outside DVC, ``output_root`` else FSAD_OUTPUT_ROOT else scratch/)
 OUTPUT_ROOT_PARAMETER = 'output_root = ""  # outside DVC: root of models/, results/, reports/ (default: scratch/)'
@@ -167,19 +169,19 @@ def training_notebook(spec: Any) -> NotebookNode:
     number = NOTEBOOK_NAME.fullmatch(Path(spec.notebook).name)["number"]
     summary = (importlib.import_module(spec.package).__doc__ or spec.name).strip()
     cells = [
-        md(f"{summary}\n\nParameters: the `{spec.name}` and `protocol` sections of `params.yaml`"
-           f"{''.join(f', `{p}`' for p in spec.params)} (smoke = 1 applies the method's smoke policy, "
-           f"`fsadlib/smoke.py`). Writes `models/{spec.name}/` and `reports/train_{spec.name}/`; details in "
-           f"the method's README.md."),
+        md(f"{summary}\n\nParameters: the `{spec.name}` section of `params.yaml` and the evaluation of `target` "
+           f"in its `protocol`{''.join(f', `{p}`' for p in spec.params)} (smoke = 1 applies the method's smoke "
+           f"policy, `fsadlib/smoke.py`). Writes `models/{spec.name}/<target>/trained_on_<aux>/` and "
+           f"`reports/train_{spec.name}/<target>/`; details in the method's README.md."),
         ("import numpy as np\n\nfrom fsadlib.config import as_flag\n"
         "from fsadlib.data import figures\nfrom fsadlib.methods import method_spec\n"
          "from fsadlib.methods.base import load_checkpoint\n"
          "from fsadlib.methods.training import load_method_section, preview_training_data, train_method"),
         f"section = load_method_section(method_spec({spec.name!r}))\nsection",
-        f"report = train_method({spec.name!r}, smoke=as_flag(smoke))\nreport.history",
+        f"report = train_method({spec.name!r}, target=target, smoke=as_flag(smoke))\nreport.history",
         md("The training data: samples as the method's training batches make them (synthesised or augmented),"
            " the label mask as a translucent map with its contour in red."),
-        (f"preview = preview_training_data({spec.name!r}, smoke=as_flag(smoke))\n"
+        (f"preview = preview_training_data({spec.name!r}, target=target, smoke=as_flag(smoke))\n"
          "figures.training_grid(preview) if preview is not None else None;"),
         md("Training curves: the training loss and every validation value per epoch."),
         "report.curves();",
@@ -193,7 +195,7 @@ def training_notebook(spec: Any) -> NotebookNode:
         f"assert not other, f\"models whose config differs from params.yaml {spec.name}.model: {{other}}\"\n"
          "print(f\"{len(report.models)} model file(s), {len(report.history)} history rows\")"),
     ]
-    return pipeline_notebook("smoke = 0", cells, title=f"# {number} Train {spec.name}")
+    return pipeline_notebook(f"smoke = 0\n{TARGET_PARAMETER}", cells, title=f"# {number} Train {spec.name}")
 
 
 # -- dvc.yaml stages that run notebooks ----------------------------------------------------------

@@ -23,6 +23,9 @@ fraction of S when < 1):
 Validation (``validate(method) -> {name: value}``) runs after every ``val_every`` epochs. It must
 use held-out *auxiliary* data, never the target test set; the engine keeps ``best.pt`` by
 ``select_metric`` (higher is better) and stops after ``patience`` validations without improvement.
+A fixed epoch instead (``take_epoch``, protocol ``selection: fixed``): training stops after that
+epoch and its model is taken (the model of epoch n does not depend on later epochs; the schedule
+still spans ``epochs``).
 
 Checkpoints are atomic (``fsadlib.io``) and hold tensors and plain data only (they load with
 ``weights_only=True``): ``last.pt`` after every epoch holds the method checkpoint plus optimizer,
@@ -144,15 +147,23 @@ def to_device(batch: Any, device: torch.device) -> Any:
 def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossFn, config: TrainConfig,
         out_dir: str | Path, validate: ValidateFn | None = None, param_groups: list[dict] | None = None,
         resume: bool = True, live_dir: str | Path | None = None, desc: str = "train",
-        fingerprint: dict[str, Any] | None = None, leave: bool = True) -> TrainResult:
+        fingerprint: dict[str, Any] | None = None, leave: bool = True, take_epoch: int | None = None,
+        trained_on: dict[str, Any] | None = None) -> TrainResult:
     """Train ``method`` (see the module docstring). ``batches`` is re-iterated as needed.
 
     ``param_groups``: optional ``[{"params": [...], "lr": ...}, ...]``; a group's ``lr`` is its peak
     learning rate (the schedule multiplies every group). ``fingerprint``: plain data naming everything
     else the result depends on (compared on resume). One progress bar counts the run's steps
     (``desc``, epoch and loss beside it); ``leave=False`` removes it when done (for callers that
-    train many models under a bar of their own). Returns the path of the model to evaluate.
+    train many models under a bar of their own). ``take_epoch``: stop after that epoch and take its model
+    (``ValueError`` when it exceeds ``config.epochs`` or comes with ``validate``). ``trained_on``: what the
+    model was trained on and how it was selected (:meth:`fsadlib.protocol.Protocol.training_record`),
+    stored in the checkpoints' ``extra["trained_on"]``. Returns the path of the model to evaluate.
     """
+    if take_epoch is not None and not (1 <= take_epoch <= config.epochs and validate is None):
+        raise ValueError(f"{method.name}: fixed epoch {take_epoch} must lie in 1..train.epochs = {config.epochs} "
+                         "and comes without validation")
+    last_epoch = take_epoch or config.epochs
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -175,10 +186,10 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
         best_path.unlink(missing_ok=True)
     write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config)})
     stream = _cycle(batches)
-    stopped = state["epoch"] >= config.epochs or (config.patience and state["bad"] >= config.patience)
+    stopped = state["epoch"] >= last_epoch or (config.patience and state["bad"] >= config.patience)
     bar = progress(total=total, initial=state["step"], desc=desc, unit="step", leave=leave)
     with open_live(live_dir, resume=state["epoch"] > 0) as live:
-        while not stopped and state["epoch"] < config.epochs:
+        while not stopped and state["epoch"] < last_epoch:
             epoch = state["epoch"] + 1
             method.train()
             sums: dict[str, float] = {}
@@ -210,7 +221,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
                                    f"metrics {sorted(record)}")
                 if key is not None and record[key] > state["best"]:
                     state.update(best=record[key], best_epoch=epoch, bad=0)
-                    method.save_checkpoint(best_path, extra={"epoch": epoch, "selected_by": key})
+                    method.save_checkpoint(best_path, extra={"epoch": epoch, "selected_by": key,
+                                                             "trained_on": trained_on})
                 elif key is not None:
                     state["bad"] += 1
             state["history"].append(record)
@@ -228,7 +240,7 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     chosen = best_path if best_path.is_file() and config.select_metric else last_path
     extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],
              "selected_from": chosen.name, "history": state["history"], "train_config": to_dict(config),
-             "fingerprint": fingerprint}
+             "fingerprint": fingerprint, "trained_on": trained_on}
     if chosen == best_path:
         ckpt = load_torch(best_path)
         ckpt["extra"].update(extra)

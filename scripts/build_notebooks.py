@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fsadlib.methods import specs
 from fsadlib.notebooks import (
+    TARGET_PARAMETER,
     is_pipeline_notebook,
     md,
     pipeline_notebook,
@@ -41,10 +42,10 @@ metrics apply). Library: `fsadlib/data/` (`synthetic.py`, `samples.py`, `readers
 
 from fsadlib import config, data
 from fsadlib.data import figures
-from fsadlib.protocol import Protocol""",
+from fsadlib.protocol import check_categories, load_protocols""",
             """synthetic_config = config.load_section("synthetic", data.SyntheticConfig)
 synthetic_config = synthetic_config.for_smoke() if config.as_flag(smoke) else synthetic_config
-protocol = config.load_section("protocol", Protocol).check()
+protocols = load_protocols()
 shots_config = config.load_section("shots", data.ShotsConfig)
 synthetic_config""",
             md('## Generate the synthetic data set'),
@@ -72,13 +73,9 @@ assert (synthetic_anomalous.mask_path != "").all(), "every synthetic defect has 
 empty = [p for p in synthetic_anomalous.mask_path if data.load_mask(p, synthetic_config.image_size).sum() < 1]
 assert not empty, f"{len(empty)} synthetic defect masks are empty, e.g. {empty[:3]}"
 assert (counts["train good"] >= max(shots_config.ks)).all(), "enough normal training images for the largest k"
-categories_of = samples.groupby("dataset").category.unique().map(set)
-for key, dataset, wanted in [("aux_categories", protocol.aux_dataset, protocol.aux_categories),
-                              ("val_categories", protocol.aux_dataset, protocol.val_categories),
-                              ("target_categories", protocol.target_dataset, protocol.target_categories)]:
-    unknown = sorted(set(wanted) - categories_of.get(dataset, set()))
-    assert not unknown, (f"params.yaml protocol.{key}: {unknown} not in dataset {dataset!r}; "
-                         f"its categories: {sorted(categories_of.get(dataset, []))}")
+for target, protocol in protocols.items():   # KeyError naming the category and its data set
+    for key, dataset, wanted in protocol.named_categories():
+        check_categories(samples, dataset, wanted, f"params.yaml protocol.{target}.{key}")
 assert all(path.is_file() for path in card_files), f'data cards not written: {card_files}'
 synthetic_card = next(card for card in cards if card['dataset'] == 'synthetic')
 assert not any(c['not_applicable'] for c in synthetic_card['categories'].values()), 'image and pixel metrics apply'""",
@@ -95,9 +92,9 @@ drawn from the normal training images only (`fsadlib/data/shots.py`: one seeded 
 seed, k-shot = its first k, so the sets are nested)."""),
             """from fsadlib import config, data
 from fsadlib.data import figures
-from fsadlib.protocol import Protocol""",
+from fsadlib.protocol import check_categories, load_protocols""",
             """shots_config = config.load_section("shots", data.ShotsConfig)
-protocol = config.load_section("protocol", Protocol).check()
+protocols = load_protocols()
 samples = data.load_samples(dataset)
 index = data.index.write_index(samples)
 counts = figures.count_table(samples)
@@ -118,12 +115,10 @@ assert (per_file.index.get_level_values("k") == per_file.to_numpy()).all(), "k d
 expected = samples.category.nunique() * len(shots_config.ks) * len(shots_config.seeds)
 assert len(written) == expected, f"{len(written)} k-shot files written, expected {expected} (categories x shots.ks x shots.seeds)"
 assert index.is_file(), f"the data set index {index} is not written"
-for key, named, wanted in [("aux_categories", protocol.aux_dataset, protocol.aux_categories),
-                           ("val_categories", protocol.aux_dataset, protocol.val_categories),
-                           ("target_categories", protocol.target_dataset, protocol.target_categories)]:
-    unknown = sorted(set(wanted) - set(samples.category)) if named == dataset else []
-    assert not unknown, (f"params.yaml protocol.{key}: {unknown} not in dataset {dataset!r}; "
-                         f"its categories: {sorted(set(samples.category))}")
+for target, protocol in protocols.items():   # KeyError naming the category and this data set
+    for key, named, wanted in protocol.named_categories():
+        if named == dataset:
+            check_categories(samples, dataset, wanted, f"params.yaml protocol.{target}.{key}")
 """,
         ],
     ),
@@ -165,10 +160,11 @@ print(f"{len(captions)} categories captioned, {sum(c.n_entities for c in caption
         "# 40 Evaluate a method on the target categories",
         """method = "winclip"  # a registered method (fsadlib.methods.list_methods())
 folder = "winclip"  # its method folder (fsadlib.methods.spec_of(method).name)
-smoke = 0""",
+smoke = 0
+""" + TARGET_PARAMETER,
         [
             md("""Evaluates `method` (its trained model(s), or, for a training-free method, a model built from its params
-section) on the protocol's **target** categories, for every k of its folder section's `ks` (k = 0 for a
+section) on the **target** categories of the evaluation of `target` (`params.yaml: protocol`), for every k of its folder section's `ks` (k = 0 for a
 zero-shot method) and every k-shot seed of `shots`, with the exact metrics of `fsadlib.metrics`, and
 aggregates mean ± std over seeds. Outputs: `results/<method>/<dataset>/k<k>/seed<s>/` (metrics.json with
 resolution and mask rule, scores.csv, float16 maps) and `results/<method>/<dataset>/k<k>/metrics.json`
@@ -179,7 +175,7 @@ from fsadlib.config import as_flag
 from fsadlib.evaluate import run_plan
 from fsadlib.methods import method_spec
 from fsadlib.methods.training import entry_ks, load_method_section""",
-            """table = run_plan(method, smoke=as_flag(smoke), folder=folder)
+            """table = run_plan(method, smoke=as_flag(smoke), folder=folder, target=target)
 table[table.category == "mean"].pivot(index="metric", columns="k", values=["mean", "std"])""",
             md("Per-category image and pixel AUROC (mean over seeds; error bars are not drawn for a single seed)."),
             """auroc = table[table.metric.isin(["image_auroc", "pixel_auroc"]) & (table.category != "mean")]
@@ -207,15 +203,14 @@ numbers beside the published ones; the efficiency table of `benchmarks/bench_met
             """from IPython.display import display
 
 from fsadlib import analysis, stats, viz
-from fsadlib.config import load_section
 from fsadlib.paths import reports_dir
-from fsadlib.protocol import Protocol
+from fsadlib.protocol import load_protocols
 
-target = load_section("protocol", Protocol).check().target_dataset""",
+targets = list(load_protocols())  # the evaluations' target data sets, in params order""",
             """runs = analysis.load_runs()
 assert not runs.empty, "no saved results: run `dvc repro evaluate` first"
 assert runs["value"].dropna().between(0, 1).all(), "metrics out of [0, 1]"
-datasets = sorted(set(runs["dataset"]), key=lambda d: (d != target, d))  # the protocol's target first
+datasets = sorted(set(runs["dataset"]), key=lambda d: (targets.index(d) if d in targets else len(targets), d))
 runs.groupby(["method", "dataset", "k"]).agg(seeds=("seed", "nunique"), categories=("category", "nunique"),
                                              eval_size=("eval_size", "first"), random_weights=("random_weights", "first"))""",
             md("""## Summary: mean ± std over seeds (%), category mean, with intervals and ties
@@ -266,7 +261,8 @@ experiments[["experiment", *analysis.varied_params(experiments)]].drop_duplicate
             md("""## Paper comparison
 Published numbers (`fsadlib/analysis/published.csv`; `status` says which are unverified second-hand
 quotes) beside ours (seed mean ± std and its interval `ours_ci_low`,
-`ours_ci_high`) for the same method, k and metric. Our data set and weights are in the row:
+`ours_ci_high`) for the same method, data set, k and metric (only our data sets named `mvtec` or `visa`
+are joined: the synthetic default and a user's own set have no published numbers). Our weights are in the row:
 with random backbone weights the numbers are **not comparable** (they only show that the code runs)."""),
             """comparison = analysis.paper_comparison(runs, intervals=intervals)
 assert comparison.empty or comparison["paper"].between(0, 100).all(), "published numbers out of [0, 100]: check fsadlib/analysis/published.csv"

@@ -5,10 +5,11 @@ reports, with its source and a ``status``: ``paper abstract`` / ``project page``
 source) or ``2nd: unverified`` (quoted by a third party; the spec says to check the original table
 before treating it as a target). Add a number by adding a row.
 
-:func:`paper_comparison` puts our seed mean ± std (in %) of the same (method, k, metric) beside each
-published number. Our data set is usually not theirs (the default pipeline evaluates the synthetic
-set with a random-init tiny CLIP), so the table keeps both data set columns and a ``weights`` column
-that reads ``RANDOM (numbers not comparable)`` when the backbone had no pretrained weights, and a
+:func:`paper_comparison` puts our seed mean ± std (in %) of the same (method, data set, k, metric)
+beside each published number: only a data set of ours named as theirs (``mvtec``, ``visa``: the key in
+``params.yaml: datasets``) is joined, so numbers on the synthetic default or a user's own set are never
+printed beside published MVTec or VisA ones. A ``weights`` column reads ``RANDOM (numbers not
+comparable)`` when the backbone had no pretrained weights, and a
 ``scores`` column that reads ``uses target-set statistics`` for a transductive scoring rule (Bayes-PFL's
 ``score_rule: public``), ``inductive`` otherwise; ``precision`` and ``geometry`` say how ours were run.
 """
@@ -36,8 +37,8 @@ def published_table(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
 
 def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None,
                      intervals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per published number that we have a run for (same method, k and metric), with our
-    data set, mean and std over seeds in %, seed count, evaluation resolution and weights label, and
+    """One row per published number that we have a run for (same method, data set, k and metric), with
+    our data set (the same), mean and std over seeds in %, seed count, evaluation resolution and weights label, and
     with ``intervals`` (:func:`fsadlib.analysis.compare.interval_table`) our seed-mean interval
     ``ours_ci_low``, ``ours_ci_high`` in % (NaN where a run has no replicates)."""
     published = published_table() if published is None else published
@@ -47,7 +48,8 @@ def paper_comparison(runs: pd.DataFrame, published: pd.DataFrame | None = None,
     ours = ours.agg(ours_mean=lambda v: 100 * v.mean(), ours_std=lambda v: 100 * (v.std(ddof=1) if len(v) > 1 else 0.0),
                     seeds="size").reset_index().rename(columns={"dataset": "our_dataset"})
     table = published.rename(columns={"dataset": "paper_dataset", "value": "paper"}).merge(
-        ours, on=["method", "k", "metric"], how="inner")
+        ours, left_on=["method", "paper_dataset", "k", "metric"], right_on=["method", "our_dataset", "k", "metric"],
+        how="inner")
     table["weights"] = table.pop("random_weights").map({1: "RANDOM (numbers not comparable)", 0: "pretrained"})
     table["scores"] = table.pop("target_statistics").map(lambda t: "uses target-set statistics" if t else "inductive")
     ci = pd.DataFrame(columns=["method", "our_dataset", "k", "metric", "ours_ci_low", "ours_ci_high"])

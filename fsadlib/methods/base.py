@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -46,6 +46,9 @@ from torch import nn
 from fsadlib.config import from_dict, to_dict
 from fsadlib.io import file_sha1, load_torch, save_torch
 from fsadlib.methods.output import AnomalyOutput
+
+if TYPE_CHECKING:
+    from fsadlib.protocol import Protocol
 
 CHECKPOINT_FORMAT = 1
 #: ``workbench`` = the corrected behaviour (default); ``paper`` = the public code's, quirks included
@@ -90,6 +93,11 @@ class AnomalyMethod(nn.Module, ABC):
         self.category: str | None = None
         #: sha1 of the checkpoint file this method was loaded from ('' when built from a config)
         self.checkpoint_sha1 = ""
+        #: that file ('' when built from a config)
+        self.checkpoint_file = ""
+        #: what the loaded model was trained on and how it was selected (checkpoint ``extra["trained_on"]``,
+        #: :meth:`fsadlib.protocol.Protocol.training_record`); None when built from a config
+        self.trained_on: dict[str, Any] | None = None
 
     @classmethod
     def with_paper_precision(cls, config: Any) -> Any:
@@ -164,23 +172,29 @@ class AnomalyMethod(nn.Module, ABC):
         return scores
 
     @classmethod
-    def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
-        """Where the training stage leaves the model the evaluation uses (default:
-        ``models/<folder>/final.pt``; methods with per-k or per-category models override this)."""
-        from fsadlib.layout import model_dir
+    def training_dir(cls, protocol: Protocol) -> Path:
+        """Where the training stage of ``protocol``'s evaluation leaves its models:
+        ``models/<folder>/<target>/trained_on_<aux>/`` (:func:`fsadlib.layout.training_dir`, read side)."""
+        from fsadlib.layout import training_dir
         from fsadlib.methods.registry import spec_of
 
-        return model_dir(spec_of(cls.name).name, trained=True) / "final.pt"
+        return training_dir(spec_of(cls.name).name, protocol.aux_dataset, protocol.target_dataset, trained=True)
 
     @classmethod
-    def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,
+    def trained_path(cls, protocol: Protocol, k: int, seed: int, category: str | None = None) -> Path:
+        """Where the training stage leaves the model the evaluation uses (default:
+        ``<training_dir>/final.pt``; methods with per-k or per-category models override this)."""
+        return cls.training_dir(protocol) / "final.pt"
+
+    @classmethod
+    def load_trained(cls, protocol: Protocol, k: int, seed: int, category: str | None = None,
                      map_location: str | torch.device = "cpu", backbone_model: Any = None) -> AnomalyMethod:
-        """The trained model of (dataset, k, seed[, category]) from :meth:`trained_path`."""
-        path = cls.trained_path(dataset, k, seed, category)
+        """The trained model of (``protocol``'s evaluation, k, seed[, category]) from :meth:`trained_path`."""
+        path = cls.trained_path(protocol, k, seed, category)
         if not path.is_file():
             from fsadlib.methods.registry import spec_of
 
-            stage = f"train_{spec_of(cls.name).name}"
+            stage = f"train_{spec_of(cls.name).name}@{protocol.target_dataset}"
             raise FileNotFoundError(f"no trained {cls.name} model at {path} (run its {stage} stage: dvc repro "
                                     f"pipelines/{spec_of(cls.name).name}/dvc.yaml:{stage})")
         return load_checkpoint(path, map_location, backbone_model)
@@ -236,4 +250,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     except KeyError as err:
         raise KeyError(f"{path}: {err.args[0]}") from err
     method.checkpoint_sha1 = file_sha1(path)
+    method.checkpoint_file = str(path)
+    method.trained_on = (ckpt.get("extra") or {}).get("trained_on")
     return method.to(map_location)

@@ -11,13 +11,14 @@ A method folder ``fsadlib/methods/<name>/`` (or an outside package registered un
 - ``train``: its training entry point ``train(section, protocol, *, smoke, out_dir, live_dir) -> TrainReport``,
   or ``None`` for a training-free method (no training stage, no models folder);
 - ``smoke``: dotted overrides of its section for a smoke run (:func:`fsadlib.smoke.smoke_section`);
-- what its training reads, for its DVC stage (:mod:`fsadlib.pipeline`): ``train_reads``, the protocol's
-  data sets (``"aux"``: ``protocol.aux_dataset``; ``"target"``: ``protocol.target_dataset`` and its
-  k-shot files), ``train_deps``, further DVC paths (``${...}`` interpolated from params.yaml), and
-  ``params``, params sections besides its own, ``protocol`` and (few-shot) ``shots``;
-- ``curves``: where its training's DVCLive curves are, as folders under ``reports/train_<name>/``
-  (``""``: that folder itself; ``{k}`` is expanded over the ``ks`` of its params section, as InCTRL's
-  ``"k{k}"``), so that its stage file declares them as plots for ``dvc plots diff``.
+- what its training reads, for its DVC stage (:mod:`fsadlib.pipeline`, one per evaluation):
+  ``train_reads``, the evaluation's data sets (``"aux"``: its ``aux_dataset`` and ``val_dataset``;
+  ``"target"``: the target data set and its k-shot files), ``train_deps``, further DVC paths
+  (``{target}`` and ``{aux}`` name the evaluation's data sets, ``${...}`` is interpolated from
+  params.yaml), and ``params``, params sections besides its own, the evaluation and (few-shot) ``shots``;
+- ``curves``: where its training's DVCLive curves are, as folders under ``reports/train_<name>/<target>/``
+  of each evaluation (``""``: that folder itself; ``{k}`` is expanded over the ``ks`` of its params
+  section, as InCTRL's ``"k{k}"``), so that its stage file declares them as plots for ``dvc plots diff``.
 
 A training-free method's section has a ``model`` field (its ``Config``): the evaluation builds it from that.
 

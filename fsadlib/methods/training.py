@@ -108,17 +108,18 @@ def method_ks(method: str, smoke: bool = False, params_path: str | Path | None =
     return entry_ks(method_entry(method), load_method_section(spec_of(method), params_path), smoke)
 
 
-def train_method(name: str, *, smoke: bool = False, params_path: str | Path | None = None,
+def train_method(name: str, *, target: str = "", smoke: bool = False, params_path: str | Path | None = None,
                  out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainReport:
-    """Train method folder ``name`` from params.yaml (its section and ``protocol``), with the smoke
+    """Train method folder ``name`` for the evaluation of ``target`` (a target data set of params.yaml
+    ``protocol``; empty: the first) from params.yaml (its section and that evaluation), with the smoke
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
-    Defaults: ``models/<name>/`` and ``reports/train_<name>/``."""
-    from fsadlib.config import load_section
+    Defaults: ``models/<name>/<target>/trained_on_<aux>/`` (:func:`fsadlib.layout.training_dir`) and
+    ``reports/train_<name>/<target>/``."""
     from fsadlib.io import write_json
-    from fsadlib.layout import model_dir
+    from fsadlib.layout import training_dir
     from fsadlib.methods.registry import method_spec
     from fsadlib.paths import reports_dir
-    from fsadlib.protocol import Protocol
+    from fsadlib.protocol import load_protocol
     from fsadlib.smoke import smoke_section
 
     spec = method_spec(name)
@@ -126,27 +127,27 @@ def train_method(name: str, *, smoke: bool = False, params_path: str | Path | No
     section = load_method_section(spec, params_path)
     if smoke:
         section = smoke_section(section, spec.smoke, name)
-    protocol = load_section("protocol", Protocol, params_path).check()
-    live_dir = Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}"
+    protocol = load_protocol(target, params_path)
+    live_dir = Path(live_dir) if live_dir is not None else reports_dir() / f"train_{name}" / protocol.target_dataset
     report = train(section, protocol, smoke=bool(smoke),
-                   out_dir=Path(out_dir) if out_dir is not None else model_dir(name), live_dir=live_dir)
+                   out_dir=Path(out_dir) if out_dir is not None else
+                   training_dir(name, protocol.aux_dataset, protocol.target_dataset), live_dir=live_dir)
     if not isinstance(report, TrainReport):
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
     write_json(live_dir / "summary.json", report.summary())
     return report
 
 
-def preview_training_data(name: str, *, smoke: bool = False, params_path: str | Path | None = None
-                          ) -> dict[str, Any] | None:
-    """What method folder ``name`` trains on, as its train module's ``training_preview(section,
-    protocol)`` draws it (``image`` ``[N, 3, S, S]`` in [0, 1], ``mask`` ``[N, S, S]``, ``title``; shown by
+def preview_training_data(name: str, *, target: str = "", smoke: bool = False,
+                          params_path: str | Path | None = None) -> dict[str, Any] | None:
+    """What method folder ``name`` trains on for the evaluation of ``target``, as its train module's
+    ``training_preview(section, protocol)`` draws it (``image`` ``[N, 3, S, S]`` in [0, 1], ``mask`` ``[N, S, S]``, ``title``; shown by
     :func:`fsadlib.data.figures.training_grid`) from params.yaml with the smoke policy of
     :func:`train_method`; ``None`` when the module defines no preview."""
     import importlib
 
-    from fsadlib.config import load_section
     from fsadlib.methods.registry import method_spec
-    from fsadlib.protocol import Protocol
+    from fsadlib.protocol import load_protocol
     from fsadlib.smoke import smoke_section
 
     spec = method_spec(name)
@@ -155,5 +156,5 @@ def preview_training_data(name: str, *, smoke: bool = False, params_path: str | 
         return None
     section = load_method_section(spec, params_path)
     section = smoke_section(section, spec.smoke, name) if smoke else section
-    return preview(section, load_section("protocol", Protocol, params_path).check())
+    return preview(section, load_protocol(target, params_path))
 

@@ -15,9 +15,9 @@ from PIL import Image
 from pipeline_support import BIN, copy_finished, dvc_status, run
 
 TOY_SOURCE = Path(__file__).resolve().parents[1] / "toy_method"
-EVALUATIONS = {f"pipelines/{folder}/dvc.yaml:evaluate@{method}" for folder, method in [
-    ("winclip", "winclip"), ("winclip", "winclip_plus"), ("inctrl", "inctrl"), ("kag_prompt", "kag_prompt"),
-    ("bayes_pfl", "bayes_pfl"), ("finegrained", "finegrained")]}
+METHODS = [("winclip", "winclip"), ("winclip", "winclip_plus"), ("inctrl", "inctrl"), ("kag_prompt", "kag_prompt"),
+           ("bayes_pfl", "bayes_pfl"), ("finegrained", "finegrained")]
+EVALUATIONS = {f"pipelines/{folder}/dvc.yaml:evaluate@{method}-synthetic" for folder, method in METHODS}
 
 
 @pytest.fixture
@@ -44,11 +44,11 @@ def test_editing_a_method_readme_or_the_explorer_reruns_nothing(finished):
 def test_editing_inctrl_reruns_only_its_training_and_evaluation(finished):
     dst, env = finished
     append(dst / "fsadlib" / "methods" / "inctrl" / "model.py", "\n# a comment\n")
-    assert set(dvc_status(dst, env)) == {"pipelines/inctrl/dvc.yaml:train_inctrl",
-                                          "pipelines/inctrl/dvc.yaml:evaluate@inctrl"}
+    assert set(dvc_status(dst, env)) == {"pipelines/inctrl/dvc.yaml:train_inctrl@synthetic",
+                                          "pipelines/inctrl/dvc.yaml:evaluate@inctrl-synthetic"}
     # ... and then the analysis, which depends on every result folder (dvc only sees it once results change)
     analysis = yaml.safe_load((dst / "dvc.yaml").read_text())["stages"]["ablation_analysis"]
-    evaluate = yaml.safe_load((dst / "pipelines" / "inctrl" / "dvc.yaml").read_text())["stages"]["evaluate"]["do"]
+    evaluate = yaml.safe_load((dst / "pipelines" / "inctrl" / "dvc.yaml").read_text())["stages"]["evaluate"]
     assert "results" in analysis["deps"] and evaluate["outs"][0].startswith("results/")
 
 
@@ -69,11 +69,11 @@ def test_changing_the_target_dataset_reruns_what_reads_it(finished):
     dst, env = finished
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["datasets"]["synthetic_again"] = dict(params["datasets"]["synthetic"])
-    params["protocol"]["target_dataset"] = "synthetic_again"
+    params["protocol"] = {"synthetic_again": params["protocol"]["synthetic"]}   # the evaluation's key is its target
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = set(dvc_status(dst, env))
-    assert EVALUATIONS <= changed
-    assert "pipelines/finegrained/dvc.yaml:train_finegrained" in changed          # trains on target shots
+    assert {e.replace("-synthetic", "-synthetic_again") for e in EVALUATIONS} <= changed
+    assert "pipelines/finegrained/dvc.yaml:train_finegrained@synthetic_again" in changed   # trains on target shots
     assert "build_captions@synthetic" not in changed                               # it does not read it
     # (prepare_data and make_shots@<dataset> do: notebooks 10 and 15 check the protocol's categories)
 
@@ -105,11 +105,11 @@ def test_an_outside_method_trains_and_evaluates_through_dvc_with_no_shared_file_
     for cmd in ([sys.executable, "scripts/build_notebooks.py"], [sys.executable, "-m", "fsadlib.pipeline"]):
         subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)
     append(dst / "params.yaml", "\n# the toy method's own section\ntoy:\n  ks: [1]\n")
-    result = run([str(BIN / "dvc"), "repro", "pipelines/toy/dvc.yaml:evaluate@toy"], dst, env, tmp_path / "toy.log")
+    result = run([str(BIN / "dvc"), "repro", "pipelines/toy/dvc.yaml:evaluate@toy-synthetic"], dst, env, tmp_path / "toy.log")
     log = (tmp_path / "toy.log").read_text()
     assert result.returncode == 0, log[-4000:]
-    assert "Running stage 'pipelines/toy/dvc.yaml:train_toy'" in log and "Running stage 'make_shots" not in log
-    assert (dst / "models" / "toy" / "final.pt").is_file()
+    assert "Running stage 'pipelines/toy/dvc.yaml:train_toy@synthetic'" in log and "Running stage 'make_shots" not in log
+    assert (dst / "models" / "toy" / "synthetic" / "trained_on_synthetic" / "final.pt").is_file()
     assert (dst / "results" / "toy" / "synthetic" / "k1" / "metrics.json").is_file()
     outputs = ("data/", "models/", "results/", "reports/")
     changed = sorted(line[3:] for line in set(porcelain(dst)) - before_toy if not line[3:].startswith(outputs))

@@ -22,7 +22,7 @@ from pipeline_support import BIN, TIMEOUT_S, run
 
 from fsadlib.io import load_torch
 
-STAGE = "pipelines/finegrained/dvc.yaml:train_finegrained"
+STAGE = "pipelines/finegrained/dvc.yaml:train_finegrained@synthetic"
 REFERENCE = """
 import sys
 from pathlib import Path
@@ -37,12 +37,13 @@ def test_training_killed_mid_epoch_resumes_under_dvc_bit_for_bit(smoke_pipeline,
     dst = shutil.copytree(src, tmp_path / "workbench", symlinks=True)
     env = {**env, "PYTHONPATH": str(dst), "FSAD_ROOT": str(dst)}
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    category = params["protocol"]["target_categories"][0]
-    params["protocol"]["target_categories"] = [category]
+    evaluation = params["protocol"]["synthetic"]
+    category = evaluation["target_categories"][0]
+    evaluation["target_categories"] = [category]
     params["finegrained"]["train"]["steps_per_epoch"] = 4
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.rmtree(dst / "models" / "finegrained")
-    folder = dst / "models" / "finegrained" / params["protocol"]["target_dataset"] / "k1" / "seed0"
+    folder = dst / "models" / "finegrained" / "synthetic" / f"trained_on_{evaluation['aux_dataset']}" / "synthetic" / "k1" / "seed0"
     last, final = folder / category / "last.pt", folder / f"{category}.pt"
 
     with open(tmp_path / "killed.log", "w") as log:
@@ -58,7 +59,7 @@ def test_training_killed_mid_epoch_resumes_under_dvc_bit_for_bit(smoke_pipeline,
 
     rerun = run([str(BIN / "dvc"), "repro", "-s", STAGE], dst, env, tmp_path / "rerun.log")
     assert rerun.returncode == 0, (tmp_path / "rerun.log").read_text()[-3000:]
-    executed = nbformat.read(dst / "reports" / "notebooks" / "34_train_finegrained.ipynb", as_version=4)
+    executed = nbformat.read(dst / "reports" / "notebooks" / "34_train_finegrained_synthetic.ipynb", as_version=4)
     stderr = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", [])
                      if o.get("name") == "stderr")
     assert f"resuming from {last} after epoch 1" in stderr, "the rerun did not resume from the kept checkpoint"

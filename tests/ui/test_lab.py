@@ -90,7 +90,7 @@ def test_training_notebook_runs_from_its_first_cell(page, lab, ui_workbench, scr
     models/ or, outside DVC, an output root under it: fsadlib.paths.use_output_root)."""
     root, _ = ui_workbench
     notebook = NotebookPage(page, lab, "32_train_kag_prompt.ipynb")
-    notebook.set_cell_text(0, "smoke = 1\noutput_root = \"\"")
+    notebook.set_cell_text(0, "smoke = 1\ntarget = \"\"\noutput_root = \"\"")
     notebook.run_all()
     assert_ran_cleanly(notebook)
     bars = notebook.panel.locator(".jp-OutputArea-output .widget-hprogress")

@@ -86,11 +86,35 @@ def test_import_closure_follows_every_import_of_the_package_only(tmp_path):
     assert package_data(files) == [pkg / "sub" / "table.csv"]   # data, never the README
 
 
+def test_every_evaluation_gets_its_own_training_and_evaluation_stages():
+    from fsadlib.methods import method_spec
+    from fsadlib.pipeline import method_pipeline
+
+    stages = method_pipeline(method_spec("inctrl"))["stages"]
+    train, evaluate = stages["train_inctrl"], stages["evaluate"]
+    assert train["foreach"] == "${protocol}" and evaluate["matrix"] == {"method": ["inctrl"], "target": "${protocol}"}
+    do = train["do"]
+    assert do["outs"][0] == {"models/inctrl/${key}/trained_on_${item.aux_dataset}": {"persist": True}}
+    assert {"data/index/${item.aux_dataset}.csv", "data/index/${item.val_dataset}.csv"} <= set(do["deps"])
+    assert "protocol.${key}" in do["params"] and "-p target ${key}" in do["cmd"]
+    assert do["outs"][1] == "reports/notebooks/31_train_inctrl_${key}.ipynb"
+    assert do["metrics"] == [{"reports/train_inctrl/${key}/summary.json": {"cache": False}}]
+    # the evaluation of a target depends on that target's models folder, the parent of its training output
+    assert "models/inctrl/${item.target}" in evaluate["deps"] and "protocol.${item.target}" in evaluate["params"]
+    assert evaluate["outs"] == ["results/${item.method}/${item.target}",
+                                "reports/notebooks/40_evaluate_${item.method}_${item.target}.ipynb"]
+    winclip = method_pipeline(method_spec("winclip"))["stages"]
+    assert set(winclip) == {"evaluate"} and winclip["evaluate"]["matrix"]["method"] == ["winclip", "winclip_plus"]
+    assert not any(d.startswith("models/") for d in winclip["evaluate"]["deps"])
+
+
 def test_curve_folders_expand_k_over_the_sections_ks():
     spec = MethodSpec(name="m", package="m", methods=(MethodEntry("m", "m:M", few_shot=True),), section="m:S",
                       train="m:train", notebook="nb.ipynb", curves=("k{k}", "stage2", ""))
-    assert curve_folders(spec, {"m": {"ks": [1, 4]}}) == [
-        "reports/train_m/k1/plots/metrics", "reports/train_m/k4/plots/metrics",
-        "reports/train_m/stage2/plots/metrics", "reports/train_m/plots/metrics"]
+    assert curve_folders(spec, {"m": {"ks": [1, 4]}, "protocol": {"visa": {}, "mvtec": {}}}) == [
+        "reports/train_m/visa/k1/plots/metrics", "reports/train_m/visa/k4/plots/metrics",
+        "reports/train_m/visa/stage2/plots/metrics", "reports/train_m/visa/plots/metrics",
+        "reports/train_m/mvtec/k1/plots/metrics", "reports/train_m/mvtec/k4/plots/metrics",
+        "reports/train_m/mvtec/stage2/plots/metrics", "reports/train_m/mvtec/plots/metrics"]
     with pytest.raises(KeyError, match="m.ks"):
         curve_folders(spec, {"m": {}})

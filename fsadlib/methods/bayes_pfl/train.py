@@ -21,6 +21,9 @@ validations without improvement, restore the best stage-1 weights.
 Stage 2: CE on the image logits of the stage-2 image branch (M_i(g + Fuse)) only; trains the class
 mapping, image mapping and fuse (Adam, constant lr 1e-4); selection by mean image AP, same patience.
 
+Fixed selection (protocol ``selection: fixed``): no validation; each stage takes its last epoch, and
+``epoch: n`` ends stage 1 after its epoch n.
+
 Checkpoints: ``<out>/stage1/`` and ``<out>/stage2/`` (fit's last/best/final.pt, resumable), and
 ``<out>/final.pt`` = the selected stage-2 model with both histories in ``extra``.
 """
@@ -184,10 +187,7 @@ def validation_fn(protocol: Protocol, cfg: BayesPFLTrainConfig):
     from fsadlib.data import load_samples
     from fsadlib.metrics import image_metrics, pixel_metrics
 
-    if not protocol.val_categories:  # the mean over no category is NaN: early stopping would end training
-        raise ValueError("protocol.val_categories is empty: bayes_pfl selects its stages on held-out "
-                         "auxiliary categories; name at least one")
-    sets = validation_sets(load_samples(protocol.aux_dataset), protocol, cfg.val_max_images)
+    sets = validation_sets(load_samples(protocol.validation_dataset), protocol, cfg.val_max_images)
 
     def validate(method: BayesPFL) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -226,7 +226,8 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, *, smoke: bool
     method = BayesPFL(section.model)
     files = training_files(protocol) if batches is None else []  # in-memory batches read no file
     batches = train_loader(method, protocol, cfg, section.augment) if batches is None else batches
-    validate = validation_fn(protocol, cfg) if validate is None else validate
+    if validate is None and protocol.selection == "validation":
+        validate = validation_fn(protocol, cfg)
     steps = max(1, len(batches) // cfg.accumulate) if hasattr(batches, "__len__") else cfg.max_steps_per_epoch
     steps = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
     common = {"steps_per_epoch": steps, "optimizer": "adam", "betas": cfg.betas, "seed": cfg.seed, "amp": cfg.amp,
@@ -242,7 +243,8 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, *, smoke: bool
                 TrainConfig(epochs=cfg.epochs, lr=cfg.lr_other, schedule="cosine", warmup=cfg.warmup,
                             select_metric="pixel_ap", **common),
                 out_dir / "stage1", validate=validate, param_groups=groups(1),
-                live_dir=live / "stage1", desc="bayes_pfl stage 1", fingerprint=fingerprint)
+                live_dir=live / "stage1", desc="bayes_pfl stage 1", fingerprint=fingerprint,
+                take_epoch=protocol.fixed_epoch, trained_on=protocol.training_record())
     method.load_trainable_state(load_torch(first.best_path)["state_dict"])
     method.stage.fill_(2)
     second = fit(method, batches, stage2_loss,
@@ -250,7 +252,7 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, *, smoke: bool
                              select_metric="image_ap", **common),
                  out_dir / "stage2", validate=validate, param_groups=groups(2),
                  live_dir=live / "stage2", desc="bayes_pfl stage 2",
-                 fingerprint={**fingerprint, "stage1": first.history})
+                 fingerprint={**fingerprint, "stage1": first.history}, trained_on=protocol.training_record())
     ckpt = load_torch(second.best_path)
     ckpt["extra"].update(stage1_history=first.history, stage1_best_epoch=first.best_epoch,
                          stage2_history=second.history, stage2_best_epoch=second.best_epoch,

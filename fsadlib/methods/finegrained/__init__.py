@@ -12,5 +12,5 @@ SPEC = MethodSpec(
     notebook="notebooks/34_train_finegrained.ipynb",
     smoke={"train.epochs": 2},
     train_reads=("target",),   # the k shots of each target category, nothing auxiliary
-    train_deps=("data/captions/${finegrained.model.captions_dataset}",),
+    train_deps=("data/captions/{target}",),   # the captions of the data set it trains on
 )

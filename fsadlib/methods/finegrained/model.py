@@ -47,6 +47,7 @@ from fsadlib.methods.finegrained.prompts import (
 )
 from fsadlib.methods.finegrained.vocabulary import defect_phrases
 from fsadlib.methods.output import AnomalyOutput
+from fsadlib.protocol import Protocol
 
 
 def _paper_backbone() -> BackboneConfig:
@@ -107,12 +108,14 @@ class FineGrainedAD(AnomalyMethod):
     paper_precision = "bf16"  # the public code runs fp16 (PromptAD's), which is not offered: the nearest
 
     @classmethod
-    def load_trained(cls, dataset: str, k: int, seed: int, category: str | None = None,
+    def load_trained(cls, protocol: Protocol, k: int, seed: int, category: str | None = None,
                      map_location: str | torch.device = "cpu", backbone_model: Any = None) -> FineGrainedAD:
-        """The evaluation's entry point: :func:`category_model` of (dataset, category, k, seed)."""
+        """The evaluation's entry point: :func:`category_model` of (the target data set, category, k,
+        seed) under :meth:`training_dir` of ``protocol``."""
         if category is None:
             raise ValueError("finegrained trains one model per category: a category is required")
-        return category_model(dataset, category, k, seed, map_location, backbone_model)
+        return category_model(protocol.target_dataset, category, k, seed, map_location, backbone_model,
+                              root=cls.training_dir(protocol))
 
     def __init__(self, config: FineGrainedConfig, backbone_model: Any = None) -> None:
         super().__init__(config, backbone_model)

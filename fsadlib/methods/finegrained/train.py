@@ -35,7 +35,7 @@ from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, 
 from fsadlib.methods.finegrained.regions import Regions, region_weights
 from fsadlib.methods.training import TrainReport
 from fsadlib.progress import progress
-from fsadlib.protocol import Protocol
+from fsadlib.protocol import Protocol, shots_record
 from fsadlib.tracking import open_live
 from fsadlib.train import TrainConfig, fit, input_fingerprint
 
@@ -78,14 +78,16 @@ def finegrained_loss(method: FineGrainedAD, batch: dict[str, Any]) -> dict[str, 
 
 def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, train: TrainConfig,
                  final_path: str | Path, desc: str = "finegrained",
-                 fingerprint: dict[str, Any] | None = None) -> list[dict[str, float]]:
+                 fingerprint: dict[str, Any] | None = None, trained_on: dict[str, Any] | None = None
+                 ) -> list[dict[str, float]]:
     """Set up ``category``, train, write the model to ``final_path``; returns the history.
-    ``fingerprint``: the inputs beyond the configs (``fsadlib.train.fit``), checked on resume."""
+    ``fingerprint``: the inputs beyond the configs (``fsadlib.train.fit``), checked on resume;
+    ``trained_on``: the shots it trains on (:func:`fsadlib.protocol.shots_record`), kept in the checkpoint."""
     final_path = Path(final_path)
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
     result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc,
-                 fingerprint=fingerprint, leave=False)
+                 fingerprint=fingerprint, leave=False, trained_on=trained_on)
     save_torch(final_path, load_torch(result.best_path))
     return result.history
 
@@ -126,7 +128,8 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
                            geometry=resolve_geometry(dataset, bb.geometry))
     return fit_category(method, category, supports.to(method.device), section.train,
                         model_path(dataset, category, k, shot_seed, root), desc=f"{category} k{k} s{shot_seed}",
-                        fingerprint=category_fingerprint(dataset, category, k, shot_seed, section))
+                        fingerprint=category_fingerprint(dataset, category, k, shot_seed, section),
+                        trained_on=shots_record(dataset, category, k, shot_seed))
 
 
 def category_fingerprint(dataset: str, category: str, k: int, shot_seed: int,
@@ -188,5 +191,6 @@ def _kept_history(path: Path, model: FineGrainedConfig, train: TrainConfig, fing
     ckpt = load_torch(path)
     extra = ckpt["extra"]
     same = (ckpt["config"] == to_dict(model) and extra.get("train_config") == to_dict(train)
-            and extra.get("fingerprint") == fingerprint and len(extra.get("history", [])) == train.epochs)
+            and extra.get("fingerprint") == fingerprint and len(extra.get("history", [])) == train.epochs
+            and bool(extra.get("trained_on")))
     return extra["history"] if same else None

@@ -37,12 +37,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsadlib.clip import BackboneConfig
-from fsadlib.layout import model_dir, per_k_dir
+from fsadlib.layout import per_k_dir
 from fsadlib.maps import nearest_distance, to_map
 from fsadlib.methods.base import AnomalyMethod, check_preset
 from fsadlib.methods.output import AnomalyOutput
 from fsadlib.prompts import ensemble_text_features
 from fsadlib.prompts.ensemble import ABNORMAL_STATES_WINCLIP, NORMAL_STATES, TEMPLATES_WINCLIP
+from fsadlib.protocol import Protocol
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,9 @@ class Inctrl(AnomalyMethod):
     category_attributes = ("category", "prompts", "text")
 
     @classmethod
-    def trained_path(cls, dataset: str, k: int, seed: int, category: str | None = None) -> Path:
-        """``models/inctrl/k<k>/final.pt``: one model per k (the paper trains k in {2, 4, 8})."""
-        return per_k_dir(model_dir(cls.name, trained=True), k) / "final.pt"
+    def trained_path(cls, protocol: Protocol, k: int, seed: int, category: str | None = None) -> Path:
+        """``models/inctrl/<target>/trained_on_<aux>/k<k>/final.pt``: one model per k (the paper trains k in {2, 4, 8})."""
+        return per_k_dir(cls.training_dir(protocol), k) / "final.pt"
 
     def __init__(self, config: InctrlConfig, backbone_model=None) -> None:
         super().__init__(config, backbone_model)

@@ -40,6 +40,7 @@ from fsadlib.losses import focal_loss, focal_loss_with_logits
 from fsadlib.methods.inctrl.model import Inctrl, InctrlConfig
 from fsadlib.methods.training import TrainReport
 from fsadlib.protocol import Protocol, training_files, validation_sets
+from fsadlib.protocol import training_samples as protocol_samples
 from fsadlib.train import TrainConfig, fit, input_fingerprint
 
 ImageLoader = Callable[[Sequence[str], int], torch.Tensor]
@@ -213,9 +214,7 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
     if section.model.paper:  # the public code draws a normal query's prompts from all its normals
         data = replace(data, prompts_include_query=1)
     if samples is None:
-        from fsadlib.data import load_samples
-
-        samples = load_samples(protocol.aux_dataset)
+        samples = protocol_samples(protocol)
     out_dir, live_dir = Path(out_dir), Path(live_dir)
     backbone = backbone_model if backbone_model is not None else \
         ClipBackbone(Inctrl.with_paper_precision(section.model).backbone)
@@ -234,6 +233,7 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
         result = fit(method, PromptedBatches(aux, k, images, section.data),
                      lambda m, b: inctrl_loss(m, b, section.loss), section.train, per_k_dir(out_dir, k),
                      validate=validate, live_dir=live_dir / k_name(k), desc=f"inctrl k={k}",
+                     take_epoch=protocol.fixed_epoch, trained_on=protocol.training_record(),
                      fingerprint=input_fingerprint(files, loss=section.loss, data=section.data, protocol=protocol,
                                                    k=k))
         history += [{"k": k, **rec} for rec in result.history]

@@ -183,7 +183,7 @@ def make_validate(protocol: Protocol, data: KagDataConfig, image_size: int, mean
     from fsadlib.data import AnomalyDataset, load_images, load_samples, samples_geometry
 
     sets = []
-    samples = load_samples(protocol.aux_dataset)
+    samples = load_samples(protocol.validation_dataset)
     geometry = samples_geometry(samples, method_geometry)
     for v in validation_sets(samples, protocol, data.val_max_images, data.val_shots, data.val_seed):
         test_set = AnomalyDataset(v.test, image_size, mask_size=image_size, mean=mean, std=std, geometry=geometry)
@@ -226,5 +226,6 @@ def train_kag_prompt(section: KagTrainSection, protocol: Protocol, *, smoke: boo
     validate = make_validate(protocol, data, size, mean, std, geometry) if protocol.val_categories else None
     fingerprint = input_fingerprint(training_files(protocol), loss=section.loss, data=data, protocol=protocol)
     result = fit(method, batches, lambda m, b: kag_loss(m, b, section.loss), section.train, out_dir,
-                 validate=validate, live_dir=live_dir, desc="kag_prompt", fingerprint=fingerprint)
+                 validate=validate, live_dir=live_dir, desc="kag_prompt", fingerprint=fingerprint,
+                 take_epoch=protocol.fixed_epoch, trained_on=protocol.training_record())
     return TrainReport(pd.DataFrame(result.history), [result.best_path])

@@ -23,5 +23,6 @@ class ToySection:
 def train_toy(section: ToySection, protocol: Protocol, *, smoke: bool, out_dir: Path, live_dir: Path) -> TrainReport:
     protocol.check()
     method = ToyMethod(section.model)
-    result = fit(method, [{}], lambda m, _: {"loss": (m.scale - 1) ** 2}, section.train, out_dir, live_dir=live_dir)
+    result = fit(method, [{}], lambda m, _: {"loss": (m.scale - 1) ** 2}, section.train, out_dir, live_dir=live_dir,
+                 trained_on=protocol.training_record())
     return TrainReport(pd.DataFrame(result.history), [result.best_path])

@@ -75,6 +75,6 @@ def test_unknown_names():
 
 def test_params_name_synthetic_categories():
     params = load_params()
-    protocol = params["protocol"]
+    protocol = params["protocol"]["synthetic"]
     named = set(protocol["aux_categories"]) | set(protocol["val_categories"]) | set(protocol["target_categories"])
     assert named <= set(CATEGORIES)

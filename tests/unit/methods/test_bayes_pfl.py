@@ -282,7 +282,7 @@ def test_smoke_training_on_a_synthetic_tree_with_real_loader_and_validation(tmp_
     with pytest.raises(KeyError, match="unknown categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=("gravel",)), smoke=True, out_dir=tmp_path / "bad",
                         live_dir=tmp_path / "bad_live")
-    with pytest.raises(ValueError, match="protocol.val_categories is empty"):
+    with pytest.raises(ValueError, match="'validation' needs protocol.val_categories"):
         train_bayes_pfl(section, replace(protocol, val_categories=()), smoke=True, out_dir=tmp_path / "empty",
                         live_dir=tmp_path / "empty_live")
 

@@ -119,7 +119,8 @@ def test_train_method_reads_the_section_applies_the_smoke_policy_and_returns_a_r
     root = tmp_path / "bench"
     root.mkdir()
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"protocol": {"aux_categories": ["a"], "target_categories": ["b"]},
+    params.write_text(yaml.safe_dump({"protocol": {"synthetic": {"aux_dataset": "synthetic", "aux_categories": ["a"], "target_categories": ["b"],
+                                                                    "selection": "fixed", "val_dataset": "synthetic"}},
                                       "shots": {"ks": [1, 2]},
                                       "toy": {"ks": [1, 2], "train": {"epochs": 3, "steps_per_epoch": 1, "optimizer": "sgd", "momentum": 0,
                                                                       "lr": 0.1, "amp": 0}}}))
@@ -135,6 +136,7 @@ def test_train_method_reads_the_section_applies_the_smoke_policy_and_returns_a_r
 
 def test_a_training_free_method_is_built_from_its_section_without_a_models_folder(tmp_path, monkeypatch):
     from fsadlib.evaluate import load_method
+    from fsadlib.protocol import Protocol
 
     root = tmp_path / "bench"
     root.mkdir()
@@ -142,8 +144,67 @@ def test_a_training_free_method_is_built_from_its_section_without_a_models_folde
     (root / "params.yaml").write_text(yaml.safe_dump({"winclip": {
         "ks": [1], "model": {"backbone": {"arch": "tiny"}, "window_sizes": [3], "temperature": 0.5}}}))
     monkeypatch.setenv("FSAD_ROOT", str(root))
-    method = load_method("winclip_plus", "synthetic", k=1, seed=0)
+    protocol = Protocol(aux_categories=("a",), val_categories=("b",), target_categories=("c",))
+    method = load_method("winclip_plus", protocol, k=1, seed=0)
     assert method.name == "winclip_plus" and method.config.window_sizes == (3,) and method.config.temperature == 0.5
     assert not (root / "models").exists()
-    with pytest.raises(FileNotFoundError, match="run its train_inctrl stage"):
-        load_method("inctrl", "synthetic", k=2, seed=0)
+    with pytest.raises(FileNotFoundError, match="run its train_inctrl@synthetic stage"):
+        load_method("inctrl", protocol, k=2, seed=0)
+
+
+def test_a_fixed_epoch_is_the_model_of_that_epoch_of_the_scheduled_run(outside, tmp_path):
+    from toy_fsad.model import ToyConfig, ToyMethod
+
+    from fsadlib.io import load_torch
+    from fsadlib.train import TrainConfig, fit
+
+    config = TrainConfig(epochs=3, steps_per_epoch=1, lr=0.1, optimizer="sgd", momentum=0.0, amp=0, schedule="linear")
+    result = fit(ToyMethod(ToyConfig()), [{}], lambda m, _: {"loss": (m.scale - 1) ** 2}, config, tmp_path / "m",
+                 take_epoch=2, trained_on={"data": "auxiliary"})
+    # scale 0.5, gradient 2 (s - 1), lr 0.1 x (1, 2/3, 1/3) over the 3 scheduled steps: 0.6, then 0.6 + 0.16/3
+    ckpt = load_torch(result.best_path)
+    assert len(result.history) == 2 and ckpt["extra"]["epochs_run"] == 2
+    assert float(ckpt["state_dict"]["scale"]) == pytest.approx(0.6 + 0.16 / 3, abs=1e-6)
+    assert ckpt["extra"]["trained_on"] == {"data": "auxiliary"}
+    with pytest.raises(ValueError, match="fixed epoch 4 must lie in 1..train.epochs = 3"):
+        fit(ToyMethod(ToyConfig()), [{}], lambda m, _: {"loss": m.scale ** 2}, config, tmp_path / "n", take_epoch=4)
+
+
+def test_evaluation_refuses_a_model_of_the_other_direction_or_overlapping_categories(outside, tmp_path, monkeypatch):
+    import shutil
+
+    from fsadlib.evaluate import load_method
+    from fsadlib.io import load_torch
+    from fsadlib.protocol import Protocol
+
+    root = tmp_path / "bench"
+    root.mkdir()
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    protocol = {"aux_dataset": "mvtec", "aux_categories": ["bottle", "cable"], "selection": "fixed", "epoch": 2,
+                "val_dataset": "mvtec", "target_categories": ["pcb1"]}
+    (root / "params.yaml").write_text(yaml.safe_dump({"protocol": {"visa": protocol}, "shots": {"ks": [1]},
+                                                      "toy": {"ks": [1]}}))
+    monkeypatch.setenv("FSAD_ROOT", str(root))
+    monkeypatch.setenv("FSAD_OUTPUT_ROOT", str(root))
+    report = train_method("toy", target="visa", params_path=root / "params.yaml")
+    assert report.models == [root / "models" / "toy" / "visa" / "trained_on_mvtec" / "final.pt"]
+    assert load_torch(report.models[0])["extra"]["trained_on"] == {
+        "data": "auxiliary", "aux_dataset": "mvtec", "aux_categories": ["bottle", "cable"], "selection": "fixed",
+        "val_dataset": "", "val_categories": [], "epoch": 2}
+    assert (root / "reports" / "train_toy" / "visa" / "summary.json").is_file()
+    run = Protocol(**{**protocol, "aux_categories": ("bottle", "cable"), "target_dataset": "visa",
+                      "target_categories": ("pcb1",)})
+    assert load_method("toy", run, k=1, seed=0).trained_on["aux_dataset"] == "mvtec"
+
+    other = Protocol(aux_dataset="visa", aux_categories=("pcb1",), selection="fixed", target_dataset="mvtec",
+                     target_categories=("bottle",))
+    with pytest.raises(FileNotFoundError, match="mvtec/trained_on_visa"):   # each direction has its own folder
+        load_method("toy", other, k=1, seed=0)
+    shutil.copytree(root / "models" / "toy" / "visa" / "trained_on_mvtec", root / "models" / "toy" / "mvtec" / "trained_on_visa")
+    with pytest.raises(ValueError, match="was trained on 'mvtec' but this run trains on protocol.aux_dataset 'visa'"):
+        load_method("toy", other, k=1, seed=0)
+    shutil.copytree(root / "models" / "toy" / "visa" / "trained_on_mvtec", root / "models" / "toy" / "mvtec" / "trained_on_mvtec")
+    overlap = Protocol(aux_dataset="mvtec", aux_categories=("grid",), selection="fixed", target_dataset="mvtec",
+                       target_categories=("cable", "screw"))
+    with pytest.raises(ValueError, match=r"trained or selected on \['cable'\] of 'mvtec'"):
+        load_method("toy", overlap, k=1, seed=0)

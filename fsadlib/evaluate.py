@@ -53,6 +53,16 @@ pixel metrics resampling whole images, exact for every metric (:mod:`fsadlib.sta
 maps at their stored float16 precision; the seed aggregate adds the support-seed spread (two-stage
 bootstrap, :mod:`fsadlib.stats.intervals`).
 
+Several processes (``params.yaml: distributed``, :mod:`fsadlib.distributed`): :func:`run_plan` runs on
+every rank and :func:`evaluate_sharded` shares out the categories (rank r takes categories r, r + W,
+... of the run's list; a category is the unit of work, so each rank encodes its categories' images
+once): each rank evaluates its categories with :func:`evaluate_plan` into its own folder
+``<run>/.shards/rank<r>/`` (atomic writes, resumable), then rank 0 moves their maps and bootstrap
+files into the run folder and writes metrics.json and scores.csv from their entries
+(:func:`merge_shards`), exactly what one process writes: per-category work depends on nothing but
+the category (seeded per category), and JSON and CSV round trips are exact. A failing rank stops
+every rank before the merge, so the run folder keeps no partial result.
+
 Resume: a category is skipped when metrics.json holds it with the same input hash (method name and
 config, trainable weights, the sha1 of the checkpoint file the model was loaded from, the backbone's
 weights file (size + mtime), data set, k, seed, evaluation settings, the test images and masks and the
@@ -69,8 +79,11 @@ category's entry of metrics.json, and a warning names them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
+import shutil
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -82,7 +95,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fsadlib import data, stats
+from fsadlib import data, distributed, stats
 from fsadlib.aggregate import STD_DDOF, mean_std
 from fsadlib.config import as_flag, to_dict
 from fsadlib.data.files import files_fingerprint
@@ -417,7 +430,70 @@ def evaluate_trained_plan(name: str, protocol: Protocol, plan: list[tuple[int, i
         per_k = {k: shared if k == first_k else load(k, first_seed, backbone=shared.backbone)
                  for k in dict.fromkeys(k for k, _ in plan)}
         runs = [PlannedRun(per_k[k], k, s) for k, s in plan]
-    return evaluate_plan(runs, dataset, config=config, categories=categories)
+    return evaluate_sharded(runs, dataset, config=config, categories=categories)
+
+
+#: folder of a run folder where the ranks of a sharded evaluation write their categories
+SHARDS = ".shards"
+
+
+def evaluate_sharded(runs: list[PlannedRun], dataset: str, *, config: EvalConfig = EvalConfig(),
+                     categories: list[str] | tuple[str, ...] | None = None,
+                     samples: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """:func:`evaluate_plan` with the categories shared out over the ranks of the process group (module
+    docstring; one process: :func:`evaluate_plan` itself): rank r runs the plan on its categories into
+    ``<run>/.shards/rank<r>/`` (each image still encoded once for all runs), rank 0 merges every run.
+    Every rank must call it; returns each run's metrics.json content on every rank."""
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate_plan(runs, dataset, config=config, categories=categories, samples=samples)
+    table = data.load_samples(dataset) if samples is None else samples
+    test = table[table["split"] == "test"]
+    test = data.select_categories(test, categories) if categories is not None else test
+    cats = list(dict.fromkeys(test["category"]))  # the order evaluate() writes them in
+    outs = [Path(r.out) if r.out is not None else run_dir(r.method.name, dataset, r.k, r.seed) for r in runs]
+    mine = distributed.shard(cats)
+    if mine:
+        evaluate_plan([dataclasses.replace(r, out=out / SHARDS / f"rank{distributed.rank()}")
+                       for r, out in zip(runs, outs)], dataset, config=config, categories=mine, samples=table)
+    distributed.barrier()
+    if distributed.is_main():
+        parts = {r: distributed.shard(cats, r, world) for r in range(world)}
+        for out in outs:
+            merge_shards(out, {out / SHARDS / f"rank{r}": c for r, c in parts.items() if c}, cats, config)
+    distributed.barrier()
+    return [read_json(out / "metrics.json") for out in outs]
+
+
+def merge_shards(out: Path, parts: dict[Path, list[str]], cats: list[str], config: EvalConfig) -> dict[str, Any]:
+    """Write run folder ``out`` from shard folders (``{folder: its categories}``; ``cats``: all of them in
+    the run's order, which metrics.json and scores.csv keep): their maps and bootstrap files are moved in, metrics.json and scores.csv hold their entries
+    (after the categories ``out`` already held with the same run settings, as :func:`evaluate` keeps
+    them; those of other settings are dropped with their files); the shard folders are removed."""
+    with locked(out):
+        shards = {part: read_json(part / "metrics.json") for part in parts}
+        run = next(iter(shards.values()))["run"]
+        previous = read_json(out / "metrics.json") if (out / "metrics.json").is_file() else {}
+        _drop_stale(out, previous, run)
+        kept = {c: v for c, v in previous.get("categories", {}).items() if c not in cats} \
+            if previous.get("run") == run else {}
+        frames = [pd.read_csv(out / "scores.csv", keep_default_na=False)] \
+            if kept and (out / "scores.csv").is_file() else []
+        frames = [f[f["category"].isin(list(kept))] for f in frames]
+        result: dict[str, Any] = {"run": run, "categories": dict(kept)}
+        for part, part_cats in parts.items():
+            if shards[part]["run"] != run:
+                raise ValueError(f"{part / 'metrics.json'}: run settings differ from {next(iter(parts))}")
+            table = pd.read_csv(part / "scores.csv", keep_default_na=False)
+            frames.append(table[table["category"].isin(part_cats)])
+            for cat in part_cats:
+                result["categories"][cat] = shards[part]["categories"][cat]
+                for file in (part / f"maps_{cat}.npz", replicates_file(part, cat)):
+                    if file.is_file():
+                        os.replace(file, out / file.name)
+        merged = _write(out, result, pd.concat(frames, ignore_index=True), [*kept, *cats], config)
+        shutil.rmtree(out / SHARDS, ignore_errors=True)
+    return merged
 
 
 def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
@@ -432,14 +508,24 @@ def _registered(name: str, folder: str | None) -> tuple[Any, Any]:
 
 
 def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = None,
-             folder: str | None = None, target: str = "") -> pd.DataFrame:
+             folder: str | None = None, target: str = "",
+             world: distributed.DistributedConfig | None = None) -> pd.DataFrame:
     """The ``evaluate@<method>-<target>`` stage: method ``method`` (of method folder ``folder``; only that
     folder is imported) at every k it is evaluated at (its folder section's ``ks`` when few-shot, 0 when
     zero-shot) x every seed of ``shots``, on the target data set and categories of the evaluation of
     ``target`` (params.yaml ``protocol``; empty: the first), which must exist there (smoke: the
     first k and the first seed, :mod:`fsadlib.smoke`). k = 0 (zero-shot) has no support draw, so it
     runs once, with the first seed. Returns the seed aggregates as a tidy table (k, category, metric,
-    mean, std)."""
+    mean, std). Runs on the ranks that the ``distributed`` section names (or ``world``;
+    :func:`fsadlib.distributed.launch`; default one process, this one), which share out the categories
+    (:func:`evaluate_sharded`)."""
+    return distributed.launch(_run_plan_rank, method, bool(smoke), params_path, folder, target,
+                              config=world if world is not None else distributed.load_config(params_path))
+
+
+def _run_plan_rank(method: str, smoke: bool, params_path: str | Path | None, folder: str | None,
+                   target: str) -> pd.DataFrame:
+    """:func:`run_plan` on one rank."""
     from fsadlib.config import load_section
     from fsadlib.methods.training import entry_ks, load_method_section
     from fsadlib.smoke import first_only
@@ -453,8 +539,11 @@ def run_plan(method: str, smoke: bool = False, params_path: str | Path | None = 
     seeds_of = {k: list(seeds if k else seeds[:1]) for k in ks}
     evaluate_trained_plan(method, protocol, [(k, s) for k in ks for s in seeds_of[k]], config=config,
                           categories=protocol.target_categories or None, params_path=params_path, folder=spec.name)
-    return pd.concat([aggregate_table(aggregate_seeds(method, protocol.target_dataset, k, seeds_of[k])).assign(k=k)
-                      for k in ks], ignore_index=True)
+    if not distributed.is_main():  # rank 0 aggregates (evaluate_sharded merged every run)
+        return distributed.broadcast(None)
+    return distributed.broadcast(pd.concat(
+        [aggregate_table(aggregate_seeds(method, protocol.target_dataset, k, seeds_of[k])).assign(k=k) for k in ks],
+        ignore_index=True))
 
 
 def aggregate_table(aggregate: dict[str, Any]) -> pd.DataFrame:

@@ -28,7 +28,8 @@ What a stage depends on:
   image and mask, so a changed image changes it) and, where k-shot files are read, ``data/shots/<dataset>``;
   the names are interpolated from ``params.yaml``, never hard-coded;
 - params: every section the stage reads (``smoke``, the method's section, its evaluation
-  ``protocol.<target>``, ``shots`` where k is checked or shots are read, ``evaluate``,
+  ``protocol.<target>``, ``shots`` where k is checked or shots are read, ``evaluate``, ``distributed`` (how many processes
+  run it),
   ``datasets.<dataset>`` of each data set read).
 """
 
@@ -198,7 +199,8 @@ def train_stage(spec: MethodSpec) -> dict[str, Any]:
     deps = code_deps(spec.notebook, modules, spec)
     deps += [d for source in spec.train_reads for d in reads[source]]
     deps += [d.format(target=TARGET, aux=AUX) for d in spec.train_deps]
-    params = ["smoke", spec.name, f"protocol.{TARGET}", *(["shots"] if spec.few_shot else []), *spec.params,
+    params = ["smoke", spec.name, f"protocol.{TARGET}", *(["shots"] if spec.few_shot else []), "distributed",
+              *spec.params,
               *(f"datasets.{name}" for source in spec.train_reads for name in datasets[source])]
     executed = f"{Path(spec.notebook).stem}_{TARGET}.ipynb"
     return {"foreach": EVALUATIONS, "do": {
@@ -228,7 +230,8 @@ def evaluate_family(spec: MethodSpec) -> dict[str, Any]:
         "cmd": papermill(EVALUATE_NOTEBOOK, executed,
                          {"method": "${item.method}", "folder": spec.name, "target": EVAL_TARGET, "smoke": "${smoke}"}),
         "deps": _unique(deps),
-        "params": ["smoke", "evaluate", spec.name, "shots", f"protocol.{EVAL_TARGET}", f"datasets.{EVAL_TARGET}"],
+        "params": ["smoke", "evaluate", spec.name, "shots", f"protocol.{EVAL_TARGET}", "distributed",
+                   f"datasets.{EVAL_TARGET}"],
         "outs": [f"results/${{item.method}}/{EVAL_TARGET}", f"reports/notebooks/{executed}"],
     }
 

@@ -41,10 +41,28 @@ files, see :func:`fsadlib.data.files.files_fingerprint`); otherwise the run star
 ``last.pt`` / ``best.pt`` removed) and a warning names what differs.
 Metrics go to DVCLive (``fsadlib.tracking``); a progress bar (:mod:`fsadlib.progress`: a widget in
 JupyterLab, text elsewhere) counts the steps and shows the epoch and the loss.
+
+Distributed training (a process group of W ranks is initialised, :mod:`fsadlib.distributed`): every
+rank calls ``fit`` with its own ``batches``; the trainable parts are wrapped in
+``DistributedDataParallel`` (the frozen backbone, and every parameter outside the optimizer, are
+ignored: never broadcast, never reduced) and rank 0's initial values are broadcast. Each rank runs
+``accumulate`` micro-batches per step and synchronises only on the last one (``no_sync`` before), so
+
+    g = (1 / (W n)) sum_{r < W} sum_{i < n} grad L_{r,i}
+
+the mean over all W n micro-batches of the step: accumulation is counted globally, one optimizer
+step is W n micro-batches (``micro_batches_per_step`` in ``train_config.json``), and schedule,
+warmup and checkpoints count global optimizer steps, as in one process. Rank r seeds its generators
+with :func:`fsadlib.distributed.rank_seed` (rank 0 the run seed itself, so W = 1 is the one-process
+run). Logged losses are means over ranks; validation runs on rank 0 and its metrics reach every rank
+(so early stopping agrees); only rank 0 writes files (checkpoints, history, DVCLive) and the other
+ranks wait for them. ``last.pt`` holds rank 0's generator states: a resume in any world size restores
+them on rank 0, and ranks r > 0 draw fresh streams seeded from (seed, r, step).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -58,6 +76,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsadlib import distributed
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.files import files_fingerprint
 from fsadlib.io import load_torch, save_torch, write_json
@@ -148,7 +167,7 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
         out_dir: str | Path, validate: ValidateFn | None = None, param_groups: list[dict] | None = None,
         resume: bool = True, live_dir: str | Path | None = None, desc: str = "train",
         fingerprint: dict[str, Any] | None = None, leave: bool = True, take_epoch: int | None = None,
-        trained_on: dict[str, Any] | None = None) -> TrainResult:
+        trained_on: dict[str, Any] | None = None, synchronise: bool = True) -> TrainResult:
     """Train ``method`` (see the module docstring). ``batches`` is re-iterated as needed.
 
     ``param_groups``: optional ``[{"params": [...], "lr": ...}, ...]``; a group's ``lr`` is its peak
@@ -158,15 +177,19 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     train many models under a bar of their own). ``take_epoch``: stop after that epoch and take its model
     (``ValueError`` when it exceeds ``config.epochs`` or comes with ``validate``). ``trained_on``: what the
     model was trained on and how it was selected (:meth:`fsadlib.protocol.Protocol.training_record`),
-    stored in the checkpoints' ``extra["trained_on"]``. Returns the path of the model to evaluate.
+    stored in the checkpoints' ``extra["trained_on"]``. ``synchronise=False``: this rank trains alone
+    even in a process group (callers that give each rank models of its own). Returns the path of the
+    model to evaluate.
     """
     if take_epoch is not None and not (1 <= take_epoch <= config.epochs and validate is None):
         raise ValueError(f"{method.name}: fixed epoch {take_epoch} must lie in 1..train.epochs = {config.epochs} "
                          "and comes without validation")
     last_epoch = take_epoch or config.epochs
+    world = distributed.world_size() if synchronise else 1
+    main = not synchronise or distributed.is_main()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(config.seed)
+    seed_everything(distributed.rank_seed(config.seed) if world > 1 else config.seed)
     groups = param_groups if param_groups is not None else [{"params": method.trainable_parameters()}]
     if not any(len(list(g["params"])) for g in groups):
         raise ValueError(f"{method.name}: nothing to train (no trainable parameters)")
@@ -176,19 +199,28 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     state = {"epoch": 0, "step": 0, "history": [], "best": -math.inf, "best_epoch": 0, "bad": 0}
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     stale = _resume_mismatch(method, last_path, config, fingerprint) if resume and last_path.is_file() else None
-    if stale:
+    if stale and main:
         warnings.warn(f"{last_path}: {stale}; starting fresh", stacklevel=2)
-    if resume and last_path.is_file() and not stale:
-        state = _resume(method, opt, last_path)
-        print(f"{desc}: resuming from {last_path} after epoch {state['epoch']}", file=sys.stderr)
-    else:
+    resuming = resume and last_path.is_file() and not stale
+    if world > 1:
+        distributed.barrier()  # every rank has read last.pt before rank 0 may remove it
+    if resuming:
+        state = _resume(method, opt, last_path, config.seed if world > 1 and not distributed.is_main() else None)
+        if main:
+            print(f"{desc}: resuming from {last_path} after epoch {state['epoch']} "
+                  f"(now {world} rank(s))", file=sys.stderr)
+    elif main:
         last_path.unlink(missing_ok=True)
         best_path.unlink(missing_ok=True)
-    write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config)})
+    if main:
+        write_json(out_dir / "train_config.json", {"train": to_dict(config), "method": to_dict(method.config),
+                                                   "world_size": world,
+                                                   "micro_batches_per_step": world * config.accumulate})
+    ddp = _wrap_ddp(method, loss_fn, opt) if world > 1 else None
     stream = _cycle(batches)
     stopped = state["epoch"] >= last_epoch or (config.patience and state["bad"] >= config.patience)
-    bar = progress(total=total, initial=state["step"], desc=desc, unit="step", leave=leave)
-    with open_live(live_dir, resume=state["epoch"] > 0) as live:
+    bar = progress(total=total, initial=state["step"], desc=desc, unit="step", leave=leave, disable=not main)
+    with open_live(live_dir if main else None, resume=state["epoch"] > 0) as live:
         while not stopped and state["epoch"] < last_epoch:
             epoch = state["epoch"] + 1
             method.train()
@@ -199,7 +231,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
                     g["lr"] = base * lr_factor(state["step"], total, config)
                 opt.zero_grad(set_to_none=True)
                 means = accumulate_gradients(method, itertools.islice(stream, config.accumulate), loss_fn,
-                                             config.accumulate, config.amp, state["step"])
+                                             config.accumulate, config.amp, state["step"], ddp)
+                means = distributed.all_mean(means) if world > 1 else means
                 if config.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                                    config.grad_clip)
@@ -214,15 +247,17 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
             method.eval()
             if validate is not None and epoch % config.val_every == 0:
                 with torch.no_grad():
-                    record.update({f"val_{k}": float(v) for k, v in validate(method).items()})
+                    scores = {f"val_{k}": float(v) for k, v in validate(method).items()} if main else None
+                record.update(distributed.broadcast(scores) if world > 1 else scores)
                 key = f"val_{config.select_metric}" if config.select_metric else None
                 if key is not None and key not in record:
                     raise KeyError(f"train.select_metric {config.select_metric!r} not among validation "
                                    f"metrics {sorted(record)}")
                 if key is not None and record[key] > state["best"]:
                     state.update(best=record[key], best_epoch=epoch, bad=0)
-                    method.save_checkpoint(best_path, extra={"epoch": epoch, "selected_by": key,
-                                                             "trained_on": trained_on})
+                    if main:
+                        method.save_checkpoint(best_path, extra={"epoch": epoch, "selected_by": key,
+                                                                 "trained_on": trained_on})
                 elif key is not None:
                     state["bad"] += 1
             state["history"].append(record)
@@ -231,7 +266,8 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
                 if k != "epoch":
                     live.log_metric(k, v)
             live.next_step()
-            _save_last(method, opt, state, config, fingerprint, last_path)
+            if main:
+                _save_last(method, opt, state, config, fingerprint, last_path)
             if config.patience and state["bad"] >= config.patience:
                 stopped = True
     bar.total = bar.n  # early stopping ends the run here: a complete bar, not a failed one
@@ -241,20 +277,25 @@ def fit(method: AnomalyMethod, batches: Iterable[dict[str, Any]], loss_fn: LossF
     extra = {"epochs_run": state["epoch"], "best_epoch": state["best_epoch"] or state["epoch"],
              "selected_from": chosen.name, "history": state["history"], "train_config": to_dict(config),
              "fingerprint": fingerprint, "trained_on": trained_on}
-    if chosen == best_path:
+    if main and chosen == best_path:
         ckpt = load_torch(best_path)
         ckpt["extra"].update(extra)
         save_torch(final, ckpt)
-    else:
+    elif main:
         method.save_checkpoint(final, extra=extra)
-    write_json(out_dir / "history.json", state["history"])
+    if main:
+        write_json(out_dir / "history.json", state["history"])
+    if world > 1:
+        distributed.barrier()  # the files exist for every rank once fit returns
     return TrainResult(final, state["history"], extra["best_epoch"], bool(stopped and state["epoch"] < config.epochs))
 
 
 def accumulate_gradients(method: AnomalyMethod, micro_batches: Iterable[dict[str, Any]], loss_fn: LossFn,
-                         n: int, amp: int = 0, step: int = 0) -> dict[str, float]:
+                         n: int, amp: int = 0, step: int = 0, ddp: Any = None) -> dict[str, float]:
     """Add ``grad (L_i / n)`` of each of the ``n`` micro-batches to the parameters' ``.grad``.
 
+    ``ddp``: the ``DistributedDataParallel`` wrapper of ``fit`` (computes ``loss_fn`` and averages the
+    gradients over ranks on the ``n``-th micro-batch; the earlier ones run under ``no_sync``).
     Returns the mean over the micro-batches of every entry of ``loss_fn``'s dict. ``FloatingPointError``
     (naming ``step``, the optimizer step) on a non-finite loss; ``ValueError`` when fewer than ``n``
     micro-batches come.
@@ -262,13 +303,16 @@ def accumulate_gradients(method: AnomalyMethod, micro_batches: Iterable[dict[str
     means: dict[str, float] = {}
     seen = 0
     for batch in micro_batches:
-        with _autocast(method.device, amp):
-            losses = loss_fn(method, to_device(batch, method.device))
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {step} "
-                                     f"(micro-batch {seen + 1} of {n})")
-        (loss / n).backward()
+        sync = ddp is None or seen == n - 1  # DDP averages over ranks on the last micro-batch only
+        with contextlib.nullcontext() if sync else ddp.no_sync():
+            with _autocast(method.device, amp):
+                batch = to_device(batch, method.device)
+                losses = loss_fn(method, batch) if ddp is None else ddp(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{method.name}: loss is {loss.item()} at step {step} "
+                                         f"(micro-batch {seen + 1} of {n})")
+            (loss / n).backward()
         for k, v in losses.items():
             means[k] = means.get(k, 0.0) + float(v.detach()) / n
         seen += 1
@@ -281,6 +325,32 @@ def input_fingerprint(files: Iterable[str | Path] = (), **sections: Any) -> dict
     """The ``fingerprint`` of :func:`fit`: every named section (dataclasses as plain dicts) and
     ``files_fingerprint(files)`` (path, size, modification time) of the files the run reads."""
     return {**{name: to_dict(value) for name, value in sections.items()}, "files": files_fingerprint(files)}
+
+
+class _LossModule(torch.nn.Module):
+    """``forward(batch) = loss_fn(method, batch)``: the module ``DistributedDataParallel`` wraps."""
+
+    def __init__(self, method: AnomalyMethod, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.method, self.loss_fn = method, loss_fn
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.loss_fn(self.method, batch)
+
+
+def _wrap_ddp(method: AnomalyMethod, loss_fn: LossFn, opt: torch.optim.Optimizer) -> Any:
+    """``DistributedDataParallel`` over the parameters ``opt`` trains (the backbone and every other
+    parameter and buffer outside them are ignored); rank 0's values of the rest are broadcast."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    module = _LossModule(method, loss_fn)
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    ignored = [name for name, p in module.named_parameters() if id(p) not in trained]
+    ignored += [name for name, _ in module.named_buffers() if name.startswith("method.backbone.")]
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
+    device = method.device
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False, find_unused_parameters=True)
 
 
 def _autocast(device: torch.device, amp: int):
@@ -358,10 +428,15 @@ def _differing(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".") or "(all)"]
 
 
-def _resume(method: AnomalyMethod, opt: torch.optim.Optimizer, path: Path) -> dict:
+def _resume(method: AnomalyMethod, opt: torch.optim.Optimizer, path: Path, reseed: int | None = None) -> dict:
+    """Load ``last.pt``: weights, optimizer, counters and the generator states it holds, or, with
+    ``reseed`` (the run seed, on ranks r > 0), fresh generators seeded from (seed, r, step)."""
     ckpt = load_torch(path)
     method.load_trainable_state(ckpt["state_dict"])
     ts = ckpt["train_state"]
     opt.load_state_dict(ts["optimizer"])
-    set_rng_state(ts["rng"])
+    if reseed is None:
+        set_rng_state(ts["rng"])
+    else:
+        seed_everything(distributed.rank_seed(reseed, step=int(ts["step"])))
     return {k: ts[k] for k in ("epoch", "step", "history", "best", "best_epoch", "bad")}

@@ -109,12 +109,25 @@ def method_ks(method: str, smoke: bool = False, params_path: str | Path | None =
 
 
 def train_method(name: str, *, target: str = "", smoke: bool = False, params_path: str | Path | None = None,
-                 out_dir: str | Path | None = None, live_dir: str | Path | None = None) -> TrainReport:
+                 out_dir: str | Path | None = None, live_dir: str | Path | None = None,
+                 world: Any = None) -> TrainReport:
     """Train method folder ``name`` for the evaluation of ``target`` (a target data set of params.yaml
     ``protocol``; empty: the first) from params.yaml (its section and that evaluation), with the smoke
     policy applied in a smoke run; writes ``<live_dir>/summary.json`` (:meth:`TrainReport.summary`).
     Defaults: ``models/<name>/<target>/trained_on_<aux>/`` (:func:`fsadlib.layout.training_dir`) and
-    ``reports/train_<name>/<target>/``."""
+    ``reports/train_<name>/<target>/``. Runs on the ranks that the ``distributed`` section names (or
+    ``world``, a :class:`fsadlib.distributed.DistributedConfig`; :func:`fsadlib.distributed.launch`;
+    default one process, this one) and returns rank 0's report."""
+    from fsadlib import distributed
+
+    return distributed.launch(_train_rank, name, target, bool(smoke), params_path, out_dir, live_dir,
+                              config=world if world is not None else distributed.load_config(params_path))
+
+
+def _train_rank(name: str, target: str, smoke: bool, params_path: str | Path | None, out_dir: str | Path | None,
+                live_dir: str | Path | None) -> TrainReport:
+    """:func:`train_method` on one rank (rank 0 writes the summary)."""
+    from fsadlib import distributed
     from fsadlib.io import write_json
     from fsadlib.layout import training_dir
     from fsadlib.methods.registry import method_spec
@@ -134,7 +147,8 @@ def train_method(name: str, *, target: str = "", smoke: bool = False, params_pat
                    training_dir(name, protocol.aux_dataset, protocol.target_dataset), live_dir=live_dir)
     if not isinstance(report, TrainReport):
         raise TypeError(f"{spec.train} returned a {type(report).__name__}, not a TrainReport")
-    write_json(live_dir / "summary.json", report.summary())
+    if distributed.is_main():
+        write_json(live_dir / "summary.json", report.summary())
     return report
 
 

@@ -30,6 +30,7 @@ Checkpoints: ``<out>/stage1/`` and ``<out>/stage2/`` (fit's last/best/final.pt, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from fsadlib import distributed
 from fsadlib.clip import ImageFeatures
 from fsadlib.config import to_dict
 from fsadlib.io import load_torch, save_torch
@@ -158,12 +160,12 @@ def training_dataset(method: BayesPFL, rows, cfg: BayesPFLTrainConfig, augment: 
 
 
 def train_loader(method: BayesPFL, protocol: Protocol, cfg: BayesPFLTrainConfig,
-                 augment: BayesPFLAugmentConfig) -> DataLoader:
-    """Shuffled (seeded) loader over the auxiliary categories' test split (``training_dataset``)."""
+                 augment: BayesPFLAugmentConfig) -> Iterable[dict[str, Any]]:
+    """Shuffled (seeded) loader over the auxiliary categories' test split (``training_dataset``); on W
+    ranks each rank reads its 1/W of every shuffled pass (:func:`fsadlib.distributed.shuffled_loader`)."""
     rows = category_samples(protocol, protocol.aux_categories)
     data = training_dataset(method, rows, cfg, augment)
-    return DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(rows) > cfg.batch_size,
-                      generator=torch.Generator().manual_seed(cfg.seed))
+    return distributed.shuffled_loader(data, cfg.batch_size, cfg.seed)
 
 
 def training_preview(section: BayesPFLSection, protocol: Protocol, n: int = 12, seed: int = 0) -> dict[str, Any]:
@@ -257,6 +259,9 @@ def train_bayes_pfl(section: BayesPFLSection, protocol: Protocol, *, smoke: bool
     ckpt["extra"].update(stage1_history=first.history, stage1_best_epoch=first.best_epoch,
                          stage2_history=second.history, stage2_best_epoch=second.best_epoch,
                          protocol=to_dict(protocol), training_data="auxiliary categories, TEST split")
-    final = save_torch(out_dir / "final.pt", ckpt)
+    final = out_dir / "final.pt"
+    if distributed.is_main():
+        save_torch(final, ckpt)
+    distributed.barrier()
     history = [{"stage": stage, **h} for stage, res in ((1, first), (2, second)) for h in res.history]
     return TrainReport(pd.DataFrame(history), [final])

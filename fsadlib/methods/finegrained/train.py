@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from fsadlib import distributed
 from fsadlib.config import seed_everything, to_dict
 from fsadlib.data.shots import ShotsConfig
 from fsadlib.io import load_torch, save_torch
@@ -82,12 +83,13 @@ def fit_category(method: FineGrainedAD, category: str, supports: torch.Tensor, t
                  ) -> list[dict[str, float]]:
     """Set up ``category``, train, write the model to ``final_path``; returns the history.
     ``fingerprint``: the inputs beyond the configs (``fsadlib.train.fit``), checked on resume;
-    ``trained_on``: the shots it trains on (:func:`fsadlib.protocol.shots_record`), kept in the checkpoint."""
+    ``trained_on``: the shots it trains on (:func:`fsadlib.protocol.shots_record`), kept in the checkpoint.
+    The model is this rank's alone (``fit(synchronise=False)``): ranks share out the models, not a model."""
     final_path = Path(final_path)
     method.setup_category(category, supports)
     batch, _ = training_batch(method, supports.to(method.device), train.seed)
     result = fit(method, [batch], finegrained_loss, train, final_path.with_suffix(""), desc=desc,
-                 fingerprint=fingerprint, leave=False, trained_on=trained_on)
+                 fingerprint=fingerprint, leave=False, trained_on=trained_on, synchronise=False)
     save_torch(final_path, load_torch(result.best_path))
     return result.history
 
@@ -148,7 +150,10 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke:
                       live_dir: Path) -> TrainReport:
     """Train one model per (target category of ``protocol``, k of ``section.ks``, seed of
     ``shots.seeds``) (the one train signature, :mod:`fsadlib.methods.training`; smoke: the first
-    shot seed only, :func:`fsadlib.smoke.first_only`).
+    shot seed only, :func:`fsadlib.smoke.first_only`). On W ranks (:mod:`fsadlib.distributed`) rank r
+    trains the models r, r + W, ... of that list; every model is trained exactly as in one process
+    (its own seed, its own data), so the models do not depend on W; rank 0 gathers the histories and
+    writes the DVCLive log.
 
     A model file with the same method and training configs and the same inputs
     (:func:`category_fingerprint`) is kept (resume; an interrupted model resumes from its ``last.pt``).
@@ -164,16 +169,22 @@ def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke:
     dataset = protocol.target_dataset
     backbone = ClipBackbone(FineGrainedAD.with_paper_precision(section.model).backbone)
     runs = [(c, k, s) for c in protocol.target_categories for k in section.ks for s in seeds]
-    history, trained, models = [], [], []
-    for category, k, seed in progress(runs, desc="finegrained models"):
-        path = model_path(dataset, category, k, seed, out_dir)
-        records = _kept_history(path, model_config(section, dataset), section.train,
-                                category_fingerprint(dataset, category, k, seed, section))
-        if records is None:
+    mine: dict[int, tuple[list[dict[str, float]], bool]] = {}
+    for index in progress(distributed.shard(range(len(runs))), desc="finegrained models",
+                          disable=not distributed.is_main()):
+        category, k, seed = runs[index]
+        records = _kept_history(model_path(dataset, category, k, seed, out_dir), model_config(section, dataset),
+                                section.train, category_fingerprint(dataset, category, k, seed, section))
+        fresh = records is None
+        if fresh:
             records = train_category(dataset, category, k, seed, section, out_dir, backbone)
-            trained.append(records)
-        history += [{"category": category, "k": k, "seed": seed, **rec} for rec in records]
-        models.append(path)
+        mine[index] = (records, fresh)
+    done = {i: v for part in distributed.all_gather(mine) for i, v in part.items()}
+    history = [{"category": c, "k": k, "seed": s, **rec} for i, (c, k, s) in enumerate(runs) for rec in done[i][0]]
+    trained = [done[i][0] for i in range(len(runs)) if done[i][1]]
+    models = [model_path(dataset, c, k, s, out_dir) for c, k, s in runs]
+    if not distributed.is_main():
+        return TrainReport(pd.DataFrame(history), models)
     with open_live(live_dir) as live:
         live.log_param("models", len(models))
         for epoch in range(max((len(h) for h in trained), default=0)):

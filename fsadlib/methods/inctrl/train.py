@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fsadlib import distributed
 from fsadlib.clip import ClipBackbone
 from fsadlib.config import seed_everything
 from fsadlib.io import write_json
@@ -241,5 +242,6 @@ def train_inctrl(section: InctrlSection, protocol: Protocol, *, smoke: bool, out
         summary[k_name(k)] = {"best_epoch": result.best_epoch,
                               **{key: v for key, v in result.history[result.best_epoch - 1].items()
                                  if key.startswith(("val_", "train_"))}}
-    write_json(live_dir / "metrics.json", {"seed": section.train.seed, "smoke": int(bool(smoke)), "runs": summary})
+    if distributed.is_main():
+        write_json(live_dir / "metrics.json", {"seed": section.train.seed, "smoke": int(bool(smoke)), "runs": summary})
     return TrainReport(pd.DataFrame(history), models)

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from fsadlib import distributed
 from fsadlib.config import seed_everything
 from fsadlib.losses import dice_loss, focal_loss
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
@@ -110,7 +111,9 @@ class SyntheticAnomalyBatches:
     """Training batches: ``batch_size`` normal images + their synthetic anomalies.
 
     Each pass shuffles the normal images with the global numpy RNG (seeded and restored on resume by
-    :func:`fsadlib.train.fit`), so a resumed run draws what an uninterrupted one would. Anomalies come
+    :func:`fsadlib.train.fit`), so a resumed run draws what an uninterrupted one would; on W ranks
+    (:mod:`fsadlib.distributed`) a rank keeps every W-th image of its own (rank-seeded) shuffle, so a pass
+    has N / W images per rank. Anomalies come
     from :func:`fsadlib.data.augment.synthesize_anomaly` (``mode``) on the [0, 1] image; with
     ``cutpaste`` the patch is cut from the previous image of the batch (the public code's NSA takes
     it from the previously visited image); with ``nsa`` likewise, with each category's public NSA
@@ -122,9 +125,10 @@ class SyntheticAnomalyBatches:
                  std: tuple[float, ...], method_geometry: str | None = None) -> None:
         from fsadlib.data import AnomalyDataset, samples_geometry
 
-        if len(samples) < batch_size:
+        world = distributed.world_size()
+        if len(samples) // world < batch_size:
             raise ValueError(f"kag_prompt.data.batch_size {batch_size} exceeds the {len(samples)} normal "
-                             "training images")
+                             f"training images" + (f" / {world} ranks" if world > 1 else ""))
         self.dataset = AnomalyDataset(samples, image_size, mask_size=image_size, mean=mean, std=std,
                                       geometry=samples_geometry(samples, method_geometry))
         self.batch_size, self.mode = batch_size, mode
@@ -134,7 +138,7 @@ class SyntheticAnomalyBatches:
         from fsadlib.data.augment import synthesize_anomaly
         from fsadlib.data.nsa import nsa_params
 
-        order = np.random.permutation(len(self.dataset))
+        order = distributed.shard(np.random.permutation(len(self.dataset)))  # this rank's 1/W of the pass
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
             items = [self.dataset[int(i)] for i in order[start:start + self.batch_size]]
             rng = np.random.default_rng(np.random.randint(2**31))

@@ -128,13 +128,13 @@ def plan_costs(name: str, args: argparse.Namespace, params: dict, table, root: P
 
 def write_sources(root: Path, n: int) -> list[Path]:
     """``n`` sources: half MVTec-like 1024 x 1024 PNGs, half VisA-like 1500 x 1000 JPEGs (quality 95),
-    from the synthetic generator's carpet texture."""
+    from the synthetic generator's grass texture."""
     from fsadlib.data.synthetic import normal_image
 
     root.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(n):
-        image = Image.fromarray(normal_image("carpet", np.random.default_rng(i), 1024))
+        image = Image.fromarray(normal_image("grass", np.random.default_rng(i), 1024))
         if i % 2 == 0:
             path = root / f"mvtec_{i:03d}.png"
             image.save(path)

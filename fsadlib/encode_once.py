@@ -22,6 +22,11 @@ For R runs of a category with N test images in batches of b:
 4. each run's image scores are its ``category_scores`` of all its scores, its state active (a
    transductive rule such as Bayes-PFL's ``score_rule: public`` reads what its scoring recorded).
 
+Data path: each group's test images come from :class:`fsadlib.data.AnomalyDataset` as uint8 (decoded
+once into the decoded-image cache, :mod:`fsadlib.data.decoded`), through a DataLoader with
+:func:`loader_workers` workers and pinned memory on CUDA, copied without blocking and normalised on
+the device (:func:`fsadlib.data.dataset.normalise`, the same float32 operations as the CPU path).
+
 Scores come back as float32 [N] on the CPU, maps as float32 [N, E, E] resized bilinearly
 (align_corners=False) to the evaluation size E, masks as bool [N, E, E], maps and masks on the device.
 Memory: the features of one chunk, plus the maps of all R runs of the category (R x N x E^2 float32).
@@ -29,6 +34,7 @@ Memory: the features of one chunk, plus the maps of all R runs of the category (
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
@@ -153,6 +159,16 @@ def score_category(category: str, rows: pd.DataFrame, runs: Sequence[CategoryRun
     return results
 
 
+def loader_workers(requested: int, device: torch.device) -> int:
+    """DataLoader workers: ``requested`` when >= 0; ``-1`` (auto): none on a CPU device (the model needs
+    the cores), else one per usable core up to 8 (decoding, mostly from the cache, feeds the GPU)."""
+    if requested >= 0:
+        return requested
+    if requested != -1:
+        raise ValueError(f"evaluate.num_workers must be -1 (auto) or >= 0, got {requested}")
+    return 0 if device.type == "cpu" else min(8, len(os.sched_getaffinity(0)))
+
+
 def _transform_key(model: AnomalyMethod, geometry: str, eval_size: int) -> tuple:
     """What the group's decoded images depend on: geometry, input size, normalisation, mask size."""
     bb = model.backbone
@@ -164,9 +180,11 @@ def _score_group(rows: pd.DataFrame, runs: list[PreparedRun], geometry: str, eva
     """Steps 2-3 of the module docstring for the runs of one encoding group."""
     encoder = runs[0].model
     bb = encoder.backbone
-    loader = DataLoader(data.AnomalyDataset(rows, int(bb.image_size), mask_size=eval_size, mean=bb.mean,
-                                            std=bb.std, geometry=geometry),
-                        batch_size=batch_size, num_workers=num_workers)
+    device = encoder.device
+    loader = DataLoader(data.AnomalyDataset(rows, int(bb.image_size), mask_size=eval_size, geometry=geometry,
+                                            normalised=False),
+                        batch_size=batch_size, num_workers=loader_workers(num_workers, device),
+                        pin_memory=device.type == "cuda")
     scores: list[list[torch.Tensor]] = [[] for _ in runs]
     maps: list[list[torch.Tensor]] = [[] for _ in runs]
     masks: list[torch.Tensor] = []
@@ -174,8 +192,9 @@ def _score_group(rows: pd.DataFrame, runs: list[PreparedRun], geometry: str, eva
     used = 0
     for batch in loader:
         with torch.inference_mode():
-            chunk.append(encoder.encode_queries(batch["image"].to(encoder.device)))
-        masks.append(batch["mask"].to(encoder.device) > 0.5)
+            images = data.normalise(batch["image"].to(device, non_blocking=True), bb.mean, bb.std)
+            chunk.append(encoder.encode_queries(images))
+        masks.append(batch["mask"].to(device, non_blocking=True) > 0.5)
         used += feature_bytes(chunk[-1])
         if used >= budget_bytes:
             _score_chunk(chunk, runs, scores, maps, eval_size, bar)

@@ -136,7 +136,7 @@ class EvalConfig:
 
     eval_size: int = 0            # evaluation resolution E in pixels; 0 = the model input size
     batch_size: int = 16
-    num_workers: int = 0          # DataLoader workers (image decoding)
+    num_workers: int = -1         # DataLoader workers; -1: auto (0 on CPU, else cores up to 8; encode_once)
     fpr_limit: float = 0.3        # AUPRO integration limit
     save_maps: int = 1            # write maps_<category>.npz (float16) for the explorer
     encode_once: int = 1          # encode each test image once for every (k, seed) (0: once per run)

@@ -24,8 +24,10 @@ from fsadlib.data.dataset import (
     MASK_RULE,
     AnomalyDataset,
     describe_transform,
+    fitted_pixels,
     load_images,
     load_mask,
+    normalise,
 )
 from fsadlib.data.export import export_meta_json
 from fsadlib.data.files import portable_path, resolve_path
@@ -71,12 +73,14 @@ __all__ = [
     "dataset_specs",
     "describe_transform",
     "export_meta_json",
+    "fitted_pixels",
     "index",
     "load_images",
     "load_mask",
     "load_samples",
     "load_shots",
     "make_shots",
+    "normalise",
     "not_applicable",
     "nsa",
     "portable_path",

@@ -111,16 +111,17 @@ def plan(name: str, backbone: ClipBackbone) -> list[PlannedRun]:
 
 def per_run_reference(model: AnomalyMethod, rows: pd.DataFrame, category: str, k: int, seed: int
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """The per-(k, seed) path: seed, set up, ``model(images)`` batch by batch -> scores [N], maps [N, S, S]."""
+    """The per-(k, seed) path: seed, set up, ``model(images)`` batch by batch -> scores [N], maps [N, S, S];
+    images decoded by PIL, not the decoded-image cache the evaluation reads."""
     bb = model.backbone
     seed_everything(seed)
     model.eval()
     shots = data.load_shots("toy", category, k, seed) if k else []
-    supports = data.load_images(shots, bb.image_size, bb.mean, bb.std) if shots else None
+    supports = data.load_images(shots, bb.image_size, bb.mean, bb.std, use_cache=False) if shots else None
     scores, maps = [], []
     with torch.inference_mode():
         model.setup_category(category, supports)
-        loader = DataLoader(data.AnomalyDataset(rows, bb.image_size, mean=bb.mean, std=bb.std),
+        loader = DataLoader(data.AnomalyDataset(rows, bb.image_size, mean=bb.mean, std=bb.std, use_cache=False),
                             batch_size=CONFIG.batch_size)
         for batch in loader:
             out = model(batch["image"])

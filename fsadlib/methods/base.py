@@ -61,6 +61,22 @@ def check_preset(preset: str, section: str) -> None:
         raise ValueError(f"{section}.preset must be one of {PRESETS}, got {preset!r}")
 
 
+def same_backbone(backbone_model: Any, wanted: Any) -> bool:
+    """Whether a built backbone can serve a method whose backbone config is ``wanted``: the same config,
+    where ``precision`` only has to mean the same on the backbone's device (``auto`` is ``fp32`` on CPU,
+    so one CPU backbone serves a workbench and a ``paper`` preset method alike)."""
+    from fsadlib.clip.precision import effective_precision
+
+    built, asked = to_dict(backbone_model.config), to_dict(wanted)
+    precisions = built.pop("precision", None), asked.pop("precision", None)
+    if built != asked:
+        return False
+    if precisions[0] == precisions[1]:
+        return True
+    device = getattr(backbone_model, "device", torch.device("cpu"))
+    return None not in precisions and effective_precision(precisions[0], device) == effective_precision(precisions[1], device)
+
+
 class AnomalyMethod(nn.Module, ABC):
     """Common interface. Subclasses set ``name``, ``Config`` and implement the two hooks."""
 
@@ -85,7 +101,7 @@ class AnomalyMethod(nn.Module, ABC):
         self.config = config
         if backbone_model is None:
             backbone_model = build_backbone(config.backbone)
-        elif to_dict(backbone_model.config) != to_dict(config.backbone):
+        elif not same_backbone(backbone_model, config.backbone):
             raise ValueError(f"shared backbone {to_dict(backbone_model.config)} does not match "
                              f"the method's backbone config {to_dict(config.backbone)}")
         self.backbone = backbone_model

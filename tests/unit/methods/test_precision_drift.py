@@ -39,10 +39,25 @@ def test_auto_means_bf16_on_cuda_only_and_bad_names_are_refused():
         effective_precision("fp16", torch.device("cpu"))
 
 
-@pytest.mark.parametrize(("name", "paper"), [("inctrl", "fp32"), ("finegrained", "bf16")])
+@pytest.mark.parametrize(("name", "paper"), [("inctrl", "fp32"), ("finegrained", "fp32")])
 def test_paper_preset_takes_the_public_code_precision(name, paper):
     tiny = {"arch": "tiny", "precision": "auto"}
     assert create(name, backbone=tiny, preset="paper").config.backbone.precision == paper
     assert create(name, backbone=tiny).config.backbone.precision == "auto"  # workbench: bf16 on CUDA
     explicit = create(name, backbone={**tiny, "precision": "bf16"}, preset="paper")
     assert explicit.config.backbone.precision == "bf16"  # an explicit choice stays
+
+
+def test_one_cpu_backbone_serves_both_presets_but_not_another_precision():
+    """The reference tests share one backbone (the same weights) between the presets: ``auto`` is fp32 on
+    CPU, as the paper preset's precision; a bf16 backbone is refused for an fp32 method, naming both."""
+    from fsadlib.clip import BackboneConfig, ClipBackbone
+
+    shared = ClipBackbone(BackboneConfig(arch="tiny"))
+    paper = create("inctrl", backbone_model=shared, backbone={"arch": "tiny"}, preset="paper")
+    assert paper.backbone is shared and paper.config.backbone.precision == "fp32"
+    with pytest.raises(ValueError, match=r"shared backbone .*'precision': 'bf16'.* does not match .*'precision': 'fp32'"):
+        create("inctrl", backbone_model=ClipBackbone(BackboneConfig(arch="tiny", precision="bf16")),
+               backbone={"arch": "tiny"}, preset="paper")
+    with pytest.raises(ValueError, match="does not match"):
+        create("inctrl", backbone_model=shared, backbone={"arch": "tiny", "image_size": 96})

@@ -26,7 +26,6 @@ embedding width, L = 77 context length.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsadlib.clip.cache import FeatureCache
-from fsadlib.clip.precision import autocast, check_precision, effective_precision
+from fsadlib.clip.precision import FrozenEncoder, check_precision
 from fsadlib.clip.tiny import register_model_configs, resolve_arch
 from fsadlib.data.geometry import check_geometry
 
@@ -84,7 +83,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class ClipBackbone(nn.Module):
+class ClipBackbone(FrozenEncoder):
     """A frozen open_clip CLIP with the feature access the anomaly-detection methods need."""
 
     def __init__(self, config: BackboneConfig | None = None) -> None:
@@ -119,23 +118,6 @@ class ClipBackbone(nn.Module):
     def device(self) -> torch.device:
         return self.model.logit_scale.device
 
-    @property
-    def random_weights(self) -> bool:
-        """Whether the weights are a random initialisation (no pretrained tag or file was loaded)."""
-        return self.config.pretrained is None
-
-    def train(self, mode: bool = True) -> ClipBackbone:
-        """The backbone always stays in eval mode (frozen); ``train()`` is a no-op for it."""
-        super().train(False)
-        return self
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast when the effective precision is bf16 (:mod:`fsadlib.clip.precision`)."""
-        return autocast(self.config.precision, self.device)
-
-    def effective_precision(self) -> str:
-        """``"bf16"`` or ``"fp32"``: the precision this backbone runs at on its device."""
-        return effective_precision(self.config.precision, self.device)
 
     def _check_layers(self, layers: Sequence[int], what: str) -> None:
         bad = [l for l in layers if not 1 <= int(l) <= self.num_layers]

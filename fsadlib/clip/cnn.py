@@ -24,14 +24,13 @@ per tap, in the order of ``layers``.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fsadlib.clip.precision import autocast, check_precision, effective_precision
+from fsadlib.clip.precision import FrozenEncoder, check_precision
 from fsadlib.data.geometry import check_geometry
 
 PACKAGE_WEIGHTS = "package"
@@ -60,7 +59,7 @@ class CnnBackboneConfig:
             raise ValueError(f"backbone.arch {self.arch!r}: expected efficientnet-lite0..4 or timm:<name>")
 
 
-class CnnBackbone(nn.Module):
+class CnnBackbone(FrozenEncoder):
     """A frozen CNN (always in eval mode) returning the feature maps of the configured taps."""
 
     def __init__(self, config: CnnBackboneConfig | None = None) -> None:
@@ -82,23 +81,6 @@ class CnnBackbone(nn.Module):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
-    def random_weights(self) -> bool:
-        """Whether the weights are a random initialisation (``pretrained: null``)."""
-        return self.config.pretrained is None
-
-    def train(self, mode: bool = True) -> CnnBackbone:
-        """The encoder always stays in eval mode (frozen BatchNorm statistics)."""
-        super().train(False)
-        return self
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast when the effective precision is bf16 (:mod:`fsadlib.clip.precision`)."""
-        return autocast(self.config.precision, self.device)
-
-    def effective_precision(self) -> str:
-        """``"bf16"`` or ``"fp32"``: the precision this encoder runs at on its device."""
-        return effective_precision(self.config.precision, self.device)
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images [B, 3, S, S] (normalised with ``mean``/``std``) -> float32 [B, C_l, h_l, w_l] per tap."""

@@ -37,3 +37,27 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if effective_precision(precision, device) == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class FrozenEncoder(torch.nn.Module):
+    """What every frozen image encoder shares (:class:`~fsadlib.clip.ClipBackbone`,
+    :class:`~fsadlib.clip.cnn.CnnBackbone`): a ``config`` with ``pretrained`` and ``precision``, a
+    ``device``, eval mode for good, and autocast at its precision."""
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the weights are a random initialisation (``pretrained: null``: nothing was loaded)."""
+        return self.config.pretrained is None
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """The encoder always stays in eval mode (frozen, BatchNorm statistics included); a no-op."""
+        super().train(False)
+        return self
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when the effective precision is bf16."""
+        return autocast(self.config.precision, self.device)
+
+    def effective_precision(self) -> str:
+        """``"bf16"`` or ``"fp32"``: the precision this encoder runs at on its device."""
+        return effective_precision(self.config.precision, self.device)

@@ -118,3 +118,42 @@ def test_curve_folders_expand_k_over_the_sections_ks():
         "reports/train_m/mvtec/stage2/plots/metrics", "reports/train_m/mvtec/plots/metrics"]
     with pytest.raises(KeyError, match="m.ks"):
         curve_folders(spec, {"m": {}})
+
+
+def test_params_methods_choose_the_folders_and_evaluations_that_get_stages(tmp_path):
+    import yaml
+
+    from fsadlib.config import load_params
+    from fsadlib.pipeline import HEADER, generated_files, selected_methods, stale_files, write_stages
+
+    params = {**load_params(), "methods": ["winclip_plus", "inctrl"]}
+    files = generated_files(params=params)
+    assert sorted(p.as_posix() for p in files) == ["dvc.yaml", "pipelines/inctrl/dvc.yaml", "pipelines/winclip/dvc.yaml"]
+    winclip = yaml.safe_load(files[Path("pipelines/winclip/dvc.yaml")])["stages"]
+    assert winclip["evaluate"]["matrix"]["method"] == ["winclip_plus"]             # the listed one only
+    assert set(yaml.safe_load(files[Path("pipelines/inctrl/dvc.yaml")])["stages"]) == {"train_inctrl", "evaluate"}
+    everything = generated_files(params={**params, "methods": "all"})
+    assert Path("pipelines/kag_prompt/dvc.yaml") in everything
+    assert selected_methods({}, {}) == {}                                          # absent key = all (of none)
+    # make stages removes the stage files of folders that no longer run; a hand-written one stays, reported
+    left_out = tmp_path / "pipelines" / "kag_prompt" / "dvc.yaml"
+    own = tmp_path / "pipelines" / "own" / "dvc.yaml"
+    for path, text in ((left_out, HEADER.format(source="x") + "stages: {}\n"), (own, "stages: {}\n")):
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    write_stages(tmp_path, params)
+    assert not left_out.exists() and own.exists() and (tmp_path / "pipelines" / "inctrl" / "dvc.yaml").is_file()
+    assert stale_files(tmp_path, params) == [Path("pipelines/own/dvc.yaml")]
+
+
+@pytest.mark.parametrize("value, message", [
+    (["inctrl", "incrtl"], r"params.yaml methods: unknown method\(s\) \['incrtl'\]; known: \[.*'winclip_plus'\]"),
+    ([], r"params.yaml methods: 'all' or a non-empty list of method names"),
+    ("inctrl", r"params.yaml methods: 'all' or a non-empty list .* got 'inctrl'"),
+])
+def test_a_wrong_methods_key_is_refused_naming_it(value, message):
+    from fsadlib.methods import registry
+    from fsadlib.pipeline import selected_methods
+
+    with pytest.raises(ValueError, match=message):
+        selected_methods(registry.specs(), {"methods": value})

@@ -57,7 +57,10 @@ def _paper_backbone() -> BackboneConfig:
 @dataclass(frozen=True)
 class FineGrainedConfig:
     backbone: BackboneConfig = field(default_factory=_paper_backbone)
-    captions_dataset: str = "mvtec"
+    #: the data set whose captions (``data/captions/<captions_dataset>/``) the model uses: set by the
+    #: training to the data set it trains on and kept in the checkpoint; never a params.yaml key
+    #: (:class:`~fsadlib.methods.finegrained.train.FineGrainedSection` refuses it); "" = none yet
+    captions_dataset: str = ""
     memory_layers: tuple[int, ...] = (3, 8)
     n_ctx: int = 4
     n_pro: int = 1
@@ -145,7 +148,8 @@ class FineGrainedAD(AnomalyMethod):
 
         A model loaded with its captions (:func:`load_finegrained`) accepts only its own category key;
         otherwise ``category_key`` names the caption file ``data/captions/<captions_dataset>/<key>.json``
-        (the captions carry the category's class name).
+        (the captions carry the category's class name); without ``captions_dataset`` (a model not built
+        by the training) the captions must be given with :meth:`set_captions`.
         """
         if supports is None:
             raise ValueError("finegrained is few-shot: setup_category needs the k support images")
@@ -154,6 +158,10 @@ class FineGrainedAD(AnomalyMethod):
             if self.captions_locked:
                 raise ValueError(f"this finegrained model was trained for category "
                                  f"'{self.captions.category}', not '{category_key}'")
+            if not self.config.captions_dataset:
+                raise ValueError(f"finegrained: no captions for category '{category_key}': the model names no "
+                                 "captions_dataset (the training sets it to the data set it trains on); "
+                                 "call set_captions or load a trained model")
             captions = load_captions(self.config.captions_dataset, category_key)
             if captions.dataset != self.config.captions_dataset:
                 raise ValueError(f"captions of '{category_key}' under data/captions/{self.config.captions_dataset}/ "

@@ -10,7 +10,8 @@ Model selection: none. The model after the fixed epoch count is the model (the p
 the epoch with the best TEST pixel-AUROC; that is not done here and no test data is read).
 
 Captions are those of the data set trained on: ``model.captions_dataset`` is set to it (a category
-of the same name in another data set never lends its captions).
+of the same name in another data set never lends its captions); it is not a params.yaml key
+(:class:`FineGrainedSection` refuses it).
 
 Files: ``models/finegrained/<dataset>/k<k>/seed<s>/<category>.pt`` (the model, see
 :func:`fsadlib.methods.finegrained.model.category_model`) and, beside it, ``<category>/`` with the
@@ -54,6 +55,12 @@ class FineGrainedSection:
     ks: tuple[int, ...] = (1, 2, 4)      # one model per (target category, k, shot seed)
     model: FineGrainedConfig = field(default_factory=FineGrainedConfig)
     train: TrainConfig = field(default_factory=_paper_schedule)
+
+    def __post_init__(self) -> None:
+        if self.model.captions_dataset:
+            raise ValueError(f"finegrained.model.captions_dataset ('{self.model.captions_dataset}') is not a "
+                             "parameter: the training uses the captions of the data set it trains on (each "
+                             "evaluation's target) and records it in the model; remove the key from params.yaml")
 
 
 def training_batch(method: FineGrainedAD, supports: torch.Tensor, seed: int) -> tuple[dict[str, torch.Tensor],

@@ -68,7 +68,7 @@ def test_defaults_are_the_public_segmentation_code():
     assert (cfg.triplet_margin, cfg.match_weight, cfg.reg_weight) == (1.0, 0.001, 1.0)
     assert (cfg.region_upscale, cfg.region_boost, cfg.dpc_k_background, cfg.dpc_k_entity) == (4, 1.5, 8, 5)
     assert (cfg.memory_layers, cfg.sigma, cfg.prompt_seed, cfg.caption_levels) == ((3, 8), 2.4, 111, (1, 2, 3))
-    assert (cfg.captions_dataset, cfg.preset) == ("mvtec", "workbench")
+    assert (cfg.captions_dataset, cfg.preset) == ("", "workbench")   # captions: set by the training
 
 
 def test_replacement_mechanism_texts():
@@ -302,7 +302,7 @@ def test_captions_of_another_data_set_are_refused(backbone, supports, monkeypatc
 
 def test_training_reports_the_captions_of_the_data_set_it_trained_on(tmp_path, monkeypatch):
     """The training notebook checks every model's config against params.yaml + ``report.derived``: a
-    FineGrainedAD model keeps the captions of the data set it trained on, whatever params.yaml names."""
+    FineGrainedAD model keeps the captions of the data set it trained on (params.yaml names none)."""
     import fsadlib.clip
     from fsadlib.methods.finegrained import train as fg_train
     from fsadlib.protocol import Protocol
@@ -313,10 +313,32 @@ def test_training_reports_the_captions_of_the_data_set_it_trained_on(tmp_path, m
     monkeypatch.setattr(fg_train, "category_fingerprint", lambda *args: "")
     monkeypatch.setattr(fg_train, "train_category", lambda dataset, category, *args: trained.append((dataset, category))
                         or [{"epoch": 0, "train_loss": 1.0}])
-    section = fg_train.FineGrainedSection(ks=(1,), model=CONFIG)          # params name the captions of 'toy'
+    section = fg_train.FineGrainedSection(ks=(1,), model=dataclasses.replace(CONFIG, captions_dataset=""))
     protocol = Protocol(aux_dataset="visa_like", aux_categories=("pcb2",), target_dataset="visa_like",
                         target_categories=("pcb1",), selection="fixed")
     report = fg_train.train_finegrained(section, protocol, smoke=True, out_dir=tmp_path / "m", live_dir=tmp_path / "r")
     assert trained == [("visa_like", "pcb1")]
     assert report.derived == {"captions_dataset": "visa_like"}
     assert fg_train.model_config(section, "visa_like") == dataclasses.replace(section.model, **report.derived)
+
+
+def test_captions_dataset_is_not_a_params_key(tmp_path):
+    """The captions are those of the data set trained on: params.yaml naming one is refused, naming the key."""
+    from fsadlib.config import load_section
+    from fsadlib.methods.finegrained.train import FineGrainedSection
+
+    params = tmp_path / "params.yaml"
+    params.write_text("finegrained:\n  ks: [1]\n  model: {captions_dataset: mvtec}\n")
+    with pytest.raises(ValueError, match=r"finegrained.model.captions_dataset \('mvtec'\) is not a parameter"):
+        load_section("finegrained", FineGrainedSection, params)
+    params.write_text("finegrained:\n  ks: [1]\n")
+    assert load_section("finegrained", FineGrainedSection, params).model.captions_dataset == ""
+
+
+def test_a_model_without_captions_dataset_needs_its_captions_given(backbone, supports):
+    m = FineGrainedAD(dataclasses.replace(CONFIG, captions_dataset=""), backbone_model=backbone)
+    with pytest.raises(ValueError, match="no captions for category 'widget': the model names no captions_dataset"):
+        m.setup_category("widget", supports)
+    m.set_captions(widget())
+    m.setup_category("widget", supports)            # given captions of its category: ready
+    assert m.category == "widget" and m.memory

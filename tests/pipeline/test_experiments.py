@@ -181,5 +181,6 @@ def test_papermill_alone_leaves_the_pipeline_untouched(smoke_pipeline, tmp_path)
     assert result.returncode == 0, log.read_text()[-4000:]
     assert "scratch" in (tmp_path / "out.ipynb").read_text()            # the printed output root
     assert list((dst / "scratch" / "results" / "winclip").glob("*/k0/seed0/metrics.json"))
-    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=dst, env=env, capture_output=True, text=True)
+    status = subprocess.run([str(BIN / "dvc"), "status"], cwd=dst, env=env, capture_output=True, text=True,
+                            check=False)
     assert status.returncode == 0 and status.stdout.strip() == "Data and pipelines are up to date.", status.stdout

@@ -28,8 +28,9 @@ buffers) plus the full method config (which includes the backbone config: arch, 
 file, image size, QuickGELU flag), so it reloads with no other input.
 
 Precision (``backbone.precision``, :mod:`fsadlib.clip.precision`): ``auto`` under ``preset: paper``
-means the public code's precision, the class's ``paper_precision`` (``fp32`` for every method but
-FineGrainedAD, whose public code runs fp16: ``bf16`` is the nearest offered); the method's config then
+means the public code's precision, the class's ``paper_precision`` (``fp32`` for every method;
+FineGrainedAD's public code runs fp16, which is not offered, so its paper precision stays fp32 and
+``bf16`` is an explicit choice); the method's config then
 says so explicitly (and so does its checkpoint). ``auto`` under ``workbench``: bf16 on CUDA, fp32 elsewhere.
 """
 

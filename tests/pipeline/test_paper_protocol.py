@@ -40,7 +40,7 @@ def readme_blocks() -> list[tuple[str, str]]:
     """(language, text) of every fenced block of the README's paper-configuration section, in order."""
     text = (repo_root() / "README.md").read_text()
     section = text.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    return [(lang, textwrap.dedent(body)) for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, re.S)]
+    return [(lang, textwrap.dedent(body)) for lang, body in re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)]
 
 
 def readme_yaml(key: str) -> dict:

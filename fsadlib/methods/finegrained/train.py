@@ -144,14 +144,18 @@ def train_category(dataset: str, category: str, k: int, shot_seed: int, section:
 
 def category_fingerprint(dataset: str, category: str, k: int, shot_seed: int,
                          section: FineGrainedSection) -> dict[str, Any]:
-    """What a category's model depends on beyond its configs: which k-shot file, and the shot file,
-    its images and the captions file by size and modification time."""
+    """What a category's model depends on beyond its configs: which k-shot file, the images it lists
+    (by size and modification time) and the content (sha1) of the captions file. Contents, not
+    modification times, for the shot and captions files: their stages rewrite them unchanged whenever
+    anything of their data set changes, and that must not retrain the model."""
     from fsadlib.captions import captions_path
-    from fsadlib.data.shots import load_shots, shot_file
+    from fsadlib.data.shots import load_shots
+    from fsadlib.io import file_sha1
 
-    files = [shot_file(dataset, category, k, shot_seed), *load_shots(dataset, category, k, shot_seed),
-             captions_path(dataset, category)]
-    return input_fingerprint(files, dataset=dataset, category=category, k=k, seed=shot_seed)
+    images = load_shots(dataset, category, k, shot_seed)
+    captions = captions_path(dataset, category)
+    return input_fingerprint(images, dataset=dataset, category=category, k=k, seed=shot_seed, shots=images,
+                             captions=file_sha1(captions) if captions.is_file() else "missing")
 
 
 def train_finegrained(section: FineGrainedSection, protocol: Protocol, *, smoke: bool, out_dir: Path,

@@ -342,3 +342,45 @@ def test_a_model_without_captions_dataset_needs_its_captions_given(backbone, sup
     m.set_captions(widget())
     m.setup_category("widget", supports)            # given captions of its category: ready
     assert m.category == "widget" and m.memory
+
+
+def test_shot_and_caption_files_rewritten_unchanged_keep_the_model(tmp_path, monkeypatch):
+    """make_shots and build_captions rewrite their files whenever anything of their data set changes
+    (found on real MVTec AD: one changed test image retrained every FineGrainedAD model of the set): a
+    model's fingerprint follows those files' content, and its shot images as before."""
+    import os
+
+    from fsadlib.captions import captions_path
+    from fsadlib.io import write_json
+    from fsadlib.layout import shot_file
+    from fsadlib.methods.finegrained.train import FineGrainedSection, category_fingerprint
+
+    monkeypatch.setenv("FSAD_ROOT", str(tmp_path))
+    image = tmp_path / "data" / "toy" / "widget" / "000.png"
+    image.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(image)
+
+    def write_inputs(captions: Captions) -> None:
+        """The two files as their stages write them, then one second later than before."""
+        write_json(shot_file("toy", "widget", 1, 0), {"dataset": "toy", "category": "widget", "k": 1, "seed": 0,
+                                                      "images": ["data/toy/widget/000.png"]})
+        save_captions(captions_path("toy", "widget"), captions)
+        for path in (shot_file("toy", "widget", 1, 0), captions_path("toy", "widget")):
+            later = path.stat().st_mtime_ns + 1_000_000_000
+            os.utime(path, ns=(later, later))
+
+    def fingerprint() -> dict:
+        section = FineGrainedSection(ks=(1,), model=dataclasses.replace(CONFIG, captions_dataset=""))
+        return category_fingerprint("toy", "widget", 1, 0, section)
+
+    write_inputs(widget())
+    before = fingerprint()
+    write_inputs(widget())
+    assert fingerprint() == before                                   # rewritten unchanged: the model is kept
+    write_inputs(Captions(**{**widget().__dict__, "caption": "a photo of a widget on a white background."}))
+    assert fingerprint() != before                                   # other captions: retrained
+    write_inputs(widget())
+    assert fingerprint() == before
+    later = image.stat().st_mtime_ns + 1_000_000_000
+    os.utime(image, ns=(later, later))
+    assert fingerprint() != before                                   # a shot image changed: retrained

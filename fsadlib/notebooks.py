@@ -53,7 +53,7 @@ def build_notebook(parameters: str, cells: Sequence[str | NotebookNode], title: 
 
 
 #: the evaluation a training or evaluation notebook runs for (its stage passes ``-p target``)
-TARGET_PARAMETER = 'target = ""  # target data set of an evaluation in params.yaml protocol ("" = the first)'
+TARGET_PARAMETER = 'target = ""  # target data set of an evaluation in params.yaml protocol (empty: the first)'
 #: every pipeline notebook's last parameter and first cell: where its models/, results/ and reports/ go
 #: (the repo root under DVC; outside DVC, ``output_root`` else FSAD_OUTPUT_ROOT else scratch/)
 OUTPUT_ROOT_PARAMETER = 'output_root = ""  # outside DVC: root of models/, results/, reports/ (default: scratch/)'
@@ -139,7 +139,13 @@ def contract_problems(nb: NotebookNode | str | Path) -> list[str]:
 
 
 def _parameter_problems(source: str) -> list[str]:
+    """Each line of a parameters cell must be ``name = <scalar literal>`` that papermill itself reads
+    (its parser gives up on a line whose comment holds ``=``: it then warns "Passed unknown parameter"
+    on every run and ``papermill --help-notebook`` leaves the parameter out)."""
+    from papermill.translators import PythonTranslator
+
     problems = []
+    read_by_papermill = {p.name for p in PythonTranslator.inspect({"source": source})}
     for node in ast.parse(_python(source)).body:
         ok = isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
         if ok:
@@ -149,6 +155,9 @@ def _parameter_problems(source: str) -> list[str]:
                 ok = False
         if not ok:
             problems.append(f"parameters cell line {node.lineno}: only 'name = <scalar literal>' is allowed")
+        elif node.targets[0].id not in read_by_papermill:
+            problems.append(f"parameters cell line {node.lineno}: papermill cannot read '{node.targets[0].id}' "
+                            "(no '=' in its comment)")
     return problems
 
 

@@ -275,7 +275,7 @@ fig = viz.efficiency_plot(efficiency) if efficiency is not None else None""",
     ),
     "60_explore_anomaly_maps": (
         '# 60 Explore anomaly maps',
-        """results = ""  # results folder; "" = results/ of this checkout""",
+        """results = ""  # results folder; empty: results/ of this checkout""",
         [
             md("""Interactive explorer over **saved** results (it never runs a model): pick the data set, category,
 two methods, k and seed. Each image is shown with its ground-truth outline (lime), the two methods'

@@ -60,13 +60,14 @@ def test_stage_runs_its_notebook_by_the_rules(stage):
 def test_contract_checker_finds_each_problem():
     good = build_notebook("smoke = 0\nname = 'x'", [md("# t"), "x = 1"])
     assert contract_problems(good) == [] and notebook_parameters(good) == {"smoke": 0, "name": "x"}
-    bad = build_notebook("sizes = [1, 2]", ["def f():\n    return 1", "class A:\n    pass",
+    bad = build_notebook("sizes = [1, 2]\nmissed = 1  # k = 1 here", ["def f():\n    return 1", "class A:\n    pass",
                                             "assert 1 == 1, 'says what failed'\nassert 1 == 1"])
     bad.cells[1].outputs = [nbformat.v4.new_output("stream", text="hi")]
     bad.metadata.kernelspec.name = "julia"
     problems = " | ".join(contract_problems(bad))
     for expected in ("kernel is 'julia'", "only 'name = <scalar literal>'", "has outputs", "defines 'f'",
-                     "defines 'A'", "code cell 3 line 2: assert without a message"):
+                     "defines 'A'", "code cell 3 line 2: assert without a message",
+                     "line 2: papermill cannot read 'missed' (no '=' in its comment)"):
         assert expected in problems
     assert "line 1: assert" not in problems
     untagged = build_notebook("x = 1", [])

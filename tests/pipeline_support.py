@@ -12,9 +12,10 @@ BIN = Path(sys.executable).parent
 TIMEOUT_S = 1800  # a guard against a hung run; a loaded shared machine needs more than 15 min
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path,
+        timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
     with open(log, "w") as fh:
-        return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
+        return subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout,
                               check=False)
 
 

@@ -52,6 +52,8 @@ MODULES: dict[str, Target] = {
     "metrics": Target("fsadlib/metrics", (U + "metrics",)),
     "winclip_model": Target("fsadlib/methods/winclip/model.py",
                             (R + "test_winclip_reference.py", U + "methods/test_winclip.py")),
+    "winclip_windows": Target("fsadlib/methods/winclip/windows.py",
+                              (R + "test_winclip_reference.py", U + "methods/test_winclip.py")),
     "inctrl_model": Target("fsadlib/methods/inctrl/model.py",
                            (R + "test_inctrl_reference.py", U + "methods/test_inctrl.py")),
     "inctrl_loss": Target("fsadlib/methods/inctrl/train.py",
@@ -61,11 +63,15 @@ MODULES: dict[str, Target] = {
                                (R + "test_kag_prompt_reference.py", U + "methods/test_kag_prompt.py")),
     "kag_prompt_modules": Target("fsadlib/methods/kag_prompt/modules.py",
                                  (R + "test_kag_prompt_reference.py", U + "methods/test_kag_prompt.py")),
+    "kag_prompt_graph": Target("fsadlib/graph",
+                               (U + "graph", R + "test_kag_prompt_reference.py", U + "methods/test_kag_prompt.py")),
     "kag_prompt_loss": Target("fsadlib/methods/kag_prompt/train.py",
                               (R + "test_kag_prompt_reference.py", U + "methods/test_kag_prompt_train.py"),
                               ("kag_loss", "KagLossConfig")),
     "bayes_pfl_model": Target("fsadlib/methods/bayes_pfl/model.py",
                               (R + "test_bayes_pfl_reference.py", U + "methods/test_bayes_pfl.py")),
+    "bayes_pfl_layers": Target("fsadlib/methods/bayes_pfl/layers.py",
+                               (R + "test_bayes_pfl_reference.py", U + "methods/test_bayes_pfl.py")),
     "bayes_pfl_flows": Target("fsadlib/methods/bayes_pfl/flows.py",
                               (R + "test_bayes_pfl_reference.py", U + "methods/test_bayes_pfl.py")),
     "bayes_pfl_loss": Target("fsadlib/methods/bayes_pfl/train.py",
@@ -73,8 +79,11 @@ MODULES: dict[str, Target] = {
                              ("stage1_loss", "orthogonality_loss")),
     "finegrained_model": Target("fsadlib/methods/finegrained/model.py",
                                 (R + "test_finegrained_reference.py", U + "methods/test_finegrained.py")),
+    "finegrained_regions": Target("fsadlib/methods/finegrained/regions.py",
+                                  (R + "test_finegrained_reference.py", U + "methods/test_finegrained.py")),
     "finegrained_losses": Target("fsadlib/methods/finegrained/losses.py",
                                  (R + "test_finegrained_reference.py", U + "methods/test_finegrained.py")),
+    "patchcore_model": Target("fsadlib/methods/patchcore/model.py", (U + "methods/test_patchcore.py",)),
 }
 
 CONFIG = """[cosmic-ray]
@@ -88,7 +97,7 @@ name = "local"
 """
 
 
-def run_module(name: str, out: Path, timeout: float, sample: int = 0, seed: int = 0, recheck: bool = False) -> str:
+def run_module(name: str, out: Path, timeout: float = 0.0, sample: int = 0, seed: int = 0, recheck: bool = False) -> str:
     module, tests, definitions = MODULES[name]
     work = out / name
     tree, config, session = work / "tree", work / "config.toml", work / "session.sqlite"
@@ -106,7 +115,8 @@ def run_module(name: str, out: Path, timeout: float, sample: int = 0, seed: int 
         recheck_survivors(session, tree)
     if sample:
         keep_sample(session, sample, seed)
-    subprocess.run([BIN / "cosmic-ray", "exec", config, session], cwd=tree, env=env, check=True)
+    subprocess.run([sys.executable, Path(__file__).with_name("fork_exec.py"), session, *tests,
+                    "--timeout", str(timeout)], cwd=tree, env=env, check=True)
     return f"{name} ({module}): " + summary(tally(session))
 
 
@@ -177,9 +187,10 @@ def summary(counts: dict[str, int]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="modules whose name contains this text")
+    parser.add_argument("--only", default="", help="the module of this name, else those whose name contains it")
     parser.add_argument("--out", default=str(ROOT / "reports" / "mutants"))
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant's test run")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help="seconds per mutant's test run (0: 3 x the baseline run + 30)")
     parser.add_argument("--sample", type=int, default=0, help="run a random sample of this many mutants (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
     parser.add_argument("--recheck", action="store_true",
@@ -187,7 +198,7 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in MODULES:
+    for name in [args.only] if args.only in MODULES else MODULES:
         if args.only in name:
             print(run_module(name, out, args.timeout, args.sample, args.seed, args.recheck), flush=True)
     return 0

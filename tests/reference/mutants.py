@@ -196,7 +196,7 @@ def main() -> int:
     parser.add_argument("--recheck", action="store_true",
                         help="rerun the survivors of existing sessions against the current tests")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for name in [args.only] if args.only in MODULES else MODULES:
         if args.only in name:

@@ -47,7 +47,8 @@ class Target(NamedTuple):
 
 
 MODULES: dict[str, Target] = {
-    "maps": Target("fsadlib/maps.py", (U + "test_maps_losses.py",)),
+    "maps": Target("fsadlib/maps.py", (U + "test_maps_losses.py",
+                                       U + "methods/test_patchcore.py::test_nearest_euclidean_equals_a_loop")),
     "losses": Target("fsadlib/losses.py", (U + "test_maps_losses.py", U + "test_losses.py")),
     "metrics": Target("fsadlib/metrics", (U + "metrics",)),
     "winclip_model": Target("fsadlib/methods/winclip/model.py",

@@ -13,17 +13,21 @@ copy of the package, as with cosmic-ray's own executor. Outcomes follow cosmic-r
 usage or no-tests errors) is ``incompetent`` (a fault of the harness, never counted as a kill).
 
 **Baseline first.** The unmutated tests run once in a child; they must pass (else every mutant would
-look killed and the run stops with an error naming the failing tests). The baseline gives each test's
-time (setup + call) and the third-party modules to preload (every module in ``sys.modules`` whose
-file lies outside the scratch tree). Mutant runs order the tests by their baseline time, fastest
-first, with ``-x``: a mutant dies at the cheapest test that catches it. The per-mutant timeout is
-``--timeout`` or 3 x the baseline time + 30 s.
+look killed: the run stops with an error pointing at the baseline's log). The baseline gives each
+test's time (setup + call) and the third-party modules to preload (every module in ``sys.modules``
+whose file lies outside the scratch tree). Mutant runs use ``-x`` and order the tests: first those
+that killed an earlier mutant of the session (``killers.json``), then the others, each group fastest
+first by baseline time, so a mutant usually dies at the first test it meets. The per-mutant timeout is
+``--timeout`` or 3 x the baseline time + 30 s. One executor per session at a time (a lock file); SIGTERM
+or Ctrl-C restores the mutated module before exiting.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import fcntl
 import importlib
 import json
 import os
@@ -80,10 +84,8 @@ def third_party_modules(tree: Path) -> list[str]:
 def preload(names: list[str]) -> None:
     """Import ``names`` (a module that does not import on its own, e.g. an alias, is left out)."""
     for name in names:
-        try:
+        with contextlib.suppress(Exception):  # an alias module; the child imports what it needs
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional alias module; the child imports what it needs
-            pass
 
 
 def in_child(tests: list[str], log: Path, plugin: TestOrder, report: Path, modules: bool = False) -> int:
@@ -111,14 +113,18 @@ def in_child(tests: list[str], log: Path, plugin: TestOrder, report: Path, modul
 
 
 def wait(pid: int, timeout: float) -> int | None:
-    """The child's exit status (negative: killed by that signal), or None after ``timeout`` s (the
-    child's process group is killed)."""
+    """The child's exit status (negative: killed by that signal), or None after ``timeout`` s. The
+    child's process group is killed on a timeout and when the wait is interrupted."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.05)
+    except BaseException:
+        os.killpg(pid, signal.SIGKILL)
+        raise
     os.killpg(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return None
@@ -183,6 +189,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=0.0, help="seconds per mutant (0: 3 x baseline + 30)")
     args = parser.parse_args()
     work = args.session.resolve().parent
+    lock = (work / "exec.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"{args.session} is being run by another process; skipped", flush=True)
+        return 0
+    # SIGTERM ends the run like Ctrl-C: the mutated module is restored on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with use_db(str(args.session), WorkDB.Mode.open) as db:
         pending = list(db.pending_work_items)
     if not pending:

@@ -16,7 +16,7 @@ from fsadlib.captions.vocab import LOCATIONS
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.finegrained.losses import level_losses
+from fsadlib.methods.finegrained.losses import level_losses, regulariser
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, category_model, model_path
 from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts, carry_defect
 from fsadlib.methods.finegrained.regions import dpc_knn, effective_k, region_weights
@@ -200,6 +200,21 @@ def test_level_losses_hand_computed():
     expected_tri = max(0.0, 0 - float((v[0, 0] - t_a).pow(2).sum()) + 1.0)
     assert math.isclose(out["tri"].item(), expected_tri, abs_tol=1e-6)
     assert math.isclose(out["match"].item(), 0.3 ** 2 + 0.1 ** 2, rel_tol=1e-5)
+
+
+def test_regulariser_hand_computed_with_two_pieces_per_set():
+    """S = 2 context sets x Pn = 2 pieces, rows set-major; two entities summed, then normalised."""
+    def level(learned, normal=((0.0, 1.0), (0.0, 1.0))):
+        return LevelFeatures(normal=torch.tensor(normal), handcrafted=torch.zeros(1, 2), learned=torch.tensor(learned))
+    image = level([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])         # sets: (0.5, 0.5), (1, 0)
+    background = level([[0.0, 0.0]] * 4, normal=((0.0, 0.5), (0.0, 0.5)))  # mean normal (0, 0.5)
+    entity_1 = level([[0.0, 2.0], [0.0, 2.0], [0.0, 2.0], [0.0, 2.0]])      # sets: (0, 2), (0, 2)
+    entity_2 = level([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])      # sets: (1, 0), (0, 1)
+    # per set, norm(sum of entities): (1, 2) / sqrt(5) and (0, 1); their mean (1 / (2 sqrt 5), 1 / sqrt 5 + 1 / 2)
+    x = 0.75 - 1 / (2 * math.sqrt(5))
+    y = 0.25 - (1 / math.sqrt(5) + 0.5) - 0.5
+    got = regulariser([image, background, entity_1, entity_2], n_sets=2)
+    assert math.isclose(got.item(), math.hypot(x, y), rel_tol=1e-6)
 
 
 def test_routing_and_text_score_hand_computed(model):

@@ -20,6 +20,7 @@ timeout counting as killed; the figures per module and the survivors judged equi
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import shutil
@@ -114,6 +115,7 @@ def run_module(name: str, out: Path, timeout: float = 0.0, sample: int = 0, seed
             keep_definitions(session, definitions)
     elif recheck:
         recheck_survivors(session, tree)
+    skip_annotations(session, tree)
     if sample:
         keep_sample(session, sample, seed)
     subprocess.run([sys.executable, Path(__file__).with_name("fork_exec.py"), session, *tests,
@@ -129,16 +131,47 @@ def keep_definitions(session: Path, definitions: tuple[str, ...]) -> None:
                                 WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="definitions"))
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) (line, column) of every annotation of a module that has ``from __future__ import
+    annotations`` (there they are strings, never evaluated); none for any other module."""
+    tree = ast.parse(source)
+    if not any(isinstance(node, ast.ImportFrom) and node.module == "__future__"
+               and any(alias.name == "annotations" for alias in node.names) for node in tree.body):
+        return []
+    annotations = [node.annotation for node in ast.walk(tree) if isinstance(node, (ast.arg, ast.AnnAssign))]
+    annotations += [node.returns for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in annotations if a is not None]
+
+
+def skip_annotations(session: Path, tree: Path) -> None:
+    """Mark the mutants not yet run that lie inside an annotation as skipped with the output
+    ``annotation``: equivalent by construction (the annotation is a string that nothing evaluates)."""
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        results = dict(db.results)
+        items = [w for w in db.work_items if w.job_id not in results
+                 or results[w.job_id].worker_outcome == WorkerOutcome.SKIPPED and results[w.job_id].output is None]
+        spans: dict[Path, list] = {}
+        inside = []
+        for w in items:
+            (m,) = w.mutations
+            if m.module_path not in spans:
+                spans[m.module_path] = annotation_spans((tree / m.module_path).read_text())
+            if any(start <= tuple(m.start_pos) and tuple(m.end_pos) <= end for start, end in spans[m.module_path]):
+                inside.append(w.job_id)
+        db.set_multiple_results(inside, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="annotation"))
+
+
 def keep_sample(session: Path, n: int, seed: int) -> None:
     """Make ``n`` of the session's mutants the ones to run (all the others skipped): a new session
     keeps a seeded uniform sample of its pending mutants; an existing one grows by a uniform sample of
     its sample-skipped mutants (or drops pending ones), so a sample can be extended round by round.
-    Mutants skipped as outside the module's definitions carry the output ``definitions``."""
+    Mutants skipped as outside the module's definitions or inside an annotation carry the output
+    ``definitions`` or ``annotation`` and never join the sample."""
     with use_db(str(session)) as db:
         results = {w.job_id: r for w, r in db.completed_work_items}
         pending = sorted(w.job_id for w in db.pending_work_items)
     sampled_out = sorted(j for j, r in results.items()
-                         if r.worker_outcome == WorkerOutcome.SKIPPED and r.output != "definitions")
+                         if r.worker_outcome == WorkerOutcome.SKIPPED and r.output is None)
     chosen = len(pending) + sum(1 for r in results.values() if r.worker_outcome != WorkerOutcome.SKIPPED)
     rng = random.Random(f"{seed}:{chosen}")
     if chosen > n:
@@ -164,12 +197,12 @@ def recheck_survivors(session: Path, tree: Path) -> None:
 
 def tally(session: Path) -> dict[str, int]:
     """Counts of a session: killed, timeout (counted as killed), survived, incompetent, skipped, pending."""
-    counts = dict.fromkeys(("killed", "timeout", "survived", "incompetent", "skipped", "pending"), 0)
+    counts = dict.fromkeys(("killed", "timeout", "survived", "incompetent", "annotation", "skipped", "pending"), 0)
     with use_db(str(session), WorkDB.Mode.open) as db:
         counts["pending"] = len(db.pending_work_items)
         for _, result in db.completed_work_items:
             if result.worker_outcome == WorkerOutcome.SKIPPED:
-                counts["skipped"] += 1
+                counts["annotation" if result.output == "annotation" else "skipped"] += 1
             elif result.test_outcome == TestOutcome.KILLED:
                 counts["timeout" if result.output == "timeout" else "killed"] += 1
             elif result.test_outcome == TestOutcome.SURVIVED:

@@ -195,8 +195,6 @@ def main() -> int:
     except BlockingIOError:
         print(f"{args.session} is being run by another process; skipped", flush=True)
         return 0
-    # SIGTERM ends the run like Ctrl-C: the mutated module is restored on the way out
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with use_db(str(args.session), WorkDB.Mode.open) as db:
         pending = list(db.pending_work_items)
     if not pending:
@@ -206,6 +204,10 @@ def main() -> int:
     print(f"baseline {base['seconds']:.1f} s, {len(base['durations'])} tests; timeout {timeout:.0f} s; "
           f"{len(pending)} mutants", flush=True)
     preload(base["modules"])
+    # SIGTERM and SIGINT (ignored by default in a background job) end the run with an exception, so the
+    # mutated module is restored on the way out; set after the preload, which may install handlers
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     known = work / "killers.json"
     order = TestOrder(base["durations"], frozenset(json.loads(known.read_text())) if known.exists() else frozenset())
     for n, item in enumerate(pending, 1):

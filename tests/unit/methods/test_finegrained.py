@@ -315,6 +315,16 @@ def test_captions_of_another_data_set_are_refused(backbone, supports, monkeypatc
         m.setup_category("widget", supports)
 
 
+def test_load_trained_is_called_on_the_class_and_needs_a_category():
+    from fsadlib.protocol import Protocol
+
+    protocol = Protocol(aux_dataset="visa_like", target_dataset="visa_like", selection="fixed")
+    with pytest.raises(ValueError, match="a category is required"):
+        FineGrainedAD.load_trained(protocol, 1, 0)
+    with pytest.raises(FileNotFoundError, match="no finegrained model for visa_like/no_such_part k=1 seed=0"):
+        FineGrainedAD.load_trained(protocol, 1, 0, category="no_such_part")
+
+
 def test_training_reports_the_captions_of_the_data_set_it_trained_on(tmp_path, monkeypatch):
     """The training notebook checks every model's config against params.yaml + ``report.derived``: a
     FineGrainedAD model keeps the captions of the data set it trained on, whatever params.yaml names."""

@@ -56,6 +56,8 @@ def test_few_shot_contract():
         m(images())
     with pytest.raises(ValueError, match="needs supports"):
         m.setup_category("disc", None)
+    with pytest.raises(ValueError, match=r"needs supports \[k, 3, S, S\], got \(0, 3, 64, 64\)"):
+        m.setup_category("disc", torch.zeros(0, 3, 64, 64))
 
 
 def test_text_is_the_kag_ensemble(method):

@@ -1,14 +1,15 @@
 """``make mutants``: cosmic-ray over the formula modules, each with its matching tests (not in CI).
 
-    python tests/reference/mutants.py [--only SUBSTRING] [--out reports/mutants] [--sample N] [--timeout S]
+    python tests/reference/mutants.py [--only NAME] [--out reports/mutants] [--sample N] [--timeout S]
 
 cosmic-ray edits the module in place, so everything runs in a scratch copy of the repository,
 ``<out>/<name>/tree`` (made when the module's session is new; never the working tree). For every
-module of :data:`MODULES` it writes ``<out>/<name>/config.toml`` (the module, the test command, a
-per-mutant timeout), runs ``cosmic-ray init`` + ``exec`` into ``<out>/<name>/session.sqlite`` (an
-interrupted run resumes where it stopped: ``exec`` skips mutants already done) and prints the kill
-rate. Survivors: ``cr-report <out>/<name>/session.sqlite --show-diff --surviving-only``.
-Slow by nature: every mutant reruns the module's tests (run one module at a time in the background).
+module of :data:`MODULES` it writes ``<out>/<name>/config.toml`` (the module, the test command),
+enumerates the mutants with ``cosmic-ray init`` into ``<out>/<name>/session.sqlite`` and runs them
+with ``fork_exec.py`` (one preloaded process, a forked pytest per mutant, tests that killed before
+first; an interrupted run resumes where it stopped) and prints the kill rate. Mutants inside
+annotations are not run (equivalent by construction, counted apart). Survivors:
+``cr-report <out>/<name>/session.sqlite --show-diff --surviving-only``.
 
 ``--recheck`` reruns an existing session's survivors against the current tests (after adding tests).
 ``--sample N``: a uniform random sample of N of the module's mutants (seeded by ``--seed``) is run,

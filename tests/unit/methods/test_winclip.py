@@ -181,6 +181,9 @@ def test_bad_parameters_name_the_key():
         create("winclip", backbone={"arch": "tiny"}, patch_layer=13)
     with pytest.raises(ValueError, match="winclip.temperature"):
         WinClipConfig(temperature=0)
+    with pytest.raises(ValueError, match=r"sides >= 1, got \(0, 2\)"):
+        WinClipConfig(window_sizes=(0, 2))
+    assert WinClipConfig(window_sizes=(1, 2)).window_sizes == (1, 2)  # a one-patch window is a window
     with pytest.raises(KeyError, match="scales"):
         create("winclip", scales=[2, 3], **TINY)
 

@@ -19,7 +19,7 @@ from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.finegrained.losses import level_losses, regulariser
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, category_model, model_path
 from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts, carry_defect
-from fsadlib.methods.finegrained.regions import dpc_knn, effective_k, region_weights
+from fsadlib.methods.finegrained.regions import cluster_means, dpc_knn, effective_k, region_weights
 from fsadlib.methods.finegrained.train import fit_category
 from fsadlib.train import TrainConfig
 
@@ -179,6 +179,14 @@ def test_region_weights_on_known_layout():
     assert torch.equal(w[2], torch.where(left, 2.5, 1.0))
     assert torch.equal(w[0], torch.where(top_right, 2.5, 1.0))
     assert torch.equal(w[1], torch.where(bottom_right, 2.5, 1.0))
+
+
+def test_cluster_means_by_hand():
+    tokens = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])
+    labels = torch.tensor([[0, 0, 1, 1]])
+    assert torch.equal(cluster_means(tokens, labels, 3), torch.tensor([[[2.0, 0.0], [2.5, 3.5], [0.0, 0.0]]]))
+    use = torch.tensor([[True, True, True, False]])  # the masked token counts for no cluster
+    assert torch.equal(cluster_means(tokens, labels, 2, mask=use), torch.tensor([[[2.0, 0.0], [0.0, 2.0]]]))
 
 
 def test_fine_tokens_reassemble_the_crops(model, supports):

@@ -189,6 +189,26 @@ def test_cluster_means_by_hand():
     assert torch.equal(cluster_means(tokens, labels, 2, mask=use), torch.tensor([[[2.0, 0.0], [0.0, 2.0]]]))
 
 
+def test_second_stage_keeps_a_cluster_for_foreground_that_is_no_entity():
+    """E = 2 entities, E + 1 stage-2 clusters: fine rows 0-1 of the right half = entity 1, rows 2-3 =
+    another part close to entity 1 (0.8 e1 + 0.6 f, f in no text), rows 4-7 = 0.8 e1 + 0.6 e2; left
+    half = background. The third cluster takes the other part, so entity 1's map is rows 0-1 only."""
+    e1, e2, bg, f = torch.eye(4)
+    tok = torch.empty(8, 8, 4)
+    tok[:, :4] = bg
+    tok[:2, 4:] = e1
+    tok[2:4, 4:] = F.normalize(0.8 * e1 + 0.6 * f, dim=0)
+    tok[4:, 4:] = F.normalize(0.8 * e1 + 0.6 * e2, dim=0)
+    w = region_weights(tok.reshape(1, 64, 4), torch.stack([e1, e2]), bg, upscale=2,
+                       generator=torch.Generator().manual_seed(0)).weights.view(3, 4, 4)
+    right = torch.zeros(4, 4, dtype=torch.bool)
+    right[:, 2:] = True
+    rows = torch.arange(4)[:, None]
+    assert torch.equal(w[0], torch.where(right & (rows == 0), 2.5, 1.0))
+    assert torch.equal(w[1], torch.where(right & (rows >= 2), 2.5, 1.0))
+    assert torch.equal(w[2], torch.where(~right, 2.5, 1.0))
+
+
 def test_fine_tokens_reassemble_the_crops(model, supports):
     with torch.no_grad():
         fine = model.fine_tokens(supports[:1]).view(1, 16, 16, -1)  # upscale 2 x grid 8

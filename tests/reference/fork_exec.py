@@ -70,22 +70,35 @@ class TestOrder:
             self.first_failure = report.nodeid
 
 
+def own_names(tree: Path) -> set[str]:
+    """Top-level names of the scratch tree's packages and modules (``fsadlib``, ``tests``, ...)."""
+    return {p.stem for p in tree.iterdir() if p.is_dir() or p.suffix == ".py"}
+
+
 def third_party_modules(tree: Path) -> list[str]:
-    """Names of the imported modules whose file lies outside ``tree`` (and outside the scripts' folder)."""
-    own = (str(tree.resolve()), str(Path(__file__).resolve().parent))
+    """Names of the imported modules that are neither in ``tree`` (by file or by top-level name: a
+    module generated elsewhere under a tree package's name, such as torch-geometric's
+    ``fsadlib.graph.<...>_propagate``, would import that package when preloaded) nor next to this script."""
+    own_files, own = (str(tree.resolve()), str(Path(__file__).resolve().parent)), own_names(tree)
     names = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None) or ""
-        if name != "__main__" and not os.path.realpath(path).startswith(own):
+        if (name != "__main__" and name.split(".")[0] not in own
+                and not os.path.realpath(path).startswith(own_files)):
             names.append(name)
     return names
 
 
-def preload(names: list[str]) -> None:
-    """Import ``names`` (a module that does not import on its own, e.g. an alias, is left out)."""
+def preload(names: list[str], tree: Path) -> None:
+    """Import ``names`` (a module that does not import on its own, e.g. an alias, is left out), then
+    check that no module of ``tree`` came with them: a child would reuse it instead of the mutant."""
     for name in names:
         with contextlib.suppress(Exception):  # an alias module; the child imports what it needs
             importlib.import_module(name)
+    own = own_names(tree)
+    leaked = sorted(name for name in sys.modules if name.split(".")[0] in own)
+    if leaked:
+        raise RuntimeError(f"preloading imported modules of the scratch tree: {leaked[:5]}")
 
 
 def in_child(tests: list[str], log: Path, plugin: TestOrder, report: Path, modules: bool = False) -> int:
@@ -203,7 +216,7 @@ def main() -> int:
     timeout = args.timeout or 3 * base["seconds"] + 30
     print(f"baseline {base['seconds']:.1f} s, {len(base['durations'])} tests; timeout {timeout:.0f} s; "
           f"{len(pending)} mutants", flush=True)
-    preload(base["modules"])
+    preload(base["modules"], Path.cwd())
     # SIGTERM and SIGINT (ignored by default in a background job) end the run with an exception, so the
     # mutated module is restored on the way out; set after the preload, which may install handlers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

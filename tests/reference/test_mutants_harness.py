@@ -4,6 +4,8 @@
 replacements of ``*`` and the constant 2 -> 3 and 2 -> 1. At x = 2 only ``x + 2`` and ``x ** 2`` still
 give 4; the test also spins while ``double(3) == 9``, which only ``x ** 2`` gives, so that mutant must
 end by the timeout (counted as killed, output ``timeout``), ``x + 2`` survives and the 11 others die.
+The test module also registers a module named ``toy.generated`` whose file lies elsewhere: preloading
+it would import the unmutated ``toy`` into the parent, and every mutant would survive.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ test-command = "pytest"
 [cosmic-ray.distributor]
 name = "local"
 """
-TEST = """from toy import double
+TEST = """import sys
+import types
+
+from toy import double
+
+generated = types.ModuleType("toy.generated")  # as torch-geometric's generated fsadlib.graph.<...>_propagate
+generated.__file__ = "/elsewhere/generated.py"
+sys.modules["toy.generated"] = generated
 
 
 def test_double():

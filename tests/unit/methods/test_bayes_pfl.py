@@ -198,6 +198,17 @@ def test_public_score_rule_records_parts(backbone):
         m.public_scores()
 
 
+def test_paper_defaults_and_initial_pixel_scale(backbone):
+    assert BayesPFLConfig().layers == (6, 12, 18, 24)                   # ViT-L-14: every sixth block
+    assert float(make_method(backbone).log_scale_pixel) == pytest.approx(math.log(1 / 0.07))  # CLIP's init
+
+
+def test_only_the_public_rule_reports_target_statistics(backbone):
+    assert "min-max normalised per class" in make_method(backbone, score_rule="public").target_statistics()
+    assert make_method(backbone).target_statistics() is None
+    assert make_method(backbone, score_rule="public_text").target_statistics() is None
+
+
 def test_bad_parameters_name_the_key(backbone):
     with pytest.raises(ValueError, match="score_rule"):
         replace(TINY, score_rule="max")

@@ -8,7 +8,7 @@ import torch
 from fsadlib.clip import CnnBackbone
 from fsadlib.maps import nearest_euclidean
 from fsadlib.methods import create, list_methods, method_spec
-from fsadlib.methods.patchcore.model import PatchCoreConfig
+from fsadlib.methods.patchcore.model import PatchCoreConfig, PatchCoreSection
 
 
 def test_nearest_euclidean_equals_a_loop():
@@ -33,6 +33,7 @@ def test_patchcore_is_a_registered_method_on_a_cnn(method):
 
 def test_paper_defaults():
     assert (PatchCoreConfig().neighbourhood, PatchCoreConfig().sigma) == (3, 4.0)  # PatchCore's p = 3, sigma = 4
+    assert PatchCoreSection().ks == (1, 2, 4)
 
 
 def test_local_average_counts_only_the_neighbours_inside_the_map(method, monkeypatch):

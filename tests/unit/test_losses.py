@@ -46,6 +46,8 @@ def test_balanced_focal_loss_means_per_class():
         sum(fl(p, 0, 2) for p in (0.9, 0.2, 0.6, 0.1)) / 4, rel=1e-12)
     assert float(balanced_focal_loss(prob, torch.ones_like(prob))) == pytest.approx(
         sum(fl(p, 1, 2) for p in (0.9, 0.2, 0.6, 0.1)) / 4, rel=1e-12)
+    one_of_each = torch.tensor([[1.0, 0.0]], dtype=torch.float64)          # a class of one pixel: its FL as is
+    assert float(balanced_focal_loss(prob[:1], one_of_each)) == pytest.approx(fl(0.9, 1, 2) + fl(0.2, 0, 2), rel=1e-12)
 
 
 def test_dice_loss_default_smooth_per_sample_mean():

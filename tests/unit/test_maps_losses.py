@@ -12,6 +12,7 @@ from fsadlib.losses import dice_loss, focal_loss, focal_loss_with_logits
 from fsadlib.maps import (
     fused_image_score,
     gaussian_blur,
+    grid_side,
     harmonic_mean,
     nearest_distance,
     patch_text_probs,
@@ -48,15 +49,24 @@ def test_patch_text_probs_and_map():
     assert torch.allclose(p[0], want, atol=1e-6)
     m = to_map(p, (2, 2), 4)
     assert m.shape == (1, 4, 4) and torch.isclose(m[0, 0, 0], p[0, 0])
+    # each text embedding is normalised on its own: (3, 4) -> (0.6, 0.8); cos with (1, 0): 0.6, with (0, 1): 0.8
+    p = patch_text_probs(tokens[:, :2], torch.tensor([[3.0, 4.0], [0.0, 1.0]]), scale=1.0)
+    assert torch.allclose(p[0], torch.tensor([1 / (1 + np.exp(0.6)), 1 / (1 + np.exp(-0.2))]).float(), atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["mirror", "reflect"])
-def test_gaussian_blur_matches_scipy_borders_included(mode):
+def test_grid_side_of_square_token_counts_only():
+    assert (grid_side(1), grid_side(49), grid_side(576)) == (1, 7, 24)
+    with pytest.raises(ValueError, match="50 tokens do not form a square grid"):
+        grid_side(50)
+
+
+@pytest.mark.parametrize("mode, sigma", [("mirror", 2.0), ("reflect", 2.0), ("mirror", 0.75)])  # radius 8; 3 (odd)
+def test_gaussian_blur_matches_scipy_borders_included(mode, sigma):
     x = np.random.default_rng(0).random((2, 32, 20)).astype(np.float32)
-    got = gaussian_blur(torch.from_numpy(x), 2.0, mode).numpy()
-    want = np.stack([gaussian_filter(m, 2.0, mode=mode, truncate=4.0) for m in x])
+    got = gaussian_blur(torch.from_numpy(x), sigma, mode).numpy()
+    want = np.stack([gaussian_filter(m, sigma, mode=mode, truncate=4.0) for m in x])
     assert np.abs(got - want).max() < 1e-5
-    other = np.stack([gaussian_filter(m, 2.0, mode={"mirror": "reflect", "reflect": "mirror"}[mode]) for m in x])
+    other = np.stack([gaussian_filter(m, sigma, mode={"mirror": "reflect", "reflect": "mirror"}[mode]) for m in x])
     assert np.abs(got - other)[:, 0].max() > 1e-3          # the two border rules differ at the edges
     t = torch.from_numpy(x)
     assert gaussian_blur(t, 0) is t

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsadlib.graph import GatedCrossAttentionConv, complete_graph, complete_graph_batch
+from fsadlib.graph import ConvGRUCell, GatedCrossAttentionConv, complete_graph, complete_graph_batch
 from fsadlib.methods.kag_prompt.modules import LayerGraph
 from fsadlib.methods.kag_prompt.reference import dense_layer_graph, dense_round
 
@@ -20,6 +20,12 @@ def make(aggregation, seed=0):
     for p in conv.parameters():  # well-spread weights so every term matters
         torch.nn.init.normal_(p, 0.0, 0.3)
     return conv, torch.randn(B, L, C, H, W)
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+def test_conv_gru_keeps_the_map_size(kernel_size):
+    cell = ConvGRUCell(3, 4, kernel_size)
+    assert cell(torch.randn(2, 3, 6, 5), torch.randn(2, 4, 6, 5)).shape == (2, 4, 6, 5)
 
 
 def test_complete_graph_edges():

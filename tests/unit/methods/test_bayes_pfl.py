@@ -17,7 +17,7 @@ from fsadlib.methods import create
 from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.bayes_pfl import SPEC
 from fsadlib.methods.bayes_pfl.augment import BayesPFLAugmentConfig
-from fsadlib.methods.bayes_pfl.flows import planar_flow, sample_flow
+from fsadlib.methods.bayes_pfl.flows import ImageAgnosticFlow, planar_flow, sample_flow
 from fsadlib.methods.bayes_pfl.layers import ResidualCrossModalAttention
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig, public_image_scores, public_topk
 from fsadlib.methods.bayes_pfl.train import (
@@ -76,6 +76,12 @@ def test_planar_log_det_matches_autograd_jacobian():
         zi, li = planar_flow(zs[i], u, w, b)
         assert torch.allclose(zk[i], zi) and float(ld[i]) == pytest.approx(float(li))
     assert float(planar_flow(z, u, w, b)[1]) == pytest.approx(float(log_det), abs=1e-4)
+
+
+def test_a_state_flow_has_one_set_of_free_parameters():
+    flow = ImageAgnosticFlow(width=8, n_flows=3)
+    shapes = {name: tuple(p.shape) for name, p in flow.named_parameters()}
+    assert shapes == {"state": (1, 8), "u": (1, 3, 8), "w": (1, 3, 8), "b": (1, 3)}
 
 
 def test_kl_of_standard_normal_base_is_zero_and_gaussian_kl_matches_closed_form():
@@ -196,6 +202,17 @@ def test_public_score_rule_records_parts(backbone):
     m.setup_category("screw")
     with pytest.raises(ValueError, match="public_scores"):
         m.public_scores()
+
+
+def test_paper_defaults_and_initial_pixel_scale(backbone):
+    assert BayesPFLConfig().layers == (6, 12, 18, 24)                   # ViT-L-14: every sixth block
+    assert float(make_method(backbone).log_scale_pixel) == pytest.approx(math.log(1 / 0.07))  # CLIP's init
+
+
+def test_only_the_public_rule_reports_target_statistics(backbone):
+    assert "min-max normalised per class" in make_method(backbone, score_rule="public").target_statistics()
+    assert make_method(backbone).target_statistics() is None
+    assert make_method(backbone, score_rule="public_text").target_statistics() is None
 
 
 def test_bad_parameters_name_the_key(backbone):

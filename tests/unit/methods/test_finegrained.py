@@ -16,10 +16,10 @@ from fsadlib.captions.vocab import LOCATIONS
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
-from fsadlib.methods.finegrained.losses import level_losses
+from fsadlib.methods.finegrained.losses import level_losses, regulariser
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig, category_model, model_path
 from fsadlib.methods.finegrained.prompts import ATTRIBUTES, LevelFeatures, build_texts, carry_defect
-from fsadlib.methods.finegrained.regions import dpc_knn, effective_k, region_weights
+from fsadlib.methods.finegrained.regions import cluster_means, dpc_knn, effective_k, region_weights
 from fsadlib.methods.finegrained.train import fit_category
 from fsadlib.train import TrainConfig
 
@@ -181,6 +181,34 @@ def test_region_weights_on_known_layout():
     assert torch.equal(w[1], torch.where(bottom_right, 2.5, 1.0))
 
 
+def test_cluster_means_by_hand():
+    tokens = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])
+    labels = torch.tensor([[0, 0, 1, 1]])
+    assert torch.equal(cluster_means(tokens, labels, 3), torch.tensor([[[2.0, 0.0], [2.5, 3.5], [0.0, 0.0]]]))
+    use = torch.tensor([[True, True, True, False]])  # the masked token counts for no cluster
+    assert torch.equal(cluster_means(tokens, labels, 2, mask=use), torch.tensor([[[2.0, 0.0], [0.0, 2.0]]]))
+
+
+def test_second_stage_keeps_a_cluster_for_foreground_that_is_no_entity():
+    """E = 2 entities, E + 1 stage-2 clusters: fine rows 0-1 of the right half = entity 1, rows 2-3 =
+    another part close to entity 1 (0.8 e1 + 0.6 f, f in no text), rows 4-7 = 0.8 e1 + 0.6 e2; left
+    half = background. The third cluster takes the other part, so entity 1's map is rows 0-1 only."""
+    e1, e2, bg, f = torch.eye(4)
+    tok = torch.empty(8, 8, 4)
+    tok[:, :4] = bg
+    tok[:2, 4:] = e1
+    tok[2:4, 4:] = F.normalize(0.8 * e1 + 0.6 * f, dim=0)
+    tok[4:, 4:] = F.normalize(0.8 * e1 + 0.6 * e2, dim=0)
+    w = region_weights(tok.reshape(1, 64, 4), torch.stack([e1, e2]), bg, upscale=2,
+                       generator=torch.Generator().manual_seed(0)).weights.view(3, 4, 4)
+    right = torch.zeros(4, 4, dtype=torch.bool)
+    right[:, 2:] = True
+    rows = torch.arange(4)[:, None]
+    assert torch.equal(w[0], torch.where(right & (rows == 0), 2.5, 1.0))
+    assert torch.equal(w[1], torch.where(right & (rows >= 2), 2.5, 1.0))
+    assert torch.equal(w[2], torch.where(~right, 2.5, 1.0))
+
+
 def test_fine_tokens_reassemble_the_crops(model, supports):
     with torch.no_grad():
         fine = model.fine_tokens(supports[:1]).view(1, 16, 16, -1)  # upscale 2 x grid 8
@@ -200,6 +228,21 @@ def test_level_losses_hand_computed():
     expected_tri = max(0.0, 0 - float((v[0, 0] - t_a).pow(2).sum()) + 1.0)
     assert math.isclose(out["tri"].item(), expected_tri, abs_tol=1e-6)
     assert math.isclose(out["match"].item(), 0.3 ** 2 + 0.1 ** 2, rel_tol=1e-5)
+
+
+def test_regulariser_hand_computed_with_two_pieces_per_set():
+    """S = 2 context sets x Pn = 2 pieces, rows set-major; two entities summed, then normalised."""
+    def level(learned, normal=((0.0, 1.0), (0.0, 1.0))):
+        return LevelFeatures(normal=torch.tensor(normal), handcrafted=torch.zeros(1, 2), learned=torch.tensor(learned))
+    image = level([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])         # sets: (0.5, 0.5), (1, 0)
+    background = level([[0.0, 0.0]] * 4, normal=((0.0, 0.5), (0.0, 0.5)))  # mean normal (0, 0.5)
+    entity_1 = level([[0.0, 2.0], [0.0, 2.0], [0.0, 2.0], [0.0, 2.0]])      # sets: (0, 2), (0, 2)
+    entity_2 = level([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])      # sets: (1, 0), (0, 1)
+    # per set, norm(sum of entities): (1, 2) / sqrt(5) and (0, 1); their mean (1 / (2 sqrt 5), 1 / sqrt 5 + 1 / 2)
+    x = 0.75 - 1 / (2 * math.sqrt(5))
+    y = 0.25 - (1 / math.sqrt(5) + 0.5) - 0.5
+    got = regulariser([image, background, entity_1, entity_2], n_sets=2)
+    assert math.isclose(got.item(), math.hypot(x, y), rel_tol=1e-6)
 
 
 def test_routing_and_text_score_hand_computed(model):
@@ -298,6 +341,16 @@ def test_captions_of_another_data_set_are_refused(backbone, supports, monkeypatc
     m = FineGrainedAD(CONFIG, backbone_model=backbone)
     with pytest.raises(ValueError, match="describe data set 'mvtec', not finegrained.captions_dataset 'toy'"):
         m.setup_category("widget", supports)
+
+
+def test_load_trained_is_called_on_the_class_and_needs_a_category():
+    from fsadlib.protocol import Protocol
+
+    protocol = Protocol(aux_dataset="visa_like", target_dataset="visa_like", selection="fixed")
+    with pytest.raises(ValueError, match="a category is required"):
+        FineGrainedAD.load_trained(protocol, 1, 0)
+    with pytest.raises(FileNotFoundError, match="no finegrained model for visa_like/no_such_part k=1 seed=0"):
+        FineGrainedAD.load_trained(protocol, 1, 0, category="no_such_part")
 
 
 def test_training_reports_the_captions_of_the_data_set_it_trained_on(tmp_path, monkeypatch):

@@ -71,9 +71,17 @@ def test_head_shapes_follow_the_backbone_grid(method):
     assert out.pred_score.shape == (3,) and out.anomaly_map.shape == (3, 64, 64)
 
 
+def test_trained_model_of_k_is_final_pt_in_its_k_folder():
+    protocol = Protocol(aux_dataset="mvtec", target_dataset="visa")
+    assert Inctrl.trained_path(protocol, 4, seed=0) == Inctrl.training_dir(protocol) / "k4" / "final.pt"
+
+
 def test_bad_input_names_the_key():
     with pytest.raises(ValueError, match="inctrl.layers"):
         create("inctrl", backbone={"arch": "tiny"}, layers=[7, 13])
+    for hidden in ((8,), (8, 4, 2), (8, 0)):
+        with pytest.raises(ValueError, match="inctrl.head_hidden two widths >= 1"):
+            InctrlConfig(head_hidden=hidden)
     with pytest.raises(KeyError, match="legacy"):
         create("inctrl", legacy=1, **TINY)
     m = create("inctrl", **TINY)

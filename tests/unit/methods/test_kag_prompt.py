@@ -11,6 +11,7 @@ from fsadlib.clip import BackboneConfig
 from fsadlib.methods import create, list_methods, spec_of
 from fsadlib.methods.base import load_checkpoint
 from fsadlib.methods.kag_prompt.model import KagPrompt, KagPromptConfig
+from fsadlib.methods.kag_prompt.modules import LayerGraph
 from fsadlib.methods.kag_prompt.train import KagLossConfig, kag_loss
 
 TINY = {"backbone": {"arch": "tiny"}, "layers": [3, 6, 9, 12], "proj_dim": 24, "topk": 5}
@@ -56,6 +57,20 @@ def test_few_shot_contract():
         m(images())
     with pytest.raises(ValueError, match="needs supports"):
         m.setup_category("disc", None)
+    with pytest.raises(ValueError, match=r"needs supports \[k, 3, S, S\], got \(0, 3, 64, 64\)"):
+        m.setup_category("disc", torch.zeros(0, 3, 64, 64))
+
+
+def test_paper_readout_normalises_each_node_map_alone():
+    """per_node_norm in training: ReLU((y - mean) / sqrt(var + eps)) with the mean and biased variance
+    of each node's own h x w map, y = Conv3x3(x); 6 node maps of 2 channels (more maps than channels)."""
+    torch.manual_seed(0)
+    graph = LayerGraph(2, 3, rounds=1, aggregation="concat", per_node_norm=True).train()
+    x = torch.randn(6, 4, 5, 5)
+    y = graph.readout[0](x)
+    mean, var = y.mean((2, 3), keepdim=True), y.var((2, 3), unbiased=False, keepdim=True)
+    want = F.relu((y - mean) / torch.sqrt(var + graph.readout[1].eps))
+    torch.testing.assert_close(graph.read(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_text_is_the_kag_ensemble(method):

@@ -8,6 +8,7 @@ import torch
 from fsadlib.clip import CnnBackbone
 from fsadlib.maps import nearest_euclidean
 from fsadlib.methods import create, list_methods, method_spec
+from fsadlib.methods.patchcore.model import PatchCoreConfig, PatchCoreSection
 
 
 def test_nearest_euclidean_equals_a_loop():
@@ -28,6 +29,23 @@ def test_patchcore_is_a_registered_method_on_a_cnn(method):
     assert "patchcore" in list_methods() and method.few_shot and not method_spec("patchcore").trainable
     assert isinstance(method.backbone, CnnBackbone)  # the base class built no CLIP model
     assert method.trainable_state_dict() == {}
+
+
+def test_paper_defaults():
+    assert (PatchCoreConfig().neighbourhood, PatchCoreConfig().sigma) == (3, 4.0)  # PatchCore's p = 3, sigma = 4
+    assert PatchCoreSection().ks == (1, 2, 4)
+
+
+def test_local_average_counts_only_the_neighbours_inside_the_map(method, monkeypatch):
+    """p = 3 on a 3 x 3 tap holding 1..9: the centre averages all nine (5), a corner its four
+    neighbours (1 2 4 5 -> 3), an edge its six (1 2 3 4 5 6 -> 3.5); a 2 x 2 tap is resized to 3 x 3."""
+    tap = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    monkeypatch.setattr(method.backbone, "encode", lambda images: [tap, torch.ones(1, 1, 2, 2)])
+    features, grid = method.patch_features(torch.zeros(1, 3, 64, 64))
+    assert grid == (3, 3)
+    want = torch.tensor([3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5, 7.0])
+    torch.testing.assert_close(features[0, :, 0], want)
+    torch.testing.assert_close(features[0, :, 1], torch.ones(9))
 
 
 def test_bank_map_and_score(method):

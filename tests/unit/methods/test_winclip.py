@@ -138,7 +138,7 @@ def test_shapes_and_batch_invariance(zero, plus):
         torch.testing.assert_close(out.anomaly_map, torch.cat([s.anomaly_map for s in single]), atol=1e-5, rtol=1e-4)
     bank = plus.bank
     assert [w.shape for w in bank.windows] == [(2 * 49, 24), (2 * 36, 24)] and bank.patches.shape == (2 * 64, 48)
-    assert bank.k == 2 and zero.bank.windows is None
+    assert bank.k == 2 and zero.bank.windows is None and zero.bank.k == 0
 
 
 def test_few_shot_behaviour(zero, plus):
@@ -158,10 +158,14 @@ def test_few_shot_behaviour(zero, plus):
 
 def test_setup_contract_and_cache(zero):
     p = create("winclip_plus", backbone_model=zero.backbone, **TINY)
-    with pytest.raises(RuntimeError, match="setup_category"):
+    with pytest.raises(RuntimeError, match=r"call setup_category\(category_key, supports\)"):
         p(images(1))
+    with pytest.raises(RuntimeError, match=r"call setup_category\(category_key\) "):
+        create("winclip", backbone_model=zero.backbone, **TINY)(images(1))
     with pytest.raises(ValueError, match="needs supports"):
         p.setup_category("disc", None)
+    with pytest.raises(ValueError, match=r"needs supports \[k, 3, S, S\], got \(3, 64, 64\)"):
+        p.setup_category("disc", images(1)[0])
     s = images(1, seed=3)
     p.setup_category("disc", s)
     first = p.bank
@@ -181,6 +185,9 @@ def test_bad_parameters_name_the_key():
         create("winclip", backbone={"arch": "tiny"}, patch_layer=13)
     with pytest.raises(ValueError, match="winclip.temperature"):
         WinClipConfig(temperature=0)
+    with pytest.raises(ValueError, match=r"sides >= 1, got \(0, 2\)"):
+        WinClipConfig(window_sizes=(0, 2))
+    assert WinClipConfig(window_sizes=(1, 2)).window_sizes == (1, 2)  # a one-patch window is a window
     with pytest.raises(KeyError, match="scales"):
         create("winclip", scales=[2, 3], **TINY)
 

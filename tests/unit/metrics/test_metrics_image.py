@@ -89,6 +89,14 @@ def test_infinite_scores_are_ordinary_scores():
     assert worst["auroc"] == 0.0 and worst["ap"] == pytest.approx((1 / 3 + 2 / 4) / 2)  # positives ranked 3rd and 4th
 
 
+@pytest.mark.parametrize("nan_bits", [0x7FC00000, 0xFFC00000])  # +NaN sorts to the low end, -NaN to the high end
+def test_a_nan_of_either_sign_among_finite_scores_is_rejected(nan_bits):
+    scores = np.array([0.1, 0.0, 0.5], dtype=np.float32)
+    scores[1] = np.array([nan_bits], dtype=np.uint32).view(np.float32)[0]
+    with pytest.raises(ValueError, match="NaN"):
+        image_metrics(scores, np.array([0, 1, 1]))
+
+
 @pytest.mark.parametrize("scores, labels, match", [
     (np.array([0.1, np.nan]), np.array([0, 1]), "NaN"),
     (np.array([0.1, 0.2]), np.array([0, 1, 1]), "equal length"),

@@ -103,6 +103,7 @@ def test_strictly_increasing_transform_changes_nothing():
     assert pixel_metrics(np.exp(maps / 10).astype(np.float32) * 7 - 2, masks) == base
 
 
+@pytest.mark.filterwarnings("error")  # a block written through a wrongly sized slice warns (out= resized)
 def test_chunks_and_blocks_do_not_change_results(monkeypatch):
     maps, masks = mvtec_like(6, 16, 8, levels=20)  # ties straddle the small chunk borders
     base = pixel_metrics(maps, masks)
@@ -121,10 +122,24 @@ def test_input_types_agree():
     assert pixel_metrics(ro, masks) == base
 
 
+def test_one_map_without_the_image_axis_is_one_image():
+    maps, masks = mvtec_like(1, 16, 4)
+    assert pixel_metrics(maps[0], masks[0]) == pixel_metrics(maps, masks)
+
+
 def test_memory_guard(monkeypatch):
     monkeypatch.setattr(pixel, "available_host_memory", lambda: 10**6)
     with pytest.raises(MemoryError, match="8 B/pixel"):
         pixel_metrics(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 4), bool))
+
+
+def test_memory_need_is_bytes_per_pixel_and_per_defect_pixel_plus_the_overhead(monkeypatch):
+    need = 8 * 100 + 128 * 10 + 40 * 2**22 + 10 * 2**22  # CPU: 8 B/pixel, 128 B/defect pixel, blocks
+    monkeypatch.setattr(pixel, "available_host_memory", lambda: need)
+    pixel.check_memory(100, 10, torch.device("cpu"))
+    monkeypatch.setattr(pixel, "available_host_memory", lambda: need - 1)
+    with pytest.raises(MemoryError, match=r"128 B x 10 defect pixels"):
+        pixel.check_memory(100, 10, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("maps, masks, kw, match", [

@@ -199,6 +199,7 @@ def test_public_score_rule_records_parts(backbone):
     parts = torch.cat(m.score_parts)
     assert parts.shape == (4, 2)
     assert torch.allclose(m.public_scores(), public_image_scores(parts[:, 0], parts[:, 1]))
+    assert torch.equal(m.category_scores(torch.zeros(4)), m.public_scores())  # the evaluation's image scores
     m.setup_category("screw")
     with pytest.raises(ValueError, match="public_scores"):
         m.public_scores()
@@ -329,4 +330,6 @@ def test_public_text_rule_scores_by_the_text_probability_alone(backbone):
     public.setup_category("brain")
     text_only.setup_category("brain")
     public(x)
-    assert torch.allclose(text_only(x).pred_score, public.score_parts[0][:, 0], atol=1e-6)
+    scores = text_only(x).pred_score
+    assert torch.allclose(scores, public.score_parts[0][:, 0], atol=1e-6)
+    assert text_only.category_scores(scores) is scores                    # not transductive: kept as scored

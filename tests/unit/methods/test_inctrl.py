@@ -162,6 +162,17 @@ def test_legacy_layout_by_hand():
     assert lp.embedding[:, :, 0].tolist() == [[0, 10], [1, 11]]
 
 
+def test_loss_without_the_image_residual_is_the_final_term_alone(method, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(method, "config", dataclasses.replace(method.config, image_residual=0))
+    batch = {"image": rand(2, 3, 64, 64, seed=8), "prompts": rand(2, 2, 3, 64, 64, seed=9),
+             "label": torch.tensor([0.0, 1.0]), "category": ["stripes", "brick"]}
+    s = method.score_with_prompts(batch["image"], batch["prompts"], batch["category"])
+    got = inctrl_loss(method, batch, InctrlLossConfig())["loss"]
+    assert float(got.detach()) == pytest.approx(float(focal_loss(s.final, batch["label"]).detach()), rel=1e-5)
+
+
 def test_loss_focal_and_double_sigmoid(method):
     batch = {"image": rand(4, 3, 64, 64, seed=8), "prompts": rand(4, 2, 3, 64, 64, seed=9),
              "label": torch.tensor([0.0, 0.0, 1.0, 1.0]), "category": ["stripes", "stripes", "brick", "brick"]}

@@ -34,6 +34,9 @@ def test_patchcore_is_a_registered_method_on_a_cnn(method):
 def test_paper_defaults():
     assert (PatchCoreConfig().neighbourhood, PatchCoreConfig().sigma) == (3, 4.0)  # PatchCore's p = 3, sigma = 4
     assert PatchCoreSection().ks == (1, 2, 4)
+    for even in (2, 4):
+        with pytest.raises(ValueError, match=f"odd number >= 1, got {even}"):
+            PatchCoreConfig(neighbourhood=even)
 
 
 def test_local_average_counts_only_the_neighbours_inside_the_map(method, monkeypatch):

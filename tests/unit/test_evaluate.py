@@ -374,3 +374,15 @@ def test_empty_masks_are_counted_warned_and_recorded(toy, tmp_path):
     assert disc["n_empty_masks"] == 2 and disc["empty_mask_images"] == bad.image_path.tolist()
     assert result["categories"]["metal_nut"]["n_empty_masks"] == 0
     assert "n_empty_masks" not in result["mean"]
+
+
+def test_a_method_with_neither_forward_nor_score_queries_names_itself():
+    """The base class's forward calls score_queries and score_queries calls forward: a method that
+    overrides neither gets an error naming it, not an endless recursion."""
+
+    class Neither(Brightness):
+        forward = AnomalyMethod.forward
+
+    with pytest.raises(NotImplementedError, match="Neither implements neither forward nor score_queries"):
+        Neither()(torch.zeros(1, 3, 4, 4))
+    assert Brightness()(torch.zeros(1, 3, 4, 4)).pred_score.shape == (1,)   # overriding forward is enough

@@ -183,10 +183,16 @@ def _module_of(target: str) -> str:
 
 
 # -- stages of a method folder -----------------------------------------------------------------------
+#: papermill engine of every stage (entry point in pyproject.toml: fsadlib.notebook_engine.SlicedPollEngine)
+ENGINE = "fsadlib"
+
+
 def papermill(notebook: str, output: str, parameters: dict[str, str]) -> str:
-    """``mkdir -p reports/notebooks && papermill <notebook> reports/notebooks/<output> -p name value ...``."""
-    params = " ".join(f"-p {name} {value}" for name, value in parameters.items())
-    return f"{MKDIR} && papermill {notebook} reports/notebooks/{output} {params}"
+    """``mkdir -p reports/notebooks && papermill <notebook> reports/notebooks/<output> -p name value ...
+    --engine fsadlib`` (the engine whose kernel channels cannot sleep through a cell's reply,
+    :mod:`fsadlib.notebook_engine`)."""
+    params = "".join(f"-p {name} {value} " for name, value in parameters.items())
+    return f"{MKDIR} && papermill {notebook} reports/notebooks/{output} {params}--engine {ENGINE}"
 
 
 def data_deps(dataset: str, shots: bool) -> list[str]:
@@ -327,7 +333,7 @@ def shared_pipeline() -> dict[str, Any]:
             "outs": ["data/captions/${key}", "reports/notebooks/20_build_captions_${key}.ipynb"],
         }},
         "ablation_analysis": {
-            "cmd": papermill(nb("50_ablation_analysis"), "50_ablation_analysis.ipynb", {}).rstrip(),
+            "cmd": papermill(nb("50_ablation_analysis"), "50_ablation_analysis.ipynb", {}),
             "deps": [*code_deps(nb("50_ablation_analysis")), "results"],
             "params": ["protocol"],
             "outs": ["reports/notebooks/50_ablation_analysis.ipynb"],

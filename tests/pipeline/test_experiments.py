@@ -177,7 +177,8 @@ def test_papermill_alone_leaves_the_pipeline_untouched(smoke_pipeline, tmp_path)
     env.pop("FSAD_OUTPUT_ROOT", None)
     log = tmp_path / "papermill.log"
     result = run([str(BIN / "papermill"), "notebooks/40_evaluate.ipynb", str(tmp_path / "out.ipynb"),
-                  "-p", "method", "winclip", "-p", "folder", "winclip", "-p", "smoke", "1"], dst, env, log)
+                  "-p", "method", "winclip", "-p", "folder", "winclip", "-p", "smoke", "1",
+                  "--engine", "fsadlib"], dst, env, log)
     assert result.returncode == 0, log.read_text()[-4000:]
     assert "scratch" in (tmp_path / "out.ipynb").read_text()            # the printed output root
     assert list((dst / "scratch" / "results" / "winclip").glob("*/k0/seed0/metrics.json"))

@@ -59,7 +59,7 @@ def test_interactive_notebook_runs_on_pipeline_outputs(clone, name):
     dst, env = clone
     smoke = ["-p", "smoke", "1"] if "smoke" in notebook_parameters(dst / "notebooks" / name) else []
     out = dst / "reports" / "notebooks" / name
-    cmd = [str(BIN / "papermill"), f"notebooks/{name}", str(out), "--execution-timeout", "300", *smoke]
+    cmd = [str(BIN / "papermill"), f"notebooks/{name}", str(out), "--execution-timeout", "300", "--engine", "fsadlib", *smoke]
     result = run(cmd, dst, env, dst / f"{name}.log")
     if result.returncode != 0 and "Timeout" in (dst / f"{name}.log").read_text():
         # once (of several runs) papermill and an idle kernel both waited for ever on one cell: retry once

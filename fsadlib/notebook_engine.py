@@ -11,7 +11,7 @@ DVC stages) the stage would wait for ever. :class:`SlicedPollChannel` polls for 
 wake-up is noticed at the next slice and the caller's timeout keeps its meaning (``Empty`` at the
 deadline, as before).
 
-Wiring: :class:`SlicedPollEngine` is papermill's nbclient engine with ``kernel_manager_class``
+Wiring: ``SlicedPollEngine`` (:func:`engine_class`) is papermill's nbclient engine with ``kernel_manager_class``
 :class:`SlicedPollKernelManager`, whose clients (:class:`SlicedPollClient`) use the sliced channel for
 shell, iopub, stdin and control. It is registered as papermill engine ``fsadlib`` (entry point in
 pyproject.toml), and every stage command passes ``--engine fsadlib``
@@ -21,6 +21,7 @@ From Python: ``papermill.execute_notebook(..., engine_name="fsadlib")``.
 
 from __future__ import annotations
 
+import functools
 import time
 from queue import Empty
 from typing import Any
@@ -28,7 +29,6 @@ from typing import Any
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
-from papermill.engines import NBClientEngine
 from traitlets import DottedObjectName, Type
 
 #: longest single poll of a kernel socket, in seconds (the most a missed wake-up can cost)
@@ -64,10 +64,27 @@ class SlicedPollKernelManager(AsyncKernelManager):
     client_class = DottedObjectName(f"{__name__}.SlicedPollClient")
 
 
-class SlicedPollEngine(NBClientEngine):
-    """Papermill's nbclient engine on :class:`SlicedPollKernelManager` (module docstring)."""
+@functools.cache
+def engine_class() -> type:
+    """``SlicedPollEngine``: papermill's nbclient engine on :class:`SlicedPollKernelManager`. Built on
+    first use because papermill imports this module while it loads its engines (the entry point), so
+    this module must not import papermill when it is imported."""
+    from papermill.engines import NBClientEngine
 
-    @classmethod
-    def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
-        return super().execute_managed_notebook(nb_man, kernel_name,
-                                                kernel_manager_class=SlicedPollKernelManager, **kwargs)
+    class SlicedPollEngine(NBClientEngine):
+        """Papermill's nbclient engine on :class:`SlicedPollKernelManager` (module docstring)."""
+
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            return super().execute_managed_notebook(nb_man, kernel_name,
+                                                    kernel_manager_class=SlicedPollKernelManager, **kwargs)
+
+    SlicedPollEngine.__module__ = __name__
+    return SlicedPollEngine
+
+
+def __getattr__(name: str) -> Any:
+    """``SlicedPollEngine`` (the entry point's object) is :func:`engine_class`."""
+    if name == "SlicedPollEngine":
+        return engine_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

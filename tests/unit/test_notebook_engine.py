@@ -9,7 +9,7 @@ from queue import Empty
 import pytest
 
 from fsadlib import notebook_engine
-from fsadlib.notebook_engine import SlicedPollChannel, SlicedPollClient, SlicedPollEngine, SlicedPollKernelManager
+from fsadlib.notebook_engine import SlicedPollChannel, SlicedPollClient, SlicedPollKernelManager, engine_class
 from fsadlib.pipeline import ENGINE
 
 
@@ -81,7 +81,7 @@ def test_a_zero_timeout_polls_once():
 def test_the_stages_engine_is_registered_with_papermill_and_wired_to_the_sliced_channels():
     from papermill.engines import papermill_engines
 
-    assert papermill_engines.get_engine(ENGINE) is SlicedPollEngine
+    assert papermill_engines.get_engine(ENGINE) is engine_class() is notebook_engine.SlicedPollEngine
     client = SlicedPollKernelManager().client()
     assert isinstance(client, SlicedPollClient)
     for name in ("shell", "iopub", "stdin", "control"):

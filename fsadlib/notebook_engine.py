@@ -62,6 +62,7 @@ class SlicedPollKernelManager(AsyncKernelManager):
     """nbclient's kernel manager, handing out :class:`SlicedPollClient` clients."""
 
     client_class = DottedObjectName(f"{__name__}.SlicedPollClient")
+    client_factory = Type(SlicedPollClient)
 
 
 @functools.cache

@@ -29,7 +29,7 @@ plan encodes once, and the images of all its k-shot sets (what the per-run path 
 
 Decode throughput (``--decode-sizes``, one core: ``torch.set_num_threads(1)``, one process): images/s
 of the PIL path (read by the one loader, geometry ``resize_crop``, PIL bicubic) and of the warm
-decoded-image cache (:mod:`fsadlib.data.decoded`: a memory-mapped entry, CRC-checked, copied out) on
+decoded-image cache (:mod:`fsadlib.data.decoded`: a memory-mapped entry, its pixel digest checked, copied out) on
 ``--decode-images`` sources, half MVTec-like 1024 x 1024 PNGs, half VisA-like 1500 x 1000 JPEGs; the
 pixels of both are checked equal. Goal: at least 1,000 images/s from the cache at 240 and 518 px.
 

@@ -21,8 +21,9 @@ For R runs of a category with N test images in batches of b:
    padded and encoded once, and each of its real rows is kept under (image transform, the model's
    ``support_key()``, image path, slot). With the nested draws of :mod:`fsadlib.data.shots` (the
    k = 1 list a prefix of k = 2's, ...) that encodes each seed's largest list once and nothing else
-   (k in 1, 2, 4, 8 and 3 seeds: 24 images instead of 45); with other shot files it is still exact
-   and only encodes more. A run's support features are its shots' rows in its file order
+   (k in 1, 2, 4, 8 and 3 seeds: 3 chunks, 24 image encodings, where the per-run path encodes 12
+   chunks, 96 with the padding, for 45 shot images); with other shot files it is still exact and
+   only encodes more. A run's support features are its shots' rows in its file order
    (:func:`fsadlib.features.cat_rows`), given to ``setup_category_encoded``;
 1. every run is prepared in plan order: ``seed_everything(seed)``, then ``setup_category_encoded
    (category, features)`` with its rows of step 0, or for the other methods ``setup_category(category,
@@ -45,12 +46,10 @@ once into the decoded-image cache, :mod:`fsadlib.data.decoded`), through a DataL
 :func:`loader_workers` workers and pinned memory on CUDA, copied without blocking and normalised on
 the device (:func:`fsadlib.data.dataset.normalise`, the same float32 operations as the CPU path).
 
-Memory of step 0: the rows of a category's distinct (support image, slot) pairs, freed once its
-runs are prepared (their states keep what they use).
-
 Scores come back as float32 [N] on the CPU, maps as float32 [N, E, E] resized bilinearly
 (align_corners=False) to the evaluation size E, masks as bool [N, E, E], maps and masks on the device.
-Memory: the features of one chunk, plus the maps of all R runs of the category (R x N x E^2 float32).
+Memory: the features of one chunk, plus the maps of all R runs of the category (R x N x E^2 float32);
+while the runs are prepared, the rows of step 0 (freed then: the runs' states keep what they use).
 """
 
 from __future__ import annotations

@@ -206,12 +206,17 @@ def support_runs(name: str, backbone: ClipBackbone, pool: list[str]) -> list[Cat
 
 
 @pytest.mark.parametrize("name", FEW_SHOT)
-def test_plan_with_shared_supports_equals_the_per_run_path(name, toy, tmp_path, backbone):
+def test_plan_with_shared_supports_equals_the_per_run_path(name, toy, tmp_path, backbone, monkeypatch):
     runs = support_runs(name, backbone, support_pool(tmp_path / "pool"))
     rows = toy[(toy.split == "test") & (toy.category == CATEGORIES[0])].reset_index(drop=True)
     size = runs[0].model.backbone.image_size
+    chunks: list[int] = []
+    original = type(runs[0].model).encode_support
+    monkeypatch.setattr(type(runs[0].model), "encode_support", lambda self, x: chunks.append(len(x)) or original(self, x))
     planned = score_category(CATEGORIES[0], rows, runs, eval_size=size, batch_size=2)
+    assert len(chunks) == 3  # pool[:9] in 2 chunks, [pool[3], pool[0]] in 1; the other lists' rows are shared
     per_run = score_category(CATEGORIES[0], rows, runs, eval_size=size, batch_size=2, encode_once=False)
+    assert len(chunks) == 3 + 1 + 1 + 1 + 2
     for got, want in zip(planned, per_run, strict=True):
         assert torch.equal(got.scores, want.scores) and torch.equal(got.maps, want.maps)
     assert len({tuple(s.scores.tolist()) for s in planned}) > 1  # the runs' supports matter

@@ -141,8 +141,6 @@ class SupportRows:
 
     def __init__(self) -> None:
         self._rows: dict[tuple, Any] = {}
-        #: chunks encoded so far (each [SUPPORT_CHUNK, 3, S, S], zero-padded)
-        self.chunks_encoded = 0
 
     @staticmethod
     def _key(run: CategoryRun) -> tuple:
@@ -160,7 +158,6 @@ class SupportRows:
                 images = data.load_images(paths, int(bb.image_size), bb.mean, bb.std, run.geometry).to(run.model.device)
                 with torch.inference_mode():
                     rows = run.model.encode_supports(images)  # one chunk: padded to SUPPORT_CHUNK inside
-                self.chunks_encoded += 1
                 for slot, path in enumerate(paths):
                     self._rows.setdefault((key, path, slot), take_rows(rows, slice(slot, slot + 1)))
 

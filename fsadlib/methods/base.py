@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from fsadlib.config import from_dict, to_dict
+from fsadlib.features import cat_rows, take_rows
 from fsadlib.io import file_sha1, load_torch, save_torch
 from fsadlib.methods.output import AnomalyOutput
 
@@ -213,8 +214,6 @@ class AnomalyMethod(nn.Module, ABC):
         :meth:`encode_support` of each chunk of :data:`SUPPORT_CHUNK` images, the last one padded with
         zero images, the real rows of every chunk joined along dim 0 (:func:`fsadlib.features.cat_rows`):
         the structure of one chunk with k rows."""
-        from fsadlib.features import cat_rows, take_rows
-
         parts = []
         for start in range(0, supports.shape[0], SUPPORT_CHUNK):
             chunk = supports[start:start + SUPPORT_CHUNK]

@@ -14,20 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_evaluate import write_dataset
 from PIL import Image
+from test_evaluate import write_dataset
 from torch.utils.data import DataLoader
 
 from fsadlib import data
 from fsadlib.captions import Captions
 from fsadlib.clip import BackboneConfig, ClipBackbone
 from fsadlib.config import seed_everything
-from fsadlib.encode_once import CategoryRun, SupportRows, score_category
 from fsadlib.data.shots import shot_file
+from fsadlib.encode_once import CategoryRun, SupportRows, score_category
 from fsadlib.evaluate import EvalConfig, PlannedRun, evaluate_plan
+from fsadlib.features import feature_tensors, take_rows
 from fsadlib.io import write_json
 from fsadlib.methods import create
-from fsadlib.features import take_rows
 from fsadlib.methods.base import SUPPORT_CHUNK, AnomalyMethod
 from fsadlib.methods.bayes_pfl.model import BayesPFL, BayesPFLConfig
 from fsadlib.methods.finegrained.model import FineGrainedAD, FineGrainedConfig
@@ -285,8 +285,8 @@ def test_canonical_support_encoding(name, backbone):
     mixed = torch.cat([x[:3], other[3:]])
     with torch.inference_mode():
         # the slot property: rows [:3] of a full chunk do not depend on the chunk's other rows
-        got, want = support_state_of(model, model.encode_supports(x[:3])), \
-            support_state_of(model, take_rows(model.encode_support(mixed), slice(0, 3)))
+        got = list(feature_tensors(model.encode_supports(x[:3])))
+        want = list(feature_tensors(take_rows(model.encode_support(mixed), slice(0, 3))))
         # setup_category(key, supports) = setup_category_encoded(key, encode_supports(supports))
         model.setup_category(CATEGORIES[0], x[:3])
         direct = support_state(name, model)
@@ -301,13 +301,6 @@ def test_canonical_support_encoding(name, backbone):
     assert all(torch.equal(a, b) for a, b in zip(full, batched_full, strict=True))
     for a, b in zip(direct, batched_3, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
-def support_state_of(model: AnomalyMethod, features) -> list[torch.Tensor]:
-    """Every tensor of an ``encode_supports`` structure, in order."""
-    from fsadlib.features import feature_tensors
-
-    return list(feature_tensors(features))
 
 
 def test_models_with_other_backbones_or_trained_features_are_encoded_apart(backbone):

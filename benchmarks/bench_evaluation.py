@@ -14,8 +14,9 @@ written (the cost measured is reading, encoding and scoring, plus the per-run me
 
 - ``single_first_s``:   one run, (first k, first seed): a reference;
 - ``single_largest_s``: one run, (largest k, first seed): the other reference;
-- ``plan_once_s``:      every (k, seed) in one plan, encode-once (the default: each test image and
-  each distinct support image of the category encoded once);
+- ``plan_once_s``:      every (k, seed) in one plan, encode-once (the default: each test image of the
+  category encoded once, and each distinct support image once, in chunks of 8 images: the nested
+  lists of a seed cost one encoding of its largest list, padded to a multiple of 8);
 - ``plan_per_run_s``:   (``--per-run`` only) the same plan with ``evaluate.encode_once: 0``.
 
 ``x_first`` = plan_once_s / single_first_s, ``x_largest`` = plan_once_s / single_largest_s (goal: at
@@ -25,7 +26,9 @@ method on N test images instead (the first N/2 normal and N - N/2 anomalous of t
 CPU the paper backbone of KAG-prompt (ViT-H-14) costs seconds per image. Fewer test images for the
 same supports make the plan's share of support encoding larger, so such a ratio is an upper bound of
 the ratio at full size. ``supports`` / ``shot_images`` in each row: the distinct support images the
-plan encodes once, and the images of all its k-shot sets (what the per-run path encodes).
+plan encodes once, and the images of all its k-shot sets (what the per-run path encodes); both paths
+encode supports in zero-padded chunks of 8 (``fsadlib.methods.base.SUPPORT_CHUNK``), so a k-shot
+list costs ceil(k / 8) x 8 image encodings.
 
 Decode throughput (``--decode-sizes``, one core: ``torch.set_num_threads(1)``, one process): images/s
 of the PIL path (read by the one loader, geometry ``resize_crop``, PIL bicubic) and of the warm

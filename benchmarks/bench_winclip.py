@@ -109,8 +109,12 @@ def build(cls: type[WinClip], args: argparse.Namespace, precision: str, device: 
 
 
 def set_bank(method: WinClip, text: torch.Tensor, supports: torch.Tensor) -> None:
-    windows, patches = method.support_banks(supports) if method.few_shot else (None, None)
-    method.bank = WinClipBank("bench", text, windows, patches, k=supports.shape[0] if method.few_shot else 0)
+    if not method.few_shot:
+        method.bank = WinClipBank("bench", text)
+        return
+    with torch.no_grad():
+        windows, patches = method.support_banks(method.encode_supports(supports))
+    method.bank = WinClipBank("bench", text, windows, patches, k=supports.shape[0])
 
 
 def measure(fn: Callable[[torch.Tensor], object], images: torch.Tensor, batch: int, device: torch.device) -> dict:

@@ -7,9 +7,28 @@ per-category state and random-number state.
 
 For R runs of a category with N test images in batches of b:
 
-1. every run is prepared in plan order: ``seed_everything(seed)``, ``setup_category(category, supports)``
-   (supports: its k-shot images), then its category state and the random-number state of torch,
-   numpy and ``random`` are captured (:class:`PreparedRun`);
+0. supports: for the runs whose models encode their supports apart (``encodes_supports``: the
+   few-shot methods with :meth:`~fsadlib.methods.base.AnomalyMethod.encode_support`), each distinct
+   support image of the category is decoded and encoded once per slot (:class:`SupportRows`). The
+   one canonical support encoding (:meth:`~fsadlib.methods.base.AnomalyMethod.encode_supports`,
+   what a run's own ``setup_category`` computes) encodes a k-shot list [k, 3, S, S] in batches of
+   ``SUPPORT_CHUNK`` = 8 images, the last one zero-padded, so image j of a list sits at slot j % 8
+   of batch j // 8. Exactness: on a CPU a row's features depend on the batch's shape and the row's
+   slot, never on what the other rows hold (the same kernels over the same operands; measured bit
+   for bit, while a batch of another size differs by about 4e-6), so the features of (image, slot)
+   are the same bits in every chunk that holds them. The runs with shots are visited in order of
+   decreasing k; every chunk of a run's list with an (image, slot) not yet encoded is decoded,
+   padded and encoded once, and each of its real rows is kept under (image transform, the model's
+   ``support_key()``, image path, slot). With the nested draws of :mod:`fsadlib.data.shots` (the
+   k = 1 list a prefix of k = 2's, ...) that encodes each seed's largest list once and nothing else
+   (k in 1, 2, 4, 8 and 3 seeds: 3 chunks, 24 image encodings, where the per-run path encodes 12
+   chunks, 96 with the padding, for 45 shot images); with other shot files it is still exact and
+   only encodes more. A run's support features are its shots' rows in its file order
+   (:func:`fsadlib.features.cat_rows`), given to ``setup_category_encoded``;
+1. every run is prepared in plan order: ``seed_everything(seed)``, then ``setup_category_encoded
+   (category, features)`` with its rows of step 0, or for the other methods ``setup_category(category,
+   supports)`` with its k-shot images (zero-shot runs: none), then its category state and the
+   random-number state of torch, numpy and ``random`` are captured (:class:`PreparedRun`);
 2. runs whose models give the same encoding key (:meth:`~fsadlib.methods.base.AnomalyMethod.encoding_key`
    plus the image transform) form one group; each group's test images are decoded and encoded once,
    batch by batch, with the group's first model;
@@ -29,7 +48,8 @@ the device (:func:`fsadlib.data.dataset.normalise`, the same float32 operations 
 
 Scores come back as float32 [N] on the CPU, maps as float32 [N, E, E] resized bilinearly
 (align_corners=False) to the evaluation size E, masks as bool [N, E, E], maps and masks on the device.
-Memory: the features of one chunk, plus the maps of all R runs of the category (R x N x E^2 float32).
+Memory: the features of one chunk, plus the maps of all R runs of the category (R x N x E^2 float32);
+while the runs are prepared, the rows of step 0 (freed then: the runs' states keep what they use).
 """
 
 from __future__ import annotations
@@ -37,7 +57,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +68,8 @@ from torch.utils.data import DataLoader
 
 from fsadlib import data
 from fsadlib.config import seed_everything
-from fsadlib.methods.base import AnomalyMethod
+from fsadlib.features import cat_rows, feature_bytes, take_rows
+from fsadlib.methods.base import SUPPORT_CHUNK, AnomalyMethod
 from fsadlib.progress import Bar
 
 
@@ -114,41 +135,84 @@ class PreparedRun:
         self.rng = RandomState.capture()
 
 
-def feature_bytes(features: Any) -> int:
-    """Bytes of every tensor in ``features`` (tensors, lists, tuples, dicts, dataclasses, nested)."""
-    if isinstance(features, torch.Tensor):
-        return features.numel() * features.element_size()
-    if isinstance(features, (list, tuple)):
-        return sum(feature_bytes(f) for f in features)
-    if isinstance(features, dict):
-        return sum(feature_bytes(f) for f in features.values())
-    if is_dataclass(features):
-        return sum(feature_bytes(getattr(features, f.name)) for f in fields(features))
-    return 0
+class SupportRows:
+    """Step 0 of the module docstring: the support features of one category's plan, each real row of
+    every encoded chunk kept under (image transform, ``support_key()``, image path, slot)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple, Any] = {}
+
+    @staticmethod
+    def _key(run: CategoryRun) -> tuple:
+        return _image_key(run.model, run.geometry), run.model.support_key()
+
+    def encode(self, runs: Sequence[CategoryRun]) -> None:
+        """Encode every chunk of the runs' shot lists that holds an (image, slot) not yet kept, the
+        runs visited in order of decreasing k (so nested lists are encoded once, by their longest)."""
+        for run in sorted(runs, key=lambda r: -len(r.shots)):
+            key, bb = self._key(run), run.model.backbone
+            for start in range(0, len(run.shots), SUPPORT_CHUNK):
+                paths = list(run.shots[start:start + SUPPORT_CHUNK])
+                if all((key, path, slot) in self._rows for slot, path in enumerate(paths)):
+                    continue
+                images = data.load_images(paths, int(bb.image_size), bb.mean, bb.std, run.geometry).to(run.model.device)
+                with torch.inference_mode():
+                    rows = run.model.encode_supports(images)  # one chunk: padded to SUPPORT_CHUNK inside
+                for slot, path in enumerate(paths):
+                    self._rows.setdefault((key, path, slot), take_rows(rows, slice(slot, slot + 1)))
+
+    def features(self, run: CategoryRun) -> Any:
+        """The run's support features: its shots' rows in its file order (k rows), as its model's
+        ``encode_supports`` of its k-shot images gives them; ``KeyError`` naming the image when
+        :meth:`encode` has not seen the run."""
+        key = self._key(run)
+        try:
+            parts = [self._rows[key, path, i % SUPPORT_CHUNK] for i, path in enumerate(run.shots)]
+        except KeyError as err:
+            raise KeyError(f"support image {err.args[0][1]} (slot {err.args[0][2]}) was not encoded: "
+                           "SupportRows.encode the run first") from None
+        with torch.inference_mode():
+            return cat_rows(parts)
 
 
-def prepare_run(run: CategoryRun, category: str) -> PreparedRun:
-    """Step 1 of the module docstring for one run."""
+def prepare_run(run: CategoryRun, category: str, supports: SupportRows | None = None) -> PreparedRun:
+    """Step 1 of the module docstring for one run: its support features from ``supports`` (step 0)
+    when given and its model encodes supports apart, else its k-shot images go to ``setup_category``."""
     model, backbone = run.model, run.model.backbone
-    seed_everything(run.seed)
     model.eval()
-    supports = data.load_images(list(run.shots), int(backbone.image_size), backbone.mean, backbone.std,
-                                run.geometry).to(model.device) if run.shots else None
+    encoded = supports is not None and _shares_supports(run)
+    features = supports.features(run) if encoded else None
+    images = data.load_images(list(run.shots), int(backbone.image_size), backbone.mean, backbone.std,
+                              run.geometry).to(model.device) if run.shots and not encoded else None
+    seed_everything(run.seed)
     with torch.inference_mode():
-        model.setup_category(category, supports)
+        if encoded:
+            model.setup_category_encoded(category, features)
+        else:
+            model.setup_category(category, images)
     return PreparedRun(model, model.category_state(), RandomState.capture())
+
+
+def _shares_supports(run: CategoryRun) -> bool:
+    """Whether a run's supports come from step 0: it has shots and its model encodes supports apart."""
+    return bool(run.shots) and run.model.encodes_supports
 
 
 def score_category(category: str, rows: pd.DataFrame, runs: Sequence[CategoryRun], *, eval_size: int,
                    batch_size: int = 16, num_workers: int = 0, budget_bytes: int = 2 << 30,
                    encode_once: bool = True, bar: Bar | None = None) -> list[Scored]:
     """Score every run of ``runs`` on ``category``'s test ``rows`` (module docstring); one
-    :class:`Scored` per run, in the order of ``runs``. ``encode_once=False`` encodes for each run
-    separately (the per-run path, as a reference and for the benchmark)."""
-    prepared = [prepare_run(run, category) for run in runs]
+    :class:`Scored` per run, in the order of ``runs``. ``encode_once=False`` encodes the test images
+    and the supports for each run separately (the per-run path, as a reference and for the benchmark)."""
+    supports = None
+    if encode_once:
+        supports = SupportRows()
+        supports.encode([run for run in runs if _shares_supports(run)])
+    prepared = [prepare_run(run, category, supports) for run in runs]
+    del supports  # the runs' states keep what they use
     groups: dict[Any, list[int]] = {}
     for i, (run, p) in enumerate(zip(runs, prepared)):
-        key = (_transform_key(p.model, run.geometry, eval_size), p.model.encoding_key()) if encode_once else i
+        key = (_image_key(p.model, run.geometry), eval_size, p.model.encoding_key()) if encode_once else i
         groups.setdefault(key, []).append(i)
     results: list[Scored | None] = [None] * len(runs)
     for indices in groups.values():
@@ -169,10 +233,10 @@ def loader_workers(requested: int, device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, len(os.sched_getaffinity(0)))
 
 
-def _transform_key(model: AnomalyMethod, geometry: str, eval_size: int) -> tuple:
-    """What the group's decoded images depend on: geometry, input size, normalisation, mask size."""
+def _image_key(model: AnomalyMethod, geometry: str) -> tuple:
+    """What a model's decoded input images depend on: geometry, input size, normalisation."""
     bb = model.backbone
-    return geometry, int(bb.image_size), tuple(bb.mean), tuple(bb.std), eval_size
+    return geometry, int(bb.image_size), tuple(bb.mean), tuple(bb.std)
 
 
 def _score_group(rows: pd.DataFrame, runs: list[PreparedRun], geometry: str, eval_size: int, batch_size: int,

@@ -17,6 +17,17 @@ runs' states with :meth:`AnomalyMethod.category_state` / :meth:`AnomalyMethod.re
 :meth:`AnomalyMethod.encoding_key` share one encoding. A method that does not split its forward keeps
 the defaults: its "features" are the images themselves and ``score_queries`` is its forward.
 
+Supports likewise. A few-shot method that implements ``encode_support(images)`` (the frozen encoder's
+features of a batch of :data:`SUPPORT_CHUNK` support images) and ``setup_category_encoded(key,
+features)`` has ``setup_category(key, supports) = setup_category_encoded(key, encode_supports(supports))``.
+:meth:`AnomalyMethod.encode_supports` is the one canonical support encoding: the k images in chunks
+of :data:`SUPPORT_CHUNK`, the last chunk zero-padded to full size, padding rows dropped, so image j
+of a k-shot list is always encoded at slot j % 8 of a batch of 8. On a CPU a row's features are then
+bit-identical whatever the other rows of its batch hold (same batch shape, same slot: the same
+kernels over the same operands), so the evaluation (:mod:`fsadlib.encode_once`) encodes each
+distinct (support image, slot) of a category once for all its (k, seed) runs and gives each run
+exactly the features its own ``setup_category`` would compute.
+
 ``setup_category`` always takes the category key (the data set's folder name, ``"pcb1"``), in
 training, validation and evaluation alike; the text a method encodes uses :meth:`AnomalyMethod.display_name`
 of it (``"printed circuit board"``), derived in that one place. ``supports`` is ``None`` for zero-shot methods, else a ``[k, 3, S, S]`` tensor of normal images
@@ -45,6 +56,7 @@ import torch
 from torch import nn
 
 from fsadlib.config import from_dict, to_dict
+from fsadlib.features import cat_rows, take_rows
 from fsadlib.io import file_sha1, load_torch, save_torch
 from fsadlib.methods.output import AnomalyOutput
 
@@ -52,6 +64,11 @@ if TYPE_CHECKING:
     from fsadlib.protocol import Protocol
 
 CHECKPOINT_FORMAT = 1
+#: support images per forward of the canonical support encoding (:meth:`AnomalyMethod.encode_supports`):
+#: [k, 3, S, S] is encoded as ceil(k / 8) batches [8, 3, S, S], the last one zero-padded, so image j
+#: always sits at slot j % 8 of batch j // 8 (its features are then the same bits in every k-shot list
+#: that holds it at that slot; module docstring)
+SUPPORT_CHUNK = 8
 #: ``workbench`` = the corrected behaviour (default); ``paper`` = the public code's, quirks included
 PRESETS = ("workbench", "paper")
 
@@ -166,7 +183,51 @@ class AnomalyMethod(nn.Module, ABC):
         modules adds ``id(self)``)."""
         if type(self).encode_queries is AnomalyMethod.encode_queries:
             return ("images",)
+        return self.frozen_key()
+
+    def frozen_key(self) -> tuple:
+        """What features computed by the frozen backbone alone depend on: the method class, the
+        backbone object and the method config."""
         return (type(self).__qualname__, id(self.backbone), repr(to_dict(self.config)))
+
+    # -- supports: one canonical encoding, shared by every (k, seed) of a plan (module docstring) -------
+    @property
+    def encodes_supports(self) -> bool:
+        """Whether this few-shot method implements :meth:`encode_support` and
+        :meth:`setup_category_encoded`, so a plan can encode each distinct support image of a category
+        once (:mod:`fsadlib.encode_once`); zero-shot methods never do."""
+        return self.few_shot and type(self).encode_support is not AnomalyMethod.encode_support
+
+    def encode_support(self, images: torch.Tensor) -> Any:
+        """The features the category state keeps of a batch of support images [SUPPORT_CHUNK, 3, S, S]:
+        a structure of tensors with the images first (:mod:`fsadlib.features`), computed by the frozen
+        backbone only (models with equal :meth:`support_key` give equal features). Called by
+        :meth:`encode_supports` only, always on a full chunk."""
+        raise NotImplementedError(f"{type(self).__name__} does not encode its supports apart")
+
+    def support_key(self) -> tuple:
+        """Models with equal keys give equal :meth:`encode_support` features (default :meth:`frozen_key`)."""
+        return self.frozen_key()
+
+    def encode_supports(self, supports: torch.Tensor) -> Any:
+        """The canonical support encoding (module docstring) of ``supports`` [k, 3, S, S], k >= 1:
+        :meth:`encode_support` of each chunk of :data:`SUPPORT_CHUNK` images, the last one padded with
+        zero images, the real rows of every chunk joined along dim 0 (:func:`fsadlib.features.cat_rows`):
+        the structure of one chunk with k rows."""
+        parts = []
+        for start in range(0, supports.shape[0], SUPPORT_CHUNK):
+            chunk = supports[start:start + SUPPORT_CHUNK]
+            n = chunk.shape[0]
+            if n < SUPPORT_CHUNK:
+                chunk = torch.cat([chunk, chunk.new_zeros(SUPPORT_CHUNK - n, *chunk.shape[1:])])
+            parts.append(take_rows(self.encode_support(chunk), slice(0, n)))
+        return cat_rows(parts)
+
+    def setup_category_encoded(self, category_key: str, support_features: Any) -> None:
+        """:meth:`setup_category` from the supports' :meth:`encode_supports` features (k rows) instead
+        of their images; a method that implements :meth:`encode_support` implements this too, and its
+        ``setup_category(key, supports)`` is ``setup_category_encoded(key, encode_supports(supports))``."""
+        raise NotImplementedError(f"{type(self).__name__} does not set a category up from encoded supports")
 
     def category_state(self) -> dict[str, Any]:
         """The per-category state ``setup_category`` left (``category_attributes``), by reference."""

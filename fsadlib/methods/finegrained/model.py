@@ -153,6 +153,18 @@ class FineGrainedAD(AnomalyMethod):
         """
         if supports is None:
             raise ValueError("finegrained is few-shot: setup_category needs the k support images")
+        self.setup_category_encoded(category_key, self.encode_supports(supports))
+
+    @torch.no_grad()
+    def encode_support(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Support images [B, 3, S, S] -> their unit-norm memory tokens per memory layer [B, N, Cv]
+        (:meth:`encode`'s ``memory``, without the V-V path, which never changes them)."""
+        feats = self.backbone.encode_image(images, layers=self.config.memory_layers)
+        return [F.normalize(t, dim=-1) for t in feats.tokens]
+
+    def setup_category_encoded(self, category_key: str, support_features: list[torch.Tensor]) -> None:
+        """:meth:`setup_category` from the k supports' memory tokens per memory layer [k, N, Cv]
+        (:meth:`encode_support` rows): the captions' prompts and the memory bank [k * N, Cv] per layer."""
         own = self.captions is not None and category_key == self.captions.category
         if not own:
             if self.captions_locked:
@@ -168,9 +180,7 @@ class FineGrainedAD(AnomalyMethod):
                                  f"describe data set '{captions.dataset}', not finegrained.captions_dataset "
                                  f"'{self.config.captions_dataset}'")
             self.set_captions(captions)
-        with torch.no_grad():
-            enc = self.encode(supports)
-        self.memory = [m.reshape(-1, m.shape[-1]) for m in enc.memory]
+        self.memory = [m.reshape(-1, m.shape[-1]) for m in support_features]
         self.category = self.captions.category
 
     def train(self, mode: bool = True) -> FineGrainedAD:

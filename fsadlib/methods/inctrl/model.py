@@ -177,7 +177,20 @@ class Inctrl(AnomalyMethod):
         if supports is None or supports.ndim != 4 or supports.shape[0] < 1:
             raise ValueError(f"inctrl needs supports [k, 3, S, S] of normal images for '{category_key}', "
                              f"got {None if supports is None else tuple(supports.shape)}")
-        self.prompts = self.encode(supports)
+        self.setup_category_encoded(category_key, self.encode_supports(supports))
+
+    def encode_support(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt images [B, 3, S, S] -> (tokens [B, L, N, Cv] (images first), embedding [B, D]) of
+        :meth:`encode` (:meth:`~fsadlib.methods.base.AnomalyMethod.encode_supports` calls it per chunk)."""
+        enc = self.encode(images)
+        return enc.tokens.transpose(0, 1), enc.embedding
+
+    def setup_category_encoded(self, category_key: str, support_features: tuple[torch.Tensor, torch.Tensor]
+                               ) -> None:
+        """The category's state from the k prompts' :meth:`encode_support` rows (tokens [k, L, N, Cv],
+        embedding [k, D]): prompts tokens [L, k, N, Cv] / embedding [k, D] and the text ensemble."""
+        tokens, embedding = support_features
+        self.prompts = Encoded(tokens.transpose(0, 1).contiguous(), embedding)
         self.text = self.text_features(category_key)
         self.category = category_key
 

@@ -114,11 +114,17 @@ class KagPrompt(AnomalyMethod):
         if supports is None or supports.ndim != 4 or supports.shape[0] < 1:
             raise ValueError(f"kag_prompt is few-shot: setup_category('{category_key}') needs supports "
                              f"[k, 3, S, S], got {None if supports is None else tuple(supports.shape)}")
+        self.setup_category_encoded(category_key, self.encode_supports(supports))
+
+    def encode_support(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Support images [B, 3, S, S] -> their raw tapped tokens, L x [B, N, Cv] (:meth:`encode`)."""
+        return self.encode(images).tokens
+
+    def setup_category_encoded(self, category_key: str, support_features: list[torch.Tensor]) -> None:
+        """Text ensemble and support bank L x [k*N, Cv] from the k supports' tokens L x [k, N, Cv]."""
         self.category = category_key
         self.text_features = self.text_for(category_key)
-        with torch.no_grad():
-            tokens = self.backbone.encode_image(supports, layers=self.config.layers).tokens
-        self.support_bank = [t.reshape(-1, t.shape[-1]) for t in tokens]
+        self.support_bank = [t.reshape(-1, t.shape[-1]) for t in support_features]
 
     # -- branches --------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor):

@@ -68,8 +68,15 @@ class PatchCore(AnomalyMethod):
         only names the run)."""
         if supports is None:
             raise ValueError("patchcore is few-shot: setup_category needs the k support images")
-        features, _ = self.patch_features(supports)
-        self.bank = features.reshape(-1, features.shape[-1])
+        self.setup_category_encoded(category_key, self.encode_supports(supports))
+
+    def encode_support(self, images: torch.Tensor) -> torch.Tensor:
+        """Support images [B, 3, S, S] -> their patch features [B, h * w, C] (:meth:`patch_features`)."""
+        return self.patch_features(images)[0]
+
+    def setup_category_encoded(self, category_key: str, support_features: torch.Tensor) -> None:
+        """The memory bank [k * h * w, C] from the k supports' patch features [k, h * w, C]."""
+        self.bank = support_features.reshape(-1, support_features.shape[-1])
         self.category = category_key
 
     def encode_queries(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

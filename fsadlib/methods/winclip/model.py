@@ -28,8 +28,9 @@ tau = ``temperature``, scales s in ``window_sizes`` with coverage matrices C_s [
 ``WinClip`` (registry name ``winclip``) and ``WinClipPlus`` (``winclip_plus``) are one implementation;
 the subclass only sets ``few_shot = True``. Nothing is trained: the per-category state (text features,
 support banks) is a :class:`WinClipBank`, built by :meth:`WinClip.setup_category` (cached on the
-content of the supports). There is no training stage and no models folder: the evaluation builds
-both methods from the ``winclip`` params section (:class:`WinClipSection`).
+content of the supports) from the supports' :meth:`WinClip.encode_support` features. There is no
+training stage and no models folder: the evaluation builds both methods from the ``winclip`` params
+section (:class:`WinClipSection`).
 """
 
 from __future__ import annotations
@@ -94,15 +95,21 @@ class WinClipConfig:
 @dataclass
 class WinClipBank:
     """Per-category state. text [2, D] unit-norm (normal, anomalous); few-shot only: windows, one
-    [k*W_s, D] bank per window size, and patches [k*N, Cv]; ``supports_key`` = content hash of the
-    support tensor they were built from."""
+    [k*W_s, D] bank per window size, and patches [k*N, Cv] (:meth:`WinClip.memory_tokens`)."""
 
     category: str
     text: torch.Tensor
     windows: list[torch.Tensor] | None = None
     patches: torch.Tensor | None = None
-    supports_key: str = ""
     k: int = 0
+
+
+class WinClipSupports(NamedTuple):
+    """WinCLIP+'s features of B support images (:meth:`WinClip.encode_support`): window embeddings per
+    window size [B, W_s, D] and memory patch tokens [B, N, Cv]."""
+
+    windows: list[torch.Tensor]
+    patches: torch.Tensor
 
 
 class WinClipQueries(NamedTuple):
@@ -174,17 +181,28 @@ class WinClip(AnomalyMethod):
         if supports is None or supports.ndim != 4 or supports.shape[0] < 1:
             raise ValueError(f"{self.name} is few-shot: setup_category('{category}') needs supports "
                              f"[k, 3, S, S], got {None if supports is None else tuple(supports.shape)}")
-        windows, patches = self.support_banks(supports)
-        return WinClipBank(category, self.text_for(category), windows, patches, tensor_key(supports),
-                           int(supports.shape[0]))
+        return self.bank_of(category, self.encode_supports(supports))
 
-    def support_banks(self, supports: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """WinCLIP+ memory of ``supports`` [k, 3, S, S]: window embeddings [k*W_s, D] per window size,
-        raw patch tokens of block ``patch_layer`` [k*N, Cv]."""
-        with torch.no_grad():
-            feats = self.backbone.encode_image(supports, layers=[self.config.patch_layer])
-        windows = encode_windows(self.backbone, supports, self.windows)
-        return [w.flatten(0, 1) for w in windows], self.memory_tokens(feats.tokens[0]).flatten(0, 1)
+    def bank_of(self, category: str, support_features: WinClipSupports) -> WinClipBank:
+        """Text features and the WinCLIP+ memory (:meth:`support_banks`) of k supports'
+        :meth:`encode_support` rows."""
+        windows, patches = self.support_banks(support_features)
+        return WinClipBank(category, self.text_for(category), windows, patches, int(support_features.patches.shape[0]))
+
+    @staticmethod
+    def support_banks(support_features: WinClipSupports) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """WinCLIP+ memory of k supports' :meth:`encode_support` rows: window embeddings [k*W_s, D] per
+        window size, memory patch tokens [k*N, Cv]."""
+        return [w.flatten(0, 1) for w in support_features.windows], support_features.patches.flatten(0, 1)
+
+    @torch.no_grad()
+    def encode_support(self, images: torch.Tensor) -> WinClipSupports:
+        """Support images [B, 3, S, S] -> their window embeddings [B, W_s, D] per window size
+        (:func:`~fsadlib.methods.winclip.windows.encode_windows`) and memory patch tokens [B, N, Cv]
+        (:meth:`memory_tokens` of block ``patch_layer``)."""
+        feats = self.backbone.encode_image(images, layers=[self.config.patch_layer])
+        return WinClipSupports(encode_windows(self.backbone, images, self.windows),
+                               self.memory_tokens(feats.tokens[0]))
 
     def setup_category(self, category_key: str, supports: torch.Tensor | None = None) -> None:
         """Select (build once, then reuse) the bank of a category. A zero-shot WinCLIP ignores
@@ -192,6 +210,13 @@ class WinClip(AnomalyMethod):
         key = (category_key, tensor_key(supports) if self.few_shot and supports is not None else "")
         with torch.no_grad():
             self.bank = self._banks.get_or_compute(key, lambda: self.build_bank(category_key, supports))
+        self.category = category_key
+
+    def setup_category_encoded(self, category_key: str, support_features: WinClipSupports) -> None:
+        """WinCLIP+'s bank from the k supports' :meth:`encode_support` rows (not cached: the plan
+        already shares the rows, :mod:`fsadlib.encode_once`)."""
+        with torch.no_grad():
+            self.bank = self.bank_of(category_key, support_features)
         self.category = category_key
 
     def _require_bank(self) -> WinClipBank:

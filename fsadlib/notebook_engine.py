@@ -31,6 +31,8 @@ from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import DottedObjectName, Type
 
+from fsadlib import reads
+
 #: longest single poll of a kernel socket, in seconds (the most a missed wake-up can cost)
 POLL_SLICE_S = 1.0
 
@@ -77,6 +79,7 @@ def engine_class() -> type:
 
         @classmethod
         def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            reads.disable()  # this process only runs the notebook: its kernel records the stage's reads
             return super().execute_managed_notebook(nb_man, kernel_name,
                                                     kernel_manager_class=SlicedPollKernelManager, **kwargs)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 TRACE_ENV = "FSAD_TRACE_READS"
 _READS: dict[str, set[str]] = {"params": set(), "data": set()}
 _started = False
+_disabled = False
 
 
 def enabled() -> bool:
@@ -35,6 +36,14 @@ def start() -> None:
     if enabled() and not _started:
         atexit.register(write)
         _started = True
+
+
+def disable() -> None:
+    """Record nothing for this process: a notebook runner (papermill with the engine of
+    :mod:`fsadlib.notebook_engine`, which imports fsadlib), whose kernel runs the stage's code and
+    records it; the runner's record would replace the kernel's (the same stage name)."""
+    global _disabled
+    _disabled = True
 
 
 def record(kind: str, value: str) -> None:
@@ -66,7 +75,7 @@ def loaded_modules() -> list[str]:
 
 def write() -> Path | None:
     folder = os.environ.get(TRACE_ENV)
-    if not folder:
+    if not folder or _disabled:
         return None
     stage = os.environ.get("DVC_STAGE") or f"pid{os.getpid()}"
     path = Path(folder) / (stage.replace("/", "~").replace(":", "~") + ".json")

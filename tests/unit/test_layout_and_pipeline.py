@@ -157,3 +157,12 @@ def test_a_wrong_methods_key_is_refused_naming_it(value, message):
 
     with pytest.raises(ValueError, match=message):
         selected_methods(registry.specs(), {"methods": value})
+
+
+def test_a_notebook_runner_records_nothing(tmp_path, monkeypatch):
+    """papermill's runner imports fsadlib for its engine; its record would replace its kernel's."""
+    monkeypatch.setenv(reads.TRACE_ENV, str(tmp_path))
+    monkeypatch.setenv("DVC_STAGE", "dvc.yaml:ablation_analysis")
+    monkeypatch.setattr(reads, "_disabled", False)
+    reads.disable()
+    assert reads.write() is None and not list(tmp_path.iterdir())

@@ -16,6 +16,7 @@ import sys
 import time
 
 import nbformat
+import psutil
 import torch
 import yaml
 from pipeline_support import BIN, TIMEOUT_S, run
@@ -52,8 +53,17 @@ def test_training_killed_mid_epoch_resumes_under_dvc_bit_for_bit(smoke_pipeline,
         deadline = time.monotonic() + TIMEOUT_S
         while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+        # the whole tree: the notebook's kernel runs in a session of its own (jupyter_client), so killing
+        # dvc's process group alone leaves it training for up to a second, time to finish the model
+        kernels = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        for child in kernels:
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        psutil.wait_procs(kernels, timeout=10)
     assert last.exists(), f"no first checkpoint:\n{(tmp_path / 'killed.log').read_text()[-3000:]}"
     assert not final.exists() and load_torch(last)["train_state"]["epoch"] == 1, "killed too late"
 

@@ -107,3 +107,12 @@ def test_a_nan_of_either_sign_among_finite_scores_is_rejected(nan_bits):
 def test_bad_input_raises(scores, labels, match):
     with pytest.raises((ValueError, TypeError), match=match):
         image_metrics(scores, labels)
+
+
+@pytest.mark.parametrize("nan_bits", [0x7FC00000, 0xFFC00000])
+@pytest.mark.parametrize("labels", [[0, 0, 1], [1, 1, 0]])  # the NaN (index 1) among negatives / positives only
+def test_a_nan_in_one_class_alone_is_rejected(nan_bits, labels):
+    scores = np.array([0.1, 0.0, 0.5], dtype=np.float32)
+    scores[1] = np.array([nan_bits], dtype=np.uint32).view(np.float32)[0]
+    with pytest.raises(ValueError, match="NaN"):
+        image_metrics(scores, np.array(labels))

@@ -1,19 +1,18 @@
 """Pixel-level AUROC, AP, F1-max and the exact MVTec AD AUPRO, all four from one sort of the pixels.
 
 Memory (the caller's maps and masks not counted):
-- CPU: 4 B/pixel, the int32 ``~o(s)`` of every pixel (sorted in place), plus at most
-  ``BYTES_PER_DEFECT_PIXEL`` per defect pixel (their int64 keys, sorted in place, and the sweep over
-  them: about 170 B measured when every defect pixel has a score of its own, the worst case), plus
-  fixed temporaries of the blocked passes (at most 24 B per block pixel: about 0.1 GB).
-  No float64 copy of the pixels: scores are compared as float32 bit patterns.
-- CUDA: 36 B/pixel peak, all inside ``torch.sort`` of the int32 array (by reading its stable radix
-  sort: the input and the sorted values, 4 B each, the int64 indices it returns and the int64 iota it
-  sorts them from, 8 B each, and cub's alternate key and index buffers, 4 + 8 B); the same per defect
-  pixel. Masks go to the host only as their defects' bounding boxes (labelling).
+- 4 B/pixel, the int32 ``~o(s)`` of every pixel, sorted in place (on CUDA in runs of 2^26 pixels);
+- at most ``BYTES_PER_DEFECT_PIXEL`` per defect pixel: their int64 keys, sorted, and the sweep over
+  them (about 170 B measured on CPU when every defect pixel has a score of its own, the worst case);
+- fixed temporaries: at most 24 B per pixel of a block of the blocked passes (about 0.1 GB on CPU,
+  1.5 GB on CUDA), and on CUDA those of ``torch.sort`` for one run (32 B per pixel of it: 2 GB).
+No float64 copy of the pixels: scores are compared as float32 bit patterns. Masks go to the host only
+as their defects' bounding boxes (labelling).
 Before allocating, the need is checked against the free memory of the device (``MemAvailable`` on
 the host, ``cudaMemGetInfo`` on CUDA) and a ``MemoryError`` says how much is missing, so a call that
 cannot fit fails at once instead of being killed: evaluate at a lower resolution, or per category.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +22,20 @@ import torch
 
 from fsadlib.metrics.inputs import as_tensor, check_binary
 from fsadlib.metrics.regions import Regions, label_regions
-from fsadlib.metrics.sweep import check_fpr_limit, descending_bits, positive_keys, sort_bits_, sweep
+from fsadlib.metrics.sweep import (
+    SORT_TEMP_BYTES,
+    check_fpr_limit,
+    descending_bits,
+    positive_keys,
+    sort_bits_,
+    sweep,
+)
 
-BYTES_PER_PIXEL = {"cpu": 4, "cuda": 36}
+BYTES_PER_PIXEL = {"cpu": 4, "cuda": 4}
 BYTES_PER_DEFECT_PIXEL = 192
-#: pixels per block of the mask check and of the int32 encoding, and the blocks' temporaries in bytes
+#: pixels per block of the mask check and of the int32 encoding; fixed temporaries in bytes
 _BLOCK = {"cpu": 1 << 22, "cuda": 1 << 26}
-_OVERHEAD = {kind: 24 * _BLOCK[kind] for kind in _BLOCK}
+_OVERHEAD = {kind: 24 * _BLOCK[kind] + SORT_TEMP_BYTES[kind] for kind in _BLOCK}
 
 
 def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = 0.3) -> dict[str, float]:

@@ -6,10 +6,11 @@ b ^ 0x7fffffff for s < 0, an int32 whose signed order is the order of s (-0.0 is
 NaN is rejected, +-inf are ordinary). Two arrays are sorted ascending, so that scores come in
 descending order with equal scores adjacent:
 
-- every sample (pixel or image): ``~o(s)``, one int32 ([n], 4 B per sample; in place with numpy on
-  CPU, ``torch.sort(...).values`` on CUDA). It only counts: the samples scoring > t / >= t are
-  ``searchsorted`` left / right of ``~o(t)`` in it. NaN scores sort beyond +-inf, to its ends, so one
-  look at both ends rejects them (positives included: they are samples too);
+- every sample (pixel or image): ``~o(s)``, one int32 ([n], 4 B per sample), sorted in place (numpy
+  on CPU; on CUDA in runs of 2^26 samples by ``torch.sort``, its copy written back: S runs). It
+  only counts: the samples scoring > t / >= t are the sums over the runs of ``searchsorted`` left /
+  right of ``~o(t)``. NaN scores sort beyond +-inf, to the ends of their run, so one look at both
+  ends of each run rejects them (positives included: they are samples too);
 - the positives only, gathered by the caller without a pass over all samples (the labelled region
   boxes of :mod:`fsadlib.metrics.regions`): one int64 key ``(~o(s)) << 32 | g`` each ([P]), g = r >= 1
   the region of the positive (1 when there are no regions), sorted in O(P log P).
@@ -18,7 +19,7 @@ Sweep. P / Nn are the numbers of positives / negatives, R the number of regions.
 is a distinct score t_j holding at least one positive (t_1 > t_2 > ... > t_G). At step j: N_j samples
 score >= t_j, TP_j of them positive, FP_j = N_j - TP_j; dTP_j / dFP_j positives / negatives score
 exactly t_j; W_j is the sum of 1 / area(region) over positives scoring >= t_j. TP_j, W_j and the steps
-come from the sorted positive keys, N_j and the samples scoring > t_j from the sorted int32 array.
+come from the sorted positive keys, N_j and the samples scoring > t_j from the sorted int32 runs.
 Then, exactly:
 
     AUROC = sum_j dTP_j (Nn - FP_j + dFP_j / 2) / (P Nn)    each positive beats the negatives below it,
@@ -32,7 +33,7 @@ Then, exactly:
 PRO is constant between positive steps, so the MVTec AD polyline through every distinct score, from
 (0, 0) to (1, 1), is the polyline (0, 0), (FPR before step j, PRO_{j-1}), (FPR_j, PRO_j) ... (1, 1);
 its trapezoid area up to FPR = L, the crossing segment linearly interpolated (MVTec
-``trapezoid(x_max=L)``), divided by L, is the AUPRO. All work after the two sorts is O(P + G log n).
+``trapezoid(x_max=L)``), divided by L, is the AUPRO. All work after the two sorts is O(P + G S log n).
 Undefined values are NaN: AUROC without both classes, AP / F1-max without positives, AUPRO without
 regions or without negatives.
 """
@@ -48,6 +49,10 @@ import torch
 _LOW31 = 0x7FFFFFFF
 _LOW32 = 0xFFFFFFFF
 _POS_INF_BITS, _NEG_INF_BITS = ~0x7F800000, 0x7F800000  # ~o(+inf), ~o(-inf): the ends of non-NaN scores
+_CUDA_RUN = 1 << 26
+#: samples per sorted run of :func:`sort_bits_` (None: all in one), and the bytes of the sort's temporaries
+SORT_RUN: dict[str, int | None] = {"cpu": None, "cuda": _CUDA_RUN}
+SORT_TEMP_BYTES = {"cpu": 0, "cuda": 32 * _CUDA_RUN}
 
 
 def score_bits(scores: torch.Tensor) -> torch.Tensor:
@@ -75,14 +80,38 @@ def positive_keys(bits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     return sort_((bits.to(torch.int64) << 32).bitwise_or_(groups))
 
 
-def sort_bits_(bits: torch.Tensor) -> torch.Tensor:
-    """Sort the int32 :func:`descending_bits` of all samples ascending (:func:`sort_`).
+@dataclass(frozen=True)
+class SortedSamples:
+    """The int32 :func:`descending_bits` of all n samples, [n], sorted ascending within each run of
+    ``run`` consecutive samples (the last run may be shorter): S = ceil(n / run) sorted runs."""
 
-    NaN scores sort beyond +-inf, to the ends: ``ValueError`` when a value there is one."""
-    bits = sort_(bits)
-    if bits.numel() and (int(bits[0]) < _POS_INF_BITS or int(bits[-1]) > _NEG_INF_BITS):
-        raise ValueError("scores contain NaN")
-    return bits
+    bits: torch.Tensor
+    run: int
+
+    def count_below(self, values: torch.Tensor, right: bool = False) -> torch.Tensor:
+        """[G] int64: the samples whose bits are < ``values`` [G] int32 (<= with ``right``), i.e.
+        scoring > (>=) the scores of ``values``: the sum over the runs of their ``searchsorted``."""
+        return sum(torch.searchsorted(part, values, right=right) for part in self.bits.split(self.run))
+
+
+def sort_bits_(bits: torch.Tensor) -> SortedSamples:
+    """Sort the int32 :func:`descending_bits` [n] of all samples ascending, in place, in runs of
+    ``SORT_RUN`` samples. CPU: one run, numpy's SIMD sort (no extra memory; more runs would sort a
+    little faster but multiply the counts' searches, G S of them). CUDA: runs of 2^26, each sorted by
+    ``torch.sort`` and its copy written back, so that its temporaries (the sorted values, the int64
+    indices, the int64 iota they are sorted from and cub's alternate buffers: 4 + 8 + 8 + 12 = 32 B
+    per sample) take ``SORT_TEMP_BYTES`` for one run instead of 32 B per sample of all.
+
+    NaN scores sort beyond +-inf, to the ends of their run: ``ValueError`` when a value there is one."""
+    run = SORT_RUN["cpu" if bits.device.type == "cpu" else "cuda"] or max(1, bits.numel())
+    for part in bits.split(run):
+        if part.device.type == "cpu":
+            part.numpy().sort()
+        else:
+            part.copy_(torch.sort(part).values)
+        if int(part[0]) < _POS_INF_BITS or int(part[-1]) > _NEG_INF_BITS:
+            raise ValueError("scores contain NaN")
+    return SortedSamples(bits, run)
 
 
 def sort_(values: torch.Tensor) -> torch.Tensor:
@@ -104,17 +133,18 @@ class SweepResult:
     aupro: float
 
 
-def sweep(sorted_bits: torch.Tensor, pos_keys: torch.Tensor, region_weight: torch.Tensor | None = None,
+def sweep(samples: SortedSamples, pos_keys: torch.Tensor, region_weight: torch.Tensor | None = None,
           fpr_limit: float = 0.3) -> SweepResult:
     """All metrics from the sorted samples and positives (formulas in the module docstring).
 
-    sorted_bits:   [n] int32 ``~o(s)`` of every sample, sorted by :func:`sort_bits_`
+    samples:       the int32 ``~o(s)`` of every sample, sorted by :func:`sort_bits_`
     pos_keys:      [P] int64 keys of the positives (a subset of the samples), from :func:`positive_keys`
     region_weight: [R + 1] float64 on the samples' device, 0 at index 0 and 1 / area(r) at r; ``None``
                    skips AUPRO (the groups are then unused)
-    Memory: at most about 100 B per positive.
+    Memory: O(P); with the gathering of the positives about 170 B per positive when every positive
+    score is distinct (measured on CPU), under ``fsadlib.metrics.pixel.BYTES_PER_DEFECT_PIXEL``.
     """
-    n, n_pos = sorted_bits.numel(), pos_keys.numel()
+    n, n_pos = samples.bits.numel(), pos_keys.numel()
     n_neg = n - n_pos
     nan = float("nan")
     if n_pos == 0:
@@ -124,8 +154,8 @@ def sweep(sorted_bits: torch.Tensor, pos_keys: torch.Tensor, region_weight: torc
     torch.ne(high[1:], high[:-1], out=first[1:])
     step_first = first.nonzero().squeeze(1)            # index among positives of each step's first one
     step_bits = high[step_first].to(torch.int32)       # ~o(t_j)
-    before = torch.searchsorted(sorted_bits, step_bits)                # scoring > t_j
-    n_ge = torch.searchsorted(sorted_bits, step_bits, right=True)      # N_j: scoring >= t_j
+    before = samples.count_below(step_bits)                    # scoring > t_j
+    n_ge = samples.count_below(step_bits, right=True)          # N_j: scoring >= t_j
     tp = torch.cat([step_first[1:], step_first.new_tensor([n_pos])])   # TP_j
     d_tp = tp.diff(prepend=tp.new_zeros(1))
     fp = n_ge - tp

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from fsadlib.metrics import image_metrics
+from fsadlib.metrics import image_metrics, sweep
 from fsadlib.metrics.sweep import bits_to_score, score_bits
 
 
@@ -29,7 +29,9 @@ def test_score_bits_preserve_order_and_invert():
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("levels", [None, 7])
-def test_image_metrics_equal_sklearn(seed, levels):
+@pytest.mark.parametrize("run", [1 << 22, 16])  # the scores sorted in one run, or in runs of 16
+def test_image_metrics_equal_sklearn(monkeypatch, seed, levels, run):
+    monkeypatch.setitem(sweep.SORT_RUN, "cpu", run)
     rng = np.random.default_rng(seed)
     y = rng.random(200) < 0.3
     s = (rng.normal(size=200) + y).astype(np.float32)

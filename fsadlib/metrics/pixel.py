@@ -3,7 +3,7 @@
 Memory (the caller's maps and masks not counted):
 - 4 B/pixel, the int32 ``~o(s)`` of every pixel, sorted in place (on CUDA in runs of 2^26 pixels);
 - at most ``BYTES_PER_DEFECT_PIXEL`` per defect pixel: their int64 keys, sorted, and the sweep over
-  them (about 170 B measured on CPU when every defect pixel has a score of its own, the worst case);
+  them (up to about 140 B measured on CPU when every defect pixel has a score of its own);
 - fixed temporaries: at most 24 B per pixel of a block of the blocked passes (about 0.1 GB on CPU,
   1.5 GB on CUDA), and on CUDA those of ``torch.sort`` for one run (32 B per pixel of it: 2 GB).
 No float64 copy of the pixels: scores are compared as float32 bit patterns. Masks go to the host only
@@ -32,7 +32,7 @@ from fsadlib.metrics.sweep import (
 )
 
 BYTES_PER_PIXEL = {"cpu": 4, "cuda": 4}
-BYTES_PER_DEFECT_PIXEL = 192
+BYTES_PER_DEFECT_PIXEL = 160
 #: pixels per block of the mask check and of the int32 encoding; fixed temporaries in bytes
 _BLOCK = {"cpu": 1 << 22, "cuda": 1 << 26}
 _OVERHEAD = {kind: 24 * _BLOCK[kind] + SORT_TEMP_BYTES[kind] for kind in _BLOCK}

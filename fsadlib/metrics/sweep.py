@@ -133,6 +133,32 @@ class SweepResult:
     aupro: float
 
 
+@dataclass(frozen=True)
+class StepCounts:
+    """Counts at the G positive steps, each [G] int64: TP_j, dTP_j, FP_j and FP_j - dFP_j (the
+    negatives scoring > t_j); ``bits`` [G] int32 holds ~o(t_j)."""
+
+    bits: torch.Tensor
+    tp: torch.Tensor
+    d_tp: torch.Tensor
+    fp: torch.Tensor
+    fp_before: torch.Tensor
+
+
+def step_counts(samples: SortedSamples, pos_keys: torch.Tensor) -> StepCounts:
+    """The positive steps of sorted ``pos_keys`` [P] (P >= 1) and their counts among ``samples``."""
+    high = pos_keys >> 32
+    first = torch.ones(high.numel(), dtype=torch.bool, device=high.device)
+    torch.ne(high[1:], high[:-1], out=first[1:])
+    step_first = first.nonzero().squeeze(1)            # index among positives of each step's first one
+    bits = high[step_first].to(torch.int32)            # ~o(t_j)
+    tp = torch.cat([step_first[1:], step_first.new_tensor([high.numel()])])   # TP_j
+    d_tp = tp.diff(prepend=tp.new_zeros(1))
+    before = samples.count_below(bits)                       # scoring > t_j
+    fp = samples.count_below(bits, right=True).sub_(tp)      # N_j - TP_j (N_j: scoring >= t_j)
+    return StepCounts(bits, tp, d_tp, fp, before.sub_(tp - d_tp))
+
+
 def sweep(samples: SortedSamples, pos_keys: torch.Tensor, region_weight: torch.Tensor | None = None,
           fpr_limit: float = 0.3) -> SweepResult:
     """All metrics from the sorted samples and positives (formulas in the module docstring).
@@ -141,53 +167,63 @@ def sweep(samples: SortedSamples, pos_keys: torch.Tensor, region_weight: torch.T
     pos_keys:      [P] int64 keys of the positives (a subset of the samples), from :func:`positive_keys`
     region_weight: [R + 1] float64 on the samples' device, 0 at index 0 and 1 / area(r) at r; ``None``
                    skips AUPRO (the groups are then unused)
-    Memory: O(P); with the gathering of the positives about 170 B per positive when every positive
+    Memory: O(P); with the gathering of the positives up to about 140 B per positive when every positive
     score is distinct (measured on CPU), under ``fsadlib.metrics.pixel.BYTES_PER_DEFECT_PIXEL``.
     """
-    n, n_pos = samples.bits.numel(), pos_keys.numel()
-    n_neg = n - n_pos
+    n_pos = pos_keys.numel()
+    n_neg = samples.bits.numel() - n_pos
     nan = float("nan")
     if n_pos == 0:
         return SweepResult(nan, nan, nan, nan, nan)
-    high = pos_keys >> 32
-    first = torch.ones(n_pos, dtype=torch.bool, device=pos_keys.device)
-    torch.ne(high[1:], high[:-1], out=first[1:])
-    step_first = first.nonzero().squeeze(1)            # index among positives of each step's first one
-    step_bits = high[step_first].to(torch.int32)       # ~o(t_j)
-    before = samples.count_below(step_bits)                    # scoring > t_j
-    n_ge = samples.count_below(step_bits, right=True)          # N_j: scoring >= t_j
-    tp = torch.cat([step_first[1:], step_first.new_tensor([n_pos])])   # TP_j
-    d_tp = tp.diff(prepend=tp.new_zeros(1))
-    fp = n_ge - tp
-    d_fp = (n_ge - before) - d_tp
-    auroc = (d_tp * (2 * (n_neg - fp) + d_fp)).sum().item() / (2 * n_pos * n_neg) if n_neg else nan
-    ap = (d_tp.double() * tp / n_ge).sum().item() / n_pos
-    f1 = 2 * tp.double() / (n_ge + n_pos)
-    best = int(f1.argmax())
+    c = step_counts(samples, pos_keys)
+    auroc, ap, f1_max, best = _ranking_metrics(c, n_pos, n_neg)
     aupro = nan
     if region_weight is not None and region_weight.numel() > 1 and n_neg:
-        w = region_weight.index_select(0, pos_keys & _LOW32).cumsum(0)[tp - 1]  # W_j
-        fp_before = before - (tp - d_tp)
-        x = torch.stack([fp_before, fp], 1).reshape(-1).double() / n_neg
-        y = torch.stack([torch.cat([w.new_zeros(1), w[:-1]]), w], 1).reshape(-1) / (region_weight.numel() - 1)
-        one = x.new_ones(1)
-        x, y = torch.cat([x.new_zeros(1), x, one]), torch.cat([y.new_zeros(1), y, one])
-        aupro = trapezoid_to(x, y, fpr_limit).item() / fpr_limit
-    return SweepResult(auroc=auroc, ap=ap, f1_max=f1[best].item(),
-                       f1_threshold=bits_to_score(~int(step_bits[best])), aupro=aupro)
+        aupro = _aupro(c, pos_keys, region_weight, n_neg, fpr_limit)
+    return SweepResult(auroc=auroc, ap=ap, f1_max=f1_max, f1_threshold=bits_to_score(~int(c.bits[best])),
+                       aupro=aupro)
+
+
+def _ranking_metrics(c: StepCounts, n_pos: int, n_neg: int) -> tuple[float, float, float, int]:
+    """AUROC (NaN without negatives), AP, F1-max and the index of its first maximising step."""
+    n_ge = c.fp + c.tp                                                      # N_j
+    d_fp = c.fp - c.fp_before
+    auroc = (c.d_tp * (2 * (n_neg - c.fp) + d_fp)).sum().item() / (2 * n_pos * n_neg) if n_neg else float("nan")
+    ap = (c.d_tp.double() * c.tp / n_ge).sum().item() / n_pos
+    f1 = 2 * c.tp.double() / (n_ge + n_pos)
+    best = int(f1.argmax())
+    return auroc, ap, f1[best].item(), best
+
+
+def _aupro(c: StepCounts, pos_keys: torch.Tensor, region_weight: torch.Tensor, n_neg: int,
+           fpr_limit: float) -> float:
+    """AUPRO over the polyline (0, 0), (FPR before step j, PRO_{j-1}), (FPR_j, PRO_j) ... (1, 1):
+    x, y [2 G + 2] float64, filled in place."""
+    w = region_weight.index_select(0, pos_keys & _LOW32).cumsum_(0)[c.tp - 1]  # W_j
+    x = c.fp.new_empty(2 * c.fp.numel() + 2, dtype=torch.float64)
+    y = torch.empty_like(x)
+    x[0], x[-1], y[0], y[1], y[-1] = 0.0, 1.0, 0.0, 0.0, 1.0
+    x[1:-1:2], x[2:-1:2] = c.fp_before, c.fp
+    y[2:-1:2], y[3:-1:2] = w, w[:-1]
+    x[1:-1].div_(n_neg)
+    y[1:-1].div_(region_weight.numel() - 1)
+    return trapezoid_to(x, y, fpr_limit).item() / fpr_limit
 
 
 def trapezoid_to(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:
-    """Area under the polyline (x_0, y_0) ... (x_m, y_m) (x non-decreasing) over x in [x_0, limit]:
-    full segments with x_j <= limit, plus the segment crossing ``limit`` cut at a linearly
-    interpolated end point (MVTec AD ``generic_util.trapezoid`` with ``x_max``).
-    x, y: [..., m + 1]; one area per leading index (a batch of curves at once)."""
+    """Area under the polyline (x_0, y_0) ... (x_m, y_m) (x non-decreasing, m >= 1) over x in
+    [x_0, limit]: full segments with x_j <= limit, plus the segment crossing ``limit`` (the first one
+    ending beyond it) cut at a linearly interpolated end point (MVTec AD ``generic_util.trapezoid``
+    with ``x_max``). x, y: [..., m + 1]; one area per leading index (a batch of curves at once).
+    Memory: two float64 temporaries of the segments' size."""
     x0, x1, y0, y1 = x[..., :-1], x[..., 1:], y[..., :-1], y[..., 1:]
-    full = torch.where(x1 <= limit, 0.5 * (y0 + y1) * (x1 - x0), 0.0)
-    cross = (x0 <= limit) & (x1 > limit)
-    y_lim = y0 + (y1 - y0) * (limit - x0) / torch.where(cross, x1 - x0, 1.0)
-    part = torch.where(cross, 0.5 * (y0 + y_lim) * (limit - x0), 0.0)
-    return full.sum(-1) + part.sum(-1)
+    within = x1 <= limit
+    full = (y0 + y1).mul_(0.5).mul_(x1 - x0).masked_fill_(~within, 0.0)
+    k = within.sum(-1, keepdim=True).clamp_(max=x0.shape[-1] - 1)  # the first segment ending beyond
+    a0, a1, b0, b1 = (t.gather(-1, k).squeeze(-1) for t in (x0, x1, y0, y1))
+    cross = (a0 <= limit) & (a1 > limit)
+    y_lim = b0 + (b1 - b0) * (limit - a0) / torch.where(cross, a1 - a0, 1.0)
+    return full.sum(-1) + torch.where(cross, 0.5 * (b0 + y_lim) * (limit - a0), 0.0)
 
 
 def check_fpr_limit(fpr_limit: float) -> float:

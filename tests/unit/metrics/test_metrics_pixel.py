@@ -136,18 +136,18 @@ def test_memory_guard(monkeypatch):
 
 
 def test_memory_need_is_bytes_per_pixel_and_per_defect_pixel_plus_the_overhead(monkeypatch):
-    need = 4 * 100 + 192 * 10 + 24 * 2**22  # CPU: 4 B/pixel, 192 B/defect pixel, blocks
+    need = 4 * 100 + 160 * 10 + 24 * 2**22  # CPU: 4 B/pixel, 160 B/defect pixel, blocks
     monkeypatch.setattr(pixel, "available_host_memory", lambda: need)
     pixel.check_memory(100, 10, torch.device("cpu"))
     monkeypatch.setattr(pixel, "available_host_memory", lambda: need - 1)
-    with pytest.raises(MemoryError, match=r"192 B x 10 defect pixels"):
+    with pytest.raises(MemoryError, match=r"160 B x 10 defect pixels"):
         pixel.check_memory(100, 10, torch.device("cpu"))
 
 
 def test_cuda_memory_need_is_4_bytes_per_pixel_plus_one_sort_run(monkeypatch):
-    # the int32 array (4 B/pixel) + 192 B/defect pixel + blocks of 2^26 pixels x 24 B + torch.sort's
+    # the int32 array (4 B/pixel) + 160 B/defect pixel + blocks of 2^26 pixels x 24 B + torch.sort's
     # temporaries for one run of 2^26 pixels x 32 B; no CUDA needed: the free memory is patched
-    need = 4 * 10**9 + 192 * 10 + 24 * 2**26 + 32 * 2**26
+    need = 4 * 10**9 + 160 * 10 + 24 * 2**26 + 32 * 2**26
     monkeypatch.setattr(pixel.torch.cuda, "mem_get_info", lambda device: (need, 2 * need))
     pixel.check_memory(10**9, 10, torch.device("cuda"))
     monkeypatch.setattr(pixel.torch.cuda, "mem_get_info", lambda device: (need - 1, 2 * need))
@@ -251,3 +251,18 @@ def test_defect_keys_from_the_boxes_equal_a_pass_over_every_pixel():
     g = torch.from_numpy(masks)
     got = pixel.defect_keys(grid, label_regions(g, masks.any(2), masks.any(1)))
     assert got.dtype == torch.int64 and got.tolist() == sorted(want) and len(want) == masks.sum() > 0
+
+
+def test_trapezoid_to_by_hand_one_curve_and_a_batch():
+    # polyline (0,0) (0.2,1) (0.6,1) (1,0): up to 0.1 (crossing the first segment): 0.5 * 0.1 * 0.5;
+    # up to 0.2 (a vertex): 0.1; up to 0.5: 0.1 + 0.3; up to 0.8: 0.5 + 0.5 * (1 + 0.5) * 0.2; up to 2: 0.7
+    x = torch.tensor([0.0, 0.2, 0.6, 1.0], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    want = {0.1: 0.025, 0.2: 0.1, 0.5: 0.4, 0.8: 0.65, 2.0: 0.7}
+    for limit, area in want.items():
+        assert sweep.trapezoid_to(x, y, limit).item() == pytest.approx(area, abs=1e-15), limit
+    batch_x = torch.stack([x, x * 0.5, torch.tensor([0.0, 0.0, 0.05, 0.1], dtype=torch.float64)])
+    batch_y = torch.stack([y, y, y])
+    got = sweep.trapezoid_to(batch_x, batch_y, 0.3)
+    assert got.tolist() == [sweep.trapezoid_to(bx, by, 0.3).item() for bx, by in zip(batch_x, batch_y)]
+    assert got.tolist() == pytest.approx([0.2, 0.05 + 0.2, 0.05 + 0.05 * 0.5], abs=1e-15)  # 2nd: a vertex at 0.3

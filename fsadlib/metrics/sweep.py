@@ -105,23 +105,21 @@ def sort_bits_(bits: torch.Tensor) -> SortedSamples:
     NaN scores sort beyond +-inf, to the ends of their run: ``ValueError`` when a value there is one."""
     run = SORT_RUN["cpu" if bits.device.type == "cpu" else "cuda"] or max(1, bits.numel())
     for part in bits.split(run):
-        if part.device.type == "cpu":
-            part.numpy().sort()
-        else:
-            part.copy_(torch.sort(part).values)
+        sort_(part)
         if int(part[0]) < _POS_INF_BITS or int(part[-1]) > _NEG_INF_BITS:
             raise ValueError("scores contain NaN")
     return SortedSamples(bits, run)
 
 
 def sort_(values: torch.Tensor) -> torch.Tensor:
-    """Integers [n] sorted ascending: in place on CPU (numpy's SIMD sort, no extra memory);
-    ``torch.sort(...).values`` elsewhere (a sorted copy; the int64 indices torch also returns, and
-    its radix sort's buffers, are temporaries)."""
+    """Sort integers [n] ascending in place and return them: numpy's SIMD sort on CPU (no extra
+    memory); elsewhere ``torch.sort``, its sorted copy written back (the copy, the int64 indices
+    torch also returns and its radix sort's buffers are temporaries)."""
     if values.device.type == "cpu":
         values.numpy().sort()
-        return values
-    return torch.sort(values).values
+    else:
+        values.copy_(torch.sort(values).values)
+    return values
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Image-level AUROC, AP and F1-max (with its threshold), exact, from one sort of the scores."""
+"""Image-level AUROC, AP and F1-max (with its threshold), exact, from one sort of the scores
+(and one of the anomalous images' scores)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import torch
 
 from fsadlib.metrics.inputs import as_tensor, check_binary
-from fsadlib.metrics.sweep import score_keys, sort_keys_, sweep
+from fsadlib.metrics.sweep import descending_bits, positive_keys, sort_bits_, sweep
 
 
 def image_metrics(scores: Any, labels: Any) -> dict[str, float]:
@@ -23,5 +24,7 @@ def image_metrics(scores: Any, labels: Any) -> dict[str, float]:
     if s.numel() != y.numel() or s.numel() == 0:
         raise ValueError(f"scores ({s.numel()}) and labels ({y.numel()}) must be non-empty and of "
                          "equal length")
-    r = sweep(sort_keys_(score_keys(s) | y.to(torch.int64)))
+    bits = descending_bits(s)
+    positive = bits[y]
+    r = sweep(sort_bits_(bits), positive_keys(positive, torch.ones_like(positive)))
     return {"auroc": r.auroc, "ap": r.ap, "f1_max": r.f1_max, "f1_threshold": r.f1_threshold}

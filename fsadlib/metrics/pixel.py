@@ -1,11 +1,13 @@
 """Pixel-level AUROC, AP, F1-max and the exact MVTec AD AUPRO, all four from one sort of the pixels.
 
 Memory (the caller's maps and masks not counted):
-- CPU: 8 B/pixel, the int64 key array (sorted in place), plus at most 128 B per defect pixel for the
-  sweep over the positives, plus fixed temporaries of the blocked passes (about 0.2 GB). No float64
-  copy of the pixels: scores are compared as float32 bit patterns.
-- CUDA: 24 B/pixel peak (the keys, and the values and int64 indices ``torch.sort`` returns), plus the
-  same per defect pixel. Masks go to the host only as their defects' bounding boxes (labelling).
+- 4 B/pixel, the int32 ``~o(s)`` of every pixel, sorted in place (on CUDA in runs of 2^26 pixels);
+- at most ``BYTES_PER_DEFECT_PIXEL`` per defect pixel: their int64 keys, sorted, and the sweep over
+  them (about 170 B measured on CPU when every defect pixel has a score of its own, the worst case);
+- fixed temporaries: at most 24 B per pixel of a block of the blocked passes (about 0.1 GB on CPU,
+  1.5 GB on CUDA), and on CUDA those of ``torch.sort`` for one run (32 B per pixel of it: 2 GB).
+No float64 copy of the pixels: scores are compared as float32 bit patterns. Masks go to the host only
+as their defects' bounding boxes (labelling).
 Before allocating, the need is checked against the free memory of the device (``MemAvailable`` on
 the host, ``cudaMemGetInfo`` on CUDA) and a ``MemoryError`` says how much is missing, so a call that
 cannot fit fails at once instead of being killed: evaluate at a lower resolution, or per category.
@@ -19,15 +21,21 @@ from typing import Any
 import torch
 
 from fsadlib.metrics.inputs import as_tensor, check_binary
-from fsadlib.metrics.regions import label_regions
-from fsadlib.metrics.sweep import check_fpr_limit, score_keys, sort_keys_, sweep
+from fsadlib.metrics.regions import Regions, label_regions
+from fsadlib.metrics.sweep import (
+    SORT_TEMP_BYTES,
+    check_fpr_limit,
+    descending_bits,
+    positive_keys,
+    sort_bits_,
+    sweep,
+)
 
-BYTES_PER_PIXEL = {"cpu": 8, "cuda": 24}
-BYTES_PER_DEFECT_PIXEL = 128
-#: pixels per key-building block and per positive-scan chunk, and their temporaries' bound in bytes
+BYTES_PER_PIXEL = {"cpu": 4, "cuda": 4}
+BYTES_PER_DEFECT_PIXEL = 192
+#: pixels per block of the mask check and of the int32 encoding; fixed temporaries in bytes
 _BLOCK = {"cpu": 1 << 22, "cuda": 1 << 26}
-_CHUNK = {"cpu": 1 << 22, "cuda": 1 << 26}
-_OVERHEAD = {kind: 40 * _BLOCK[kind] + 10 * _CHUNK[kind] for kind in _BLOCK}
+_OVERHEAD = {kind: 24 * _BLOCK[kind] + SORT_TEMP_BYTES[kind] for kind in _BLOCK}
 
 
 def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = 0.3) -> dict[str, float]:
@@ -62,14 +70,25 @@ def pixel_metrics(maps: Any, masks: Any, fpr_limit: float = 0.3) -> dict[str, fl
     regions = label_regions(g, rows_any.cpu().numpy(), cols_any.cpu().numpy())
     check_memory(m.numel(), int(regions.areas.sum()), m.device)
 
-    keys = torch.empty(m.numel(), dtype=torch.int64, device=m.device)
+    bits = torch.empty(m.numel(), dtype=torch.int32, device=m.device)
     for lo in range(0, n_img, step):
-        score_keys(m[lo:lo + step].reshape(-1), out=keys[lo * h * w:(lo + step) * h * w])
-    grid = keys.view(n_img, h, w)
-    for i, rs, cs, ids in regions.boxes:
-        grid[i, rs, cs] |= ids
-    r = sweep(sort_keys_(keys), regions.weights(m.device), fpr_limit, _CHUNK[kind])
+        descending_bits(m[lo:lo + step].reshape(-1), out=bits[lo * h * w:(lo + step) * h * w])
+    pos_keys = defect_keys(bits.view(n_img, h, w), regions)
+    r = sweep(sort_bits_(bits), pos_keys, regions.weights(m.device), fpr_limit)
     return {"auroc": r.auroc, "ap": r.ap, "f1_max": r.f1_max, "aupro": r.aupro}
+
+
+def defect_keys(grid: torch.Tensor, regions: Regions) -> torch.Tensor:
+    """Sorted int64 keys [P] of the defect pixels, ``~o(s) << 32 | region id``, read from the
+    ``descending_bits`` grid [N, H, W] inside the labelled boxes only (never a pass over all pixels)."""
+    bits, ids = [], []
+    for i, rs, cs, box_ids in regions.boxes:
+        inside = box_ids > 0
+        bits.append(grid[i, rs, cs][inside])
+        ids.append(box_ids[inside])
+    if not bits:
+        return torch.empty(0, dtype=torch.int64, device=grid.device)
+    return positive_keys(torch.cat(bits), torch.cat(ids))
 
 
 def check_memory(n_pixels: int, n_defect: int, device: torch.device) -> None:

@@ -1,21 +1,26 @@
-"""The one-sort core: (score, group) keys, one sort, a sweep over the positive steps -> AUROC, AP,
-F1-max, AUPRO.
+"""The one-sort core: the samples' scores as int32, one sort, the positives as (score, group) keys,
+a sweep over the positive steps -> AUROC, AP, F1-max, AUPRO.
 
-Keys. A float32 score s with bit pattern b (read as int32) maps to o(s) = b for s >= 0 and
+Encoding. A float32 score s with bit pattern b (read as int32) maps to o(s) = b for s >= 0 and
 b ^ 0x7fffffff for s < 0, an int32 whose signed order is the order of s (-0.0 is folded into +0.0,
-NaN is rejected, +-inf are ordinary). Each sample (pixel or image) becomes one int64 key
+NaN is rejected, +-inf are ordinary). Two arrays are sorted ascending, so that scores come in
+descending order with equal scores adjacent:
 
-    key = (~o(s)) << 32 | g,   g = 0 for a negative, g = r >= 1 for a positive of region r
-
-so an ascending sort lists scores in descending order with equal scores adjacent, and the samples
-scoring >= t are the keys up to ``(~o(t)) << 32 | 0xffffffff``, found by binary search. One 8-byte key
-per sample is all that is sorted (in place with numpy on CPU, ``torch.sort`` on CUDA); NaN scores
-sort beyond +-inf, so one look at both ends of the sorted keys rejects them.
+- every sample (pixel or image): ``~o(s)``, one int32 ([n], 4 B per sample), sorted in place (numpy
+  on CPU; on CUDA in runs of 2^26 samples by ``torch.sort``, its copy written back: S runs). It
+  only counts: the samples scoring > t / >= t are the sums over the runs of ``searchsorted`` left /
+  right of ``~o(t)``. NaN scores sort beyond +-inf, to the ends of their run, so one look at both
+  ends of each run rejects them (positives included: they are samples too);
+- the positives only, gathered by the caller without a pass over all samples (the labelled region
+  boxes of :mod:`fsadlib.metrics.regions`): one int64 key ``(~o(s)) << 32 | g`` each ([P]), g = r >= 1
+  the region of the positive (1 when there are no regions), sorted in O(P log P).
 
 Sweep. P / Nn are the numbers of positives / negatives, R the number of regions. A *positive step*
 is a distinct score t_j holding at least one positive (t_1 > t_2 > ... > t_G). At step j: N_j samples
 score >= t_j, TP_j of them positive, FP_j = N_j - TP_j; dTP_j / dFP_j positives / negatives score
-exactly t_j; W_j is the sum of 1 / area(region) over positives scoring >= t_j. Then, exactly:
+exactly t_j; W_j is the sum of 1 / area(region) over positives scoring >= t_j. TP_j, W_j and the steps
+come from the sorted positive keys, N_j and the samples scoring > t_j from the sorted int32 runs.
+Then, exactly:
 
     AUROC = sum_j dTP_j (Nn - FP_j + dFP_j / 2) / (P Nn)    each positive beats the negatives below it,
                                                             ties count half (= scikit-learn's trapezoid)
@@ -28,9 +33,9 @@ exactly t_j; W_j is the sum of 1 / area(region) over positives scoring >= t_j. T
 PRO is constant between positive steps, so the MVTec AD polyline through every distinct score, from
 (0, 0) to (1, 1), is the polyline (0, 0), (FPR before step j, PRO_{j-1}), (FPR_j, PRO_j) ... (1, 1);
 its trapezoid area up to FPR = L, the crossing segment linearly interpolated (MVTec
-``trapezoid(x_max=L)``), divided by L, is the AUPRO. All work after the sort is one pass over the keys
-to find the positives, then O(P log n) on the positives. Undefined values are NaN: AUROC without both
-classes, AP / F1-max without positives, AUPRO without regions or without negatives.
+``trapezoid(x_max=L)``), divided by L, is the AUPRO. All work after the two sorts is O(P + G S log n).
+Undefined values are NaN: AUROC without both classes, AP / F1-max without positives, AUPRO without
+regions or without negatives.
 """
 
 from __future__ import annotations
@@ -43,13 +48,19 @@ import torch
 
 _LOW31 = 0x7FFFFFFF
 _LOW32 = 0xFFFFFFFF
-_HIGH_POS_INF, _HIGH_NEG_INF = ~0x7F800000, 0x7F800000  # ~o(+inf), ~o(-inf): key highs of the extremes
+_POS_INF_BITS, _NEG_INF_BITS = ~0x7F800000, 0x7F800000  # ~o(+inf), ~o(-inf): the ends of non-NaN scores
+_CUDA_RUN = 1 << 26
+#: samples per sorted run of :func:`sort_bits_` (None: all in one), and the bytes of the sort's temporaries
+SORT_RUN: dict[str, int | None] = {"cpu": None, "cuda": _CUDA_RUN}
+SORT_TEMP_BYTES = {"cpu": 0, "cuda": 32 * _CUDA_RUN}
 
 
 def score_bits(scores: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int32 image o(s) of scores (compared as float32): s < s' <=> o(s) < o(s')."""
+    """Order-preserving int32 image o(s) of scores (compared as float32): s < s' <=> o(s) < o(s').
+    A fresh tensor; temporaries: 4 B per score besides it."""
     b = (scores.to(torch.float32) + 0.0).view(torch.int32)  # a fresh copy; folds -0.0 into +0.0
-    return b ^ ((b >> 31) & _LOW31)
+    flip = b >> 31
+    return b.bitwise_xor_(flip.bitwise_and_(_LOW31))
 
 
 def bits_to_score(o: int) -> float:
@@ -58,24 +69,59 @@ def bits_to_score(o: int) -> float:
     return float(np.array([b], dtype=np.int32).view(np.float32)[0])
 
 
-def score_keys(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Keys with group 0, ``(~o(s)) << 32`` (written into ``out`` when given); OR the groups of the
-    positives in afterwards."""
-    return torch.bitwise_left_shift((~score_bits(scores)).to(torch.int64), 32, out=out)
+def descending_bits(scores: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``~o(s)`` of scores [n] as int32 [n] (written into ``out`` when given): ascending = scores descending."""
+    return torch.bitwise_not(score_bits(scores), out=out)
 
 
-def sort_keys_(keys: torch.Tensor) -> torch.Tensor:
-    """Sort int64 keys ascending (= scores descending). In place on CPU (numpy's SIMD sort, no
-    extra memory); ``torch.sort`` elsewhere (8 B/key more for the indices it also returns).
+def positive_keys(bits: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Sorted int64 keys ``bits << 32 | g`` [P] of the positives, from their :func:`descending_bits`
+    [P] and their groups g >= 1 [P] (region ids, or 1 without regions)."""
+    return sort_((bits.to(torch.int64) << 32).bitwise_or_(groups))
 
-    NaN scores sort beyond +-inf, to the ends: ``ValueError`` when a key there is one."""
-    if keys.device.type == "cpu":
-        keys.numpy().sort()
-    else:
-        keys = torch.sort(keys).values
-    if keys.numel() and (int(keys[0] >> 32) < _HIGH_POS_INF or int(keys[-1] >> 32) > _HIGH_NEG_INF):
-        raise ValueError("scores contain NaN")
-    return keys
+
+@dataclass(frozen=True)
+class SortedSamples:
+    """The int32 :func:`descending_bits` of all n samples, [n], sorted ascending within each run of
+    ``run`` consecutive samples (the last run may be shorter): S = ceil(n / run) sorted runs."""
+
+    bits: torch.Tensor
+    run: int
+
+    def count_below(self, values: torch.Tensor, right: bool = False) -> torch.Tensor:
+        """[G] int64: the samples whose bits are < ``values`` [G] int32 (<= with ``right``), i.e.
+        scoring > (>=) the scores of ``values``: the sum over the runs of their ``searchsorted``."""
+        return sum(torch.searchsorted(part, values, right=right) for part in self.bits.split(self.run))
+
+
+def sort_bits_(bits: torch.Tensor) -> SortedSamples:
+    """Sort the int32 :func:`descending_bits` [n] of all samples ascending, in place, in runs of
+    ``SORT_RUN`` samples. CPU: one run, numpy's SIMD sort (no extra memory; more runs would sort a
+    little faster but multiply the counts' searches, G S of them). CUDA: runs of 2^26, each sorted by
+    ``torch.sort`` and its copy written back, so that its temporaries (the sorted values, the int64
+    indices, the int64 iota they are sorted from and cub's alternate buffers: 4 + 8 + 8 + 12 = 32 B
+    per sample) take ``SORT_TEMP_BYTES`` for one run instead of 32 B per sample of all.
+
+    NaN scores sort beyond +-inf, to the ends of their run: ``ValueError`` when a value there is one."""
+    run = SORT_RUN["cpu" if bits.device.type == "cpu" else "cuda"] or max(1, bits.numel())
+    for part in bits.split(run):
+        if part.device.type == "cpu":
+            part.numpy().sort()
+        else:
+            part.copy_(torch.sort(part).values)
+        if int(part[0]) < _POS_INF_BITS or int(part[-1]) > _NEG_INF_BITS:
+            raise ValueError("scores contain NaN")
+    return SortedSamples(bits, run)
+
+
+def sort_(values: torch.Tensor) -> torch.Tensor:
+    """Integers [n] sorted ascending: in place on CPU (numpy's SIMD sort, no extra memory);
+    ``torch.sort(...).values`` elsewhere (a sorted copy; the int64 indices torch also returns, and
+    its radix sort's buffers, are temporaries)."""
+    if values.device.type == "cpu":
+        values.numpy().sort()
+        return values
+    return torch.sort(values).values
 
 
 @dataclass(frozen=True)
@@ -87,32 +133,30 @@ class SweepResult:
     aupro: float
 
 
-def sweep(keys: torch.Tensor, region_weight: torch.Tensor | None = None, fpr_limit: float = 0.3,
-          chunk: int = 1 << 22) -> SweepResult:
-    """All metrics from sorted ``keys`` (formulas in the module docstring).
+def sweep(samples: SortedSamples, pos_keys: torch.Tensor, region_weight: torch.Tensor | None = None,
+          fpr_limit: float = 0.3) -> SweepResult:
+    """All metrics from the sorted samples and positives (formulas in the module docstring).
 
-    keys:          [n] int64 sorted by :func:`sort_keys_`
-    region_weight: [R + 1] float64 on the keys' device, 0 at index 0 and 1 / area(r) at r; ``None``
-                   skips AUPRO (the groups then only mark positives)
-    chunk:         keys scanned at once for positives (bounds the scan's temporaries)
-    Memory: O(chunk) for the scan, at most about 128 B per positive for the rest.
+    samples:       the int32 ``~o(s)`` of every sample, sorted by :func:`sort_bits_`
+    pos_keys:      [P] int64 keys of the positives (a subset of the samples), from :func:`positive_keys`
+    region_weight: [R + 1] float64 on the samples' device, 0 at index 0 and 1 / area(r) at r; ``None``
+                   skips AUPRO (the groups are then unused)
+    Memory: O(P); with the gathering of the positives about 170 B per positive when every positive
+    score is distinct (measured on CPU), under ``fsadlib.metrics.pixel.BYTES_PER_DEFECT_PIXEL``.
     """
-    n = keys.numel()
-    pos = torch.cat([((keys[lo:lo + chunk] & _LOW32) != 0).nonzero().squeeze(1) + lo
-                     for lo in range(0, n, chunk)])
-    n_pos, n_neg = pos.numel(), n - pos.numel()
+    n, n_pos = samples.bits.numel(), pos_keys.numel()
+    n_neg = n - n_pos
     nan = float("nan")
     if n_pos == 0:
         return SweepResult(nan, nan, nan, nan, nan)
-    pos_keys = keys[pos]
     high = pos_keys >> 32
-    first = torch.ones(n_pos, dtype=torch.bool, device=keys.device)
+    first = torch.ones(n_pos, dtype=torch.bool, device=pos_keys.device)
     torch.ne(high[1:], high[:-1], out=first[1:])
     step_first = first.nonzero().squeeze(1)            # index among positives of each step's first one
-    step_high = high[step_first]
-    before = torch.searchsorted(keys, step_high << 32)                        # scoring > t_j
-    n_ge = torch.searchsorted(keys, (step_high << 32) | _LOW32, right=True)   # N_j: scoring >= t_j
-    tp = torch.cat([step_first[1:], step_first.new_tensor([n_pos])])           # TP_j
+    step_bits = high[step_first].to(torch.int32)       # ~o(t_j)
+    before = samples.count_below(step_bits)                    # scoring > t_j
+    n_ge = samples.count_below(step_bits, right=True)          # N_j: scoring >= t_j
+    tp = torch.cat([step_first[1:], step_first.new_tensor([n_pos])])   # TP_j
     d_tp = tp.diff(prepend=tp.new_zeros(1))
     fp = n_ge - tp
     d_fp = (n_ge - before) - d_tp
@@ -130,7 +174,7 @@ def sweep(keys: torch.Tensor, region_weight: torch.Tensor | None = None, fpr_lim
         x, y = torch.cat([x.new_zeros(1), x, one]), torch.cat([y.new_zeros(1), y, one])
         aupro = trapezoid_to(x, y, fpr_limit).item() / fpr_limit
     return SweepResult(auroc=auroc, ap=ap, f1_max=f1[best].item(),
-                       f1_threshold=bits_to_score(~int(step_high[best])), aupro=aupro)
+                       f1_threshold=bits_to_score(~int(step_bits[best])), aupro=aupro)
 
 
 def trapezoid_to(x: torch.Tensor, y: torch.Tensor, limit: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from fsadlib.metrics import image_metrics
+from fsadlib.metrics import image_metrics, sweep
 from fsadlib.metrics.sweep import bits_to_score, score_bits
 
 
@@ -29,7 +29,9 @@ def test_score_bits_preserve_order_and_invert():
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("levels", [None, 7])
-def test_image_metrics_equal_sklearn(seed, levels):
+@pytest.mark.parametrize("run", [1 << 22, 16])  # the scores sorted in one run, or in runs of 16
+def test_image_metrics_equal_sklearn(monkeypatch, seed, levels, run):
+    monkeypatch.setitem(sweep.SORT_RUN, "cpu", run)
     rng = np.random.default_rng(seed)
     y = rng.random(200) < 0.3
     s = (rng.normal(size=200) + y).astype(np.float32)
@@ -107,3 +109,12 @@ def test_a_nan_of_either_sign_among_finite_scores_is_rejected(nan_bits):
 def test_bad_input_raises(scores, labels, match):
     with pytest.raises((ValueError, TypeError), match=match):
         image_metrics(scores, labels)
+
+
+@pytest.mark.parametrize("nan_bits", [0x7FC00000, 0xFFC00000])
+@pytest.mark.parametrize("labels", [[0, 0, 1], [1, 1, 0]])  # the NaN (index 1) among negatives / positives only
+def test_a_nan_in_one_class_alone_is_rejected(nan_bits, labels):
+    scores = np.array([0.1, 0.0, 0.5], dtype=np.float32)
+    scores[1] = np.array([nan_bits], dtype=np.uint32).view(np.float32)[0]
+    with pytest.raises(ValueError, match="NaN"):
+        image_metrics(scores, np.array(labels))

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from metrics_reference import mvtec_like, slow_aupro
+from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from fsadlib.metrics import legacy_cflow_aupro, pixel, pixel_metrics
+from fsadlib.metrics import legacy_cflow_aupro, pixel, pixel_metrics, sweep
 from fsadlib.metrics.regions import label_regions
+from fsadlib.metrics.sweep import descending_bits
 
 
 def sklearn_pixel(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
@@ -104,12 +106,12 @@ def test_strictly_increasing_transform_changes_nothing():
 
 
 @pytest.mark.filterwarnings("error")  # a block written through a wrongly sized slice warns (out= resized)
-def test_chunks_and_blocks_do_not_change_results(monkeypatch):
-    maps, masks = mvtec_like(6, 16, 8, levels=20)  # ties straddle the small chunk borders
+def test_blocks_and_sort_runs_do_not_change_results(monkeypatch):
+    maps, masks = mvtec_like(6, 16, 8, levels=20)  # ties straddle the small block and run borders
     base = pixel_metrics(maps, masks)
-    monkeypatch.setitem(pixel._CHUNK, "cpu", 7)
     monkeypatch.setitem(pixel._BLOCK, "cpu", 300)
-    assert pixel_metrics(maps, masks) == pytest.approx(base, abs=1e-12)
+    monkeypatch.setitem(sweep.SORT_RUN, "cpu", 7)
+    assert pixel_metrics(maps, masks) == base
 
 
 def test_input_types_agree():
@@ -129,17 +131,28 @@ def test_one_map_without_the_image_axis_is_one_image():
 
 def test_memory_guard(monkeypatch):
     monkeypatch.setattr(pixel, "available_host_memory", lambda: 10**6)
-    with pytest.raises(MemoryError, match="8 B/pixel"):
+    with pytest.raises(MemoryError, match="4 B/pixel"):
         pixel_metrics(np.zeros((1, 4, 4), np.float32), np.zeros((1, 4, 4), bool))
 
 
 def test_memory_need_is_bytes_per_pixel_and_per_defect_pixel_plus_the_overhead(monkeypatch):
-    need = 8 * 100 + 128 * 10 + 40 * 2**22 + 10 * 2**22  # CPU: 8 B/pixel, 128 B/defect pixel, blocks
+    need = 4 * 100 + 192 * 10 + 24 * 2**22  # CPU: 4 B/pixel, 192 B/defect pixel, blocks
     monkeypatch.setattr(pixel, "available_host_memory", lambda: need)
     pixel.check_memory(100, 10, torch.device("cpu"))
     monkeypatch.setattr(pixel, "available_host_memory", lambda: need - 1)
-    with pytest.raises(MemoryError, match=r"128 B x 10 defect pixels"):
+    with pytest.raises(MemoryError, match=r"192 B x 10 defect pixels"):
         pixel.check_memory(100, 10, torch.device("cpu"))
+
+
+def test_cuda_memory_need_is_4_bytes_per_pixel_plus_one_sort_run(monkeypatch):
+    # the int32 array (4 B/pixel) + 192 B/defect pixel + blocks of 2^26 pixels x 24 B + torch.sort's
+    # temporaries for one run of 2^26 pixels x 32 B; no CUDA needed: the free memory is patched
+    need = 4 * 10**9 + 192 * 10 + 24 * 2**26 + 32 * 2**26
+    monkeypatch.setattr(pixel.torch.cuda, "mem_get_info", lambda device: (need, 2 * need))
+    pixel.check_memory(10**9, 10, torch.device("cuda"))
+    monkeypatch.setattr(pixel.torch.cuda, "mem_get_info", lambda device: (need - 1, 2 * need))
+    with pytest.raises(MemoryError, match=r"4 B/pixel x 1,000,000,000 pixels"):
+        pixel.check_memory(10**9, 10, torch.device("cuda"))
 
 
 @pytest.mark.parametrize("maps, masks, kw, match", [
@@ -193,3 +206,48 @@ def test_host_memory_without_meminfo_is_free_pages_times_page_size(monkeypatch):
     monkeypatch.setattr("builtins.open", no_meminfo)
     monkeypatch.setattr(pixel.os, "sysconf", {"SC_AVPHYS_PAGES": 3, "SC_PAGE_SIZE": 4096}.__getitem__)
     assert pixel.available_host_memory() == 3 * 4096
+
+
+def test_a_defect_tying_normal_pixels_of_other_blocks_and_runs(monkeypatch):
+    # one image per encoding block; the defect pixel of image 1 scores 0.5 like one normal pixel of
+    # image 0 and one of image 2, so its step counts pixels of all three blocks (and sort runs). 12 pixels, P = 1,
+    # Nn = 11; at t = 0.5: 1 pixel scores above (0.9), N = 4, FP = 3, dFP = 2.
+    # AUROC = (11 - 3 + 2/2) / 11; AP = 1/4; F1 = 2 / (4 + 1); AUPRO over (0,0) (1/11,0) (3/11,1) (1,1):
+    # (0.5 * 2/11 + (0.3 - 3/11)) / 0.3 = 1 - (2/11) / 0.3 = 13/33.
+    maps = np.array([[[0.5, 0.1], [0.2, 0.3]], [[0.5, 0.1], [0.0, 0.2]], [[0.9, 0.5], [0.4, 0.1]]],
+                    dtype=np.float32)
+    masks = np.zeros_like(maps, dtype=bool)
+    masks[1, 0, 0] = True
+    monkeypatch.setitem(pixel._BLOCK, "cpu", 4)
+    monkeypatch.setitem(sweep.SORT_RUN, "cpu", 5)  # runs of 5 sorted pixels: the ties sit in three
+    got = pixel_metrics(maps, masks)
+    assert got == pytest.approx({"auroc": 9 / 11, "ap": 1 / 4, "f1_max": 2 / 5, "aupro": 13 / 33}, abs=1e-12)
+    assert got == pytest.approx(sklearn_pixel(maps, masks) | {"aupro": slow_aupro(maps, masks)}, abs=1e-12)
+
+
+@pytest.mark.parametrize("nan_bits", [0x7FC00000, 0xFFC00000])  # +NaN sorts to the low end, -NaN to the high end
+@pytest.mark.parametrize("where", ["normal", "defect"])
+@pytest.mark.parametrize("run", [1 << 22, 5])  # one sorted run; the NaN inside one of many runs
+def test_a_nan_among_normal_or_defect_pixels_alone_is_rejected(monkeypatch, nan_bits, where, run):
+    monkeypatch.setitem(sweep.SORT_RUN, "cpu", run)
+    maps, masks = mvtec_like(3, 12, 1)
+    candidates = np.argwhere(masks) if where == "defect" else np.argwhere(~masks)
+    i, r, c = candidates[len(candidates) // 2]
+    maps[i, r, c] = np.array([nan_bits], dtype=np.uint32).view(np.float32)[0]
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_metrics(maps, masks)
+
+
+def test_defect_keys_from_the_boxes_equal_a_pass_over_every_pixel():
+    # the slow reference: label every mask whole, key every defect pixel, sort
+    maps, masks = mvtec_like(5, 20, 6, levels=9)
+    grid = descending_bits(torch.from_numpy(maps).reshape(-1)).view(maps.shape)
+    want, offset = [], 0
+    for i, mask in enumerate(masks):
+        ids, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        r, c = np.nonzero(ids)
+        want += [(int(grid[i, y, x]) << 32) | int(ids[y, x] + offset) for y, x in zip(r, c)]
+        offset += n
+    g = torch.from_numpy(masks)
+    got = pixel.defect_keys(grid, label_regions(g, masks.any(2), masks.any(1)))
+    assert got.dtype == torch.int64 and got.tolist() == sorted(want) and len(want) == masks.sum() > 0

@@ -60,10 +60,12 @@ def text_features(backbone, category: str) -> torch.Tensor:
 
 def _text_features(backbone, category: str) -> torch.Tensor:
     name = class_name(category, {})
-    rows = []
-    for states in (NORMAL_STATES, ABNORMAL_STATES_WINCLIP):
-        emb = backbone.encode_text([t.format(s.format(name)) for s in states for t in TEMPLATES_WINCLIP])
-        rows.append(F.normalize(emb, dim=-1).mean(0))
+    # both states' prompts in one text-tower call (the public code makes one per state): the tower runs
+    # up to the batch's longest prompt, so the same batch as fsadlib's keeps the float rounding equal
+    prompts = [[t.format(s.format(name)) for s in states for t in TEMPLATES_WINCLIP]
+               for states in (NORMAL_STATES, ABNORMAL_STATES_WINCLIP)]
+    emb = F.normalize(backbone.encode_text(prompts[0] + prompts[1]), dim=-1)
+    rows = [emb[:len(prompts[0])].mean(0), emb[len(prompts[0]):].mean(0)]
     return F.normalize(torch.stack(rows), dim=-1)
 
 

@@ -101,6 +101,44 @@ def test_injection_with_zero_tokens_reproduces_encode_text(backbone):
                           backbone.model.encode_text(ids), atol=1e-6)
 
 
+def _tower_lengths(backbone, call):
+    """The sequence lengths the text transformer runs on during ``call()``."""
+    seen = []
+    hook = backbone.model.transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(args[0].shape[1]), with_kwargs=True)
+    try:
+        out = call()
+    finally:
+        hook.remove()
+    return seen, out
+
+
+def _full_context(backbone, emb, eot, mask):
+    """The text tower on all L positions with ``mask`` (the read-out without the causal cut)."""
+    m = backbone.model
+    x = m.ln_final(m.transformer(emb + m.positional_embedding, attn_mask=mask))
+    return x[torch.arange(len(eot)), eot] @ m.text_projection
+
+
+def test_text_tower_runs_up_to_the_last_eot_only(backbone):
+    texts = ["a photo of a damaged bottle with a long scratch on its side.", "flawless hazelnut"]
+    ids = backbone.tokenize(texts)
+    emb, eot = backbone.inject(ids, torch.randn(3, backbone.text_width), position=1)
+    lengths, out = _tower_lengths(backbone, lambda: backbone.encode_text_embeddings(emb, eot))
+    assert lengths == [int(eot.max()) + 1] and lengths[0] < backbone.context_length
+    full = _full_context(backbone, emb, eot, backbone.model.attn_mask)
+    assert torch.allclose(out, full, atol=1e-6) and not torch.equal(out[0], out[1])
+    # without a causal mask every position is attended to: no cut, the full-context read-out
+    causal = backbone.model.attn_mask
+    backbone.model.attn_mask = None
+    try:
+        lengths, out = _tower_lengths(backbone, lambda: backbone.encode_text_embeddings(emb, eot))
+    finally:
+        backbone.model.attn_mask = causal
+    assert lengths == [backbone.context_length]
+    assert torch.allclose(out, _full_context(backbone, emb, eot, None), atol=1e-6)
+
+
 def test_injection_shifts_eot_and_replaces_placeholder(backbone):
     ids = backbone.tokenize(["X bottle"])            # [SOS] X bottle [EOT]
     learn = torch.randn(1, 4, backbone.text_width, requires_grad=True)

@@ -140,7 +140,7 @@ def test_memory_need_is_bytes_per_pixel_and_per_defect_pixel_plus_the_overhead(m
     monkeypatch.setattr(pixel, "available_host_memory", lambda: need)
     pixel.check_memory(100, 10, torch.device("cpu"))
     monkeypatch.setattr(pixel, "available_host_memory", lambda: need - 1)
-    with pytest.raises(MemoryError, match=r"160 B x 10 defect pixels"):
+    with pytest.raises(MemoryError, match=rf"needs about {need / 2**30:.2f} GiB .* 160 B x 10 defect pixels"):
         pixel.check_memory(100, 10, torch.device("cpu"))
 
 
@@ -157,6 +157,7 @@ def test_cuda_memory_need_is_4_bytes_per_pixel_plus_one_sort_run(monkeypatch):
 
 @pytest.mark.parametrize("maps, masks, kw, match", [
     (np.zeros((2, 4, 4)), np.zeros((2, 4, 5)), {}, "must be equal"),
+    (np.zeros(16), np.zeros(16), {}, r"non-empty \[N, H, W\]"),   # equal shapes, but not images
     (np.zeros((2, 4, 4)), np.full((2, 4, 4), 0.5), {}, "masks must be binary"),
     (np.full((1, 4, 4), np.nan), np.zeros((1, 4, 4)), {}, "NaN"),
     (np.zeros((1, 4, 4)), np.zeros((1, 4, 4)), {"fpr_limit": 0}, "fpr_limit"),
